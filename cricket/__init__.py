@@ -1,0 +1,7 @@
+"""Cricket: finds the anomalous cricket.
+
+Learns a library of normal waveform shapes with k-means and flags what it cannot
+rebuild from them. This package is the library; it never imports Prefect.
+"""
+
+__version__ = "0.1.0"

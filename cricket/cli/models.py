@@ -1,0 +1,3 @@
+"""`cricket` commands: models (to be written)."""
+
+from cricket.cli import app  # noqa: F401
