@@ -1,0 +1,39 @@
+"""`cricket serve`: run the scheduled deployments from one process (no work pool)."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from cricket.cli import app
+
+
+@app.command("serve")
+def serve_command(
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="most flow runs this process runs at once (default: no cap)"
+    ),
+    schedules: bool = typer.Option(
+        True,
+        "--schedules/--no-schedules",
+        help="keep the nightly and hourly cron schedules (--no-schedules: runs only by hand)",
+    ),
+) -> None:
+    """Serve nightly-retrain, hourly-score and backfill until stopped (Ctrl-C).
+
+    Registers the deployments with the Prefect API at PREFECT_API_URL and runs them here. Start `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api so the UI shows the runs.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if not (os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()):
+        typer.secho(
+            "PREFECT_API_URL is not set: serving against a temporary Prefect server that "
+            "stops with this process, and no UI sees it. For the UI, run "
+            "`prefect server start` and `export PREFECT_API_URL=http://127.0.0.1:4200/api`.",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    from deployments.serve import serve
+
+    serve(limit=limit, schedules=schedules)
