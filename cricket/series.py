@@ -1,0 +1,190 @@
+"""Prepare: validate, regularise, fill short gaps, split at long gaps, scale robustly.
+
+The shape library works on clean, contiguous float arrays. Real metrics have
+non-numeric junk, infinities, duplicate or unordered timestamps and gaps; this module
+turns them into what the library needs.
+
+Policies (documented, tested):
+- non-numeric values (strings that are not numbers, objects) -> :class:`BadSeriesError`
+  naming the first offending timestamp; ``None`` counts as missing (NaN).
+- ``+inf`` / ``-inf`` -> NaN (treated as missing steps) with a warning, because a
+  counter overflow or a division by zero upstream should not stop a nightly run;
+  pass ``inf="raise"`` to :func:`validate` to refuse them instead.
+- duplicate timestamps -> averaged (mean) with a warning.
+- unordered timestamps (including a clock that jumped backwards) -> sorted.
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import timedelta
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+
+class BadSeriesError(ValueError):
+    """The data cannot be used as it is. The message says what is wrong and what to do."""
+
+
+def validate(series: pd.Series, inf: Literal["nan", "raise"] = "nan") -> pd.Series:
+    """Return a clean float64 copy of ``series``: numeric, sorted, unique timestamps.
+
+    Raises :class:`BadSeriesError` for non-numeric values (and for infinities when
+    ``inf="raise"``). The caller's series is never modified.
+    """
+    if not isinstance(series, pd.Series):
+        raise BadSeriesError(
+            f"expected a pandas Series indexed by time (got {type(series).__name__}): "
+            "wrap the values with pd.Series(values, index=timestamps)"
+        )
+    s = series.copy()
+    if s.dtype == bool:
+        raise BadSeriesError(
+            "the series holds booleans, not measurements: convert it with .astype(float) "
+            "if 0/1 is meant"
+        )
+    if not pd.api.types.is_numeric_dtype(s.dtype):
+        converted = pd.to_numeric(s, errors="coerce")
+        bad = converted.isna() & s.notna()
+        if bad.any():
+            where = s.index[bad.to_numpy()][0]
+            raise BadSeriesError(
+                f"non-numeric value {s[bad].iloc[0]!r} at {where} "
+                f"({int(bad.sum())} such value(s)): clean the field or select a numeric one"
+            )
+        s = converted
+    s = s.astype(np.float64)
+    infinite = np.isinf(s.to_numpy())
+    if infinite.any():
+        if inf == "raise":
+            where = s.index[infinite][0]
+            raise BadSeriesError(
+                f"infinite value at {where} ({int(infinite.sum())} in all): "
+                "fix the source or validate with inf='nan' to treat them as missing"
+            )
+        warnings.warn(
+            f"{int(infinite.sum())} infinite value(s) treated as missing (NaN)",
+            stacklevel=2,
+        )
+        s[infinite] = np.nan
+    if not s.index.is_monotonic_increasing:
+        s = s.sort_index(kind="mergesort")
+    if s.index.has_duplicates:
+        n_dup = int(s.index.duplicated().sum())
+        warnings.warn(f"{n_dup} duplicate timestamp(s) averaged into one value each", stacklevel=2)
+        s = s.groupby(level=0, sort=True).mean()
+    return s
+
+
+def regularize(series: pd.Series, every: str | timedelta | pd.Timedelta) -> pd.Series:
+    """Resample a validated series onto a regular grid of step ``every`` (mean per
+    step); steps with no data are NaN."""
+    if not isinstance(series.index, pd.DatetimeIndex):
+        raise BadSeriesError(
+            f"regularize needs a DatetimeIndex (got {type(series.index).__name__}): "
+            "index the series by timestamps"
+        )
+    step = pd.Timedelta(every)
+    if step <= pd.Timedelta(0):
+        raise ValueError(f"every must be a positive duration (got {every!r})")
+    s = validate(series)
+    return s.resample(step).mean()
+
+
+def _nan_runs(isnan: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start (inclusive) and stop (exclusive) of each run of True."""
+    d = np.diff(np.concatenate(([0], isnan.astype(np.int8), [0])))
+    return np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+
+
+def fill_short_gaps(values: np.ndarray | pd.Series, max_gap: int) -> np.ndarray:
+    """Linearly interpolate each run of at most ``max_gap`` NaNs that has data on both
+    sides. Longer runs and runs at the ends stay NaN. Returns a new float64 array."""
+    x = np.array(values, dtype=np.float64)  # copy
+    if x.ndim != 1:
+        raise BadSeriesError(f"values must be 1-D (got shape {x.shape})")
+    isnan = np.isnan(x)
+    if max_gap <= 0 or not isnan.any():
+        return x
+    starts, stops = _nan_runs(isnan)
+    lengths = stops - starts
+    keep = (lengths <= max_gap) & (starts > 0) & (stops < len(x))
+    if not keep.any():
+        return x
+    # mark points of short interior runs (vectorised via a +1/-1 difference array)
+    marks = np.zeros(len(x) + 1, dtype=np.int64)
+    np.add.at(marks, starts[keep], 1)
+    np.add.at(marks, stops[keep], -1)
+    fill = np.cumsum(marks[:-1]) > 0
+    good = ~isnan
+    idx = np.arange(len(x))
+    x[fill] = np.interp(idx[fill], idx[good], x[good])
+    return x
+
+
+def split_at_gaps(values: np.ndarray | pd.Series, min_len: int) -> list[tuple[int, np.ndarray]]:
+    """Contiguous non-NaN pieces as ``(start offset, copy of the piece)``, dropping
+    pieces shorter than ``min_len``."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1:
+        raise BadSeriesError(f"values must be 1-D (got shape {x.shape})")
+    starts, stops = _nan_runs(~np.isnan(x))
+    return [(int(a), x[a:b].copy()) for a, b in zip(starts, stops, strict=True) if b - a >= min_len]
+
+
+class RobustScaler:
+    """Scale by median and interquartile range, ignoring NaN.
+
+    When the IQR is 0 (a mostly flat series) the scale falls back to the standard
+    deviation, and to 1 when that is 0 too (or there is no data).
+    """
+
+    def __init__(self) -> None:
+        self.center_: float | None = None
+        self.scale_: float | None = None
+
+    def fit(self, values: np.ndarray | pd.Series) -> RobustScaler:
+        x = np.asarray(values, dtype=np.float64)
+        finite = x[np.isfinite(x)]
+        if finite.size == 0:
+            self.center_, self.scale_ = 0.0, 1.0
+            return self
+        q1, med, q3 = np.percentile(finite, [25, 50, 75])
+        scale = float(q3 - q1)
+        if not scale > 0:
+            scale = float(np.std(finite))
+        if not scale > 0:
+            scale = 1.0
+        self.center_, self.scale_ = float(med), scale
+        return self
+
+    def _check(self) -> None:
+        if self.center_ is None or self.scale_ is None:
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("this RobustScaler is not fitted yet: call fit(values) first")
+
+    def transform(self, values: np.ndarray | pd.Series) -> np.ndarray:
+        self._check()
+        return (np.asarray(values, dtype=np.float64) - self.center_) / self.scale_
+
+    def inverse_transform(self, values: np.ndarray | pd.Series) -> np.ndarray:
+        self._check()
+        return np.asarray(values, dtype=np.float64) * self.scale_ + self.center_
+
+    def fit_transform(self, values: np.ndarray | pd.Series) -> np.ndarray:
+        return self.fit(values).transform(values)
+
+    def get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        self._check()
+        return {"kind": "RobustScaler", "center": self.center_, "scale": self.scale_}, {}
+
+    @classmethod
+    def from_state(cls, meta: dict, arrays: dict[str, np.ndarray] | None = None) -> RobustScaler:
+        if meta.get("kind", "RobustScaler") != "RobustScaler":
+            raise ValueError(f"state is for a {meta.get('kind')!r}, not a RobustScaler")
+        obj = cls()
+        obj.center_, obj.scale_ = float(meta["center"]), float(meta["scale"])
+        return obj

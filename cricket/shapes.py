@@ -1,0 +1,509 @@
+"""ShapeLibrary: learn normal waveform shapes with k-means and rebuild data from them.
+
+Training cuts the series into windowed segments (``segment_len`` samples, sliding by
+``train_slide``) and clusters them; the centroids are the library of normal shapes.
+Scoring cuts the data into windowed segments at a hop of half a segment, replaces each
+by its nearest centroid (one batched search) and overlap-adds them. Where the data has
+a shape the library never saw, the reconstruction is poor; the per-point error is the
+anomaly signal.
+
+The library works on clean, contiguous float arrays: no NaN, no inf. Fill or split
+gaps first with :mod:`cricket.series`. ``fit`` also takes a list of contiguous pieces
+(segments never straddle two pieces).
+
+Models save to one ``.npz`` file (arrays plus the parameters as JSON text, with a
+format version) and load with ``allow_pickle=False``: loading never executes code.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+
+from cricket.scoring import events_from_mask, quantile_threshold
+from cricket.segments import (
+    overlap_add,
+    pad_for_reconstruction,
+    sliding_segments,
+    windowed_segments,
+)
+from cricket.series import BadSeriesError
+
+FORMAT_VERSION = 1
+_CHUNK_ELEMENTS = 1 << 21  # distance-matrix elements per chunk (16 MiB of float64)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "BadSeriesError",
+    "FormatVersionError",
+    "NotFittedError",
+    "ShapeLibrary",
+    "as_clean_values",
+    "check_format_version",
+]
+
+
+class FormatVersionError(ValueError):
+    """A saved model was written in a format this version of Cricket does not read."""
+
+
+def check_format_version(meta: dict[str, Any], kind: str) -> None:
+    """Raise :class:`FormatVersionError` unless ``meta`` is state of ``kind`` at the
+    current format version."""
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise FormatVersionError(
+            f"this {kind} was saved in format version {version!r}, but this Cricket reads "
+            f"format version {FORMAT_VERSION}: retrain the model, or load it with the "
+            "Cricket version that wrote it"
+        )
+    if meta.get("kind") != kind:
+        raise ValueError(f"the saved state is a {meta.get('kind')!r}, not a {kind}")
+
+
+def as_clean_values(values: Any, min_len: int = 1, what: str = "values") -> np.ndarray:
+    """``values`` as a 1-D float64 array, or a :class:`BadSeriesError` saying what is
+    wrong (non-numeric, not 1-D, NaN/inf, shorter than ``min_len``) and what to do."""
+    if isinstance(values, pd.Series | pd.Index):
+        values = values.to_numpy()
+    arr = np.asarray(values)
+    if arr.dtype == bool:
+        raise BadSeriesError(
+            f"{what} are booleans, not measurements: convert with .astype(float) if 0/1 is meant"
+        )
+    if arr.dtype.kind not in "iuf":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise BadSeriesError(
+                f"{what} must be numeric (got dtype {arr.dtype}): convert them with "
+                "pd.to_numeric or clean the series with cricket.series.validate"
+            ) from exc
+    if arr.ndim != 1:
+        raise BadSeriesError(f"{what} must be a 1-D series (got shape {arr.shape})")
+    arr = arr.astype(np.float64, copy=False)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        n_nan = int(np.isnan(arr).sum())
+        n_inf = int(bad.sum()) - n_nan
+        first = int(np.flatnonzero(bad)[0])
+        raise BadSeriesError(
+            f"{what} contain {n_nan} NaN and {n_inf} infinite value(s) (first at index "
+            f"{first}): the shape library needs clean contiguous data; fill or split gaps "
+            "first with cricket.series (fill_short_gaps, split_at_gaps)"
+        )
+    if len(arr) < min_len:
+        raise BadSeriesError(
+            f"{what} hold {len(arr)} point(s), shorter than one segment ({min_len}): "
+            "give a longer series or use a shorter segment_len"
+        )
+    return arr
+
+
+def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average of width ``width``; windows shrink at the ends."""
+    if width <= 1 or len(x) == 0:
+        return x.copy()
+    c = np.concatenate(([0.0], np.cumsum(x)))
+    idx = np.arange(len(x))
+    lo = np.maximum(idx - width // 2, 0)
+    hi = np.minimum(idx - width // 2 + width, len(x))
+    return (c[hi] - c[lo]) / (hi - lo)
+
+
+def _count_distinct_rows(rows: np.ndarray) -> int:
+    """Number of distinct rows (by a 64-bit hash per row; collisions only lower it)."""
+    if len(rows) == 0:
+        return 0
+    hashes = pd.util.hash_pandas_object(pd.DataFrame(rows), index=False).to_numpy()
+    return int(np.unique(hashes).size)
+
+
+class ShapeLibrary(BaseEstimator):
+    """A k-means library of normal waveform shapes (scikit-learn / PyOD conventions).
+
+    Parameters
+    ----------
+    segment_len: samples per segment (even).
+    train_slide: training segments start every ``train_slide`` samples.
+    n_clusters: shapes in the library; lowered (with a warning) to the number of
+        distinct training segments when that is smaller.
+    n_init, random_state, max_iter: passed to k-means.
+    algorithm: ``"kmeans"``, ``"minibatch"`` or ``"auto"`` (MiniBatchKMeans when
+        there are more than ``batch_threshold`` training segments).
+    holdout_fraction: tail of the training data kept back from k-means; the
+        threshold is set from scores on it. 0 sets it from the training data itself
+        (optimistic).
+    threshold_quantile, threshold_scale: ``threshold_`` is ``threshold_scale`` times
+        this quantile of held-out scores (the scale leaves a margin, because a clean
+        stretch longer than the held-out one will exceed its top quantile somewhere).
+    score_window: ``decision_function`` is the moving average of the absolute
+        reconstruction error over this many points (None: ``segment_len // 2``).
+    min_gap: anomalous stretches closer than this merge into one event (None:
+        ``segment_len // 2``).
+
+    Fitted attributes: ``centroids_`` (n_clusters_, segment_len) float64,
+    ``n_clusters_``, ``inertia_``, ``threshold_``, ``n_train_segments_``,
+    ``n_train_points_``, ``n_holdout_points_``.
+    """
+
+    def __init__(
+        self,
+        segment_len: int = 32,
+        train_slide: int = 2,
+        n_clusters: int = 150,
+        n_init: int = 1,
+        random_state: int | None = None,
+        algorithm: str = "auto",
+        batch_threshold: int = 50_000,
+        max_iter: int = 300,
+        holdout_fraction: float = 0.2,
+        threshold_quantile: float = 0.999,
+        threshold_scale: float = 1.5,
+        score_window: int | None = None,
+        min_gap: int | None = None,
+    ) -> None:
+        self.segment_len = segment_len
+        self.train_slide = train_slide
+        self.n_clusters = n_clusters
+        self.n_init = n_init
+        self.random_state = random_state
+        self.algorithm = algorithm
+        self.batch_threshold = batch_threshold
+        self.max_iter = max_iter
+        self.holdout_fraction = holdout_fraction
+        self.threshold_quantile = threshold_quantile
+        self.threshold_scale = threshold_scale
+        self.score_window = score_window
+        self.min_gap = min_gap
+
+    # ------------------------------------------------------------------ checks
+    def _check_params(self) -> None:
+        n = self.segment_len
+        if int(n) != n or n < 2 or n % 2:
+            raise ValueError(
+                f"segment_len must be an even integer >= 2 (got {n!r}): reconstruction "
+                "hops by segment_len/2"
+            )
+        if int(self.train_slide) != self.train_slide or self.train_slide < 1:
+            raise ValueError(f"train_slide must be a positive integer (got {self.train_slide!r})")
+        if int(self.n_clusters) != self.n_clusters or self.n_clusters < 1:
+            raise ValueError(f"n_clusters must be a positive integer (got {self.n_clusters!r})")
+        if self.algorithm not in ("auto", "kmeans", "minibatch"):
+            raise ValueError(
+                f"algorithm must be 'auto', 'kmeans' or 'minibatch' (got {self.algorithm!r})"
+            )
+        if not 0 <= self.holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be in [0, 1) (got {self.holdout_fraction!r})")
+        if not 0 < self.threshold_quantile <= 1:
+            raise ValueError(
+                f"threshold_quantile must be in (0, 1] (got {self.threshold_quantile!r})"
+            )
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "centroids_"):
+            raise NotFittedError(
+                "this ShapeLibrary is not fitted yet: call fit(values) first, or load a "
+                "saved one with ShapeLibrary.load(path)"
+            )
+
+    @property
+    def _score_window(self) -> int:
+        return self.segment_len // 2 if self.score_window is None else int(self.score_window)
+
+    @property
+    def _min_gap(self) -> int:
+        return self.segment_len // 2 if self.min_gap is None else int(self.min_gap)
+
+    # --------------------------------------------------------------------- fit
+    def _split_holdout(self, pieces: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Split the pieces at ``(1 - holdout_fraction)`` of their total length."""
+        if self.holdout_fraction == 0:
+            return pieces, []
+        total = sum(len(p) for p in pieces)
+        cut = int(round(total * (1 - self.holdout_fraction)))
+        head: list[np.ndarray] = []
+        tail: list[np.ndarray] = []
+        pos = 0
+        for p in pieces:
+            if pos + len(p) <= cut:
+                head.append(p)
+            elif pos >= cut:
+                tail.append(p)
+            else:
+                head.append(p[: cut - pos])
+                tail.append(p[cut - pos :])
+            pos += len(p)
+        n = self.segment_len
+        head = [p for p in head if len(p) >= n]
+        tail = [p for p in tail if len(p) >= n]
+        if not head or not tail:
+            need = int(np.ceil(n / min(self.holdout_fraction, 1 - self.holdout_fraction)))
+            raise BadSeriesError(
+                f"{total} points are too few to keep {self.holdout_fraction:.0%} back for the "
+                f"threshold with segments of {n}: give at least about {need} contiguous points, "
+                "or set holdout_fraction=0"
+            )
+        return head, tail
+
+    def fit(self, values: Any, y: None = None) -> ShapeLibrary:
+        """Learn the shape library (and the threshold) from ``values``: one clean 1-D
+        array, or a list of contiguous clean pieces."""
+        from sklearn.cluster import KMeans, MiniBatchKMeans
+
+        self._check_params()
+        n = int(self.segment_len)
+        if (
+            isinstance(values, list | tuple)
+            and len(values) > 0
+            and all(np.ndim(v) == 1 for v in values)
+        ):
+            pieces = [as_clean_values(v, 0, "values") for v in values]
+            pieces = [p for p in pieces if len(p) >= n]
+            if not pieces:
+                raise BadSeriesError(
+                    f"no piece is as long as one segment ({n} points): give longer pieces "
+                    "or use a shorter segment_len"
+                )
+        else:
+            pieces = [as_clean_values(values, n, "values")]
+        head, tail = self._split_holdout(pieces)
+
+        segs = np.concatenate([windowed_segments(p, n, int(self.train_slide)) for p in head])
+        k = int(self.n_clusters)
+        distinct = _count_distinct_rows(segs)
+        if distinct < k:
+            warnings.warn(
+                f"only {distinct} distinct training segment(s), fewer than n_clusters={k}: "
+                f"using {distinct} clusters",
+                stacklevel=2,
+            )
+            k = distinct
+        use_minibatch = self.algorithm == "minibatch" or (
+            self.algorithm == "auto" and len(segs) > self.batch_threshold
+        )
+        if use_minibatch:
+            km = MiniBatchKMeans(
+                n_clusters=k,
+                n_init=self.n_init,
+                random_state=self.random_state,
+                batch_size=4096,
+                max_iter=min(int(self.max_iter), 100),
+            )
+        else:
+            km = KMeans(
+                n_clusters=k,
+                n_init=self.n_init,
+                random_state=self.random_state,
+                max_iter=int(self.max_iter),
+            )
+        km.fit(segs)
+        self.centroids_ = np.ascontiguousarray(km.cluster_centers_, dtype=np.float64)
+        self.n_clusters_ = int(k)
+        self.inertia_ = float(km.inertia_)
+        self.n_train_segments_ = int(len(segs))
+        self.n_train_points_ = int(sum(len(p) for p in head))
+        self.n_holdout_points_ = int(sum(len(p) for p in tail))
+        self.algorithm_ = "minibatch" if use_minibatch else "kmeans"
+        calib = tail if tail else head
+        scores = np.concatenate([self.decision_function(p) for p in calib])
+        self.threshold_ = quantile_threshold(scores, self.threshold_quantile, self.threshold_scale)
+        return self
+
+    @classmethod
+    def from_centroids(
+        cls, centroids: np.ndarray, threshold: float = np.inf, **params: Any
+    ) -> ShapeLibrary:
+        """A library from given shapes (windowed segments), e.g. for tests or transfer."""
+        lib = cls(**params)
+        lib._check_params()
+        c = np.array(centroids, dtype=np.float64)
+        if c.ndim != 2 or c.shape[1] != lib.segment_len or len(c) == 0:
+            raise ValueError(f"centroids must have shape (k, {lib.segment_len}) (got {c.shape})")
+        lib.centroids_ = c
+        lib.n_clusters_ = len(c)
+        lib.inertia_ = float("nan")
+        lib.n_train_segments_ = lib.n_train_points_ = lib.n_holdout_points_ = 0
+        lib.algorithm_ = "given"
+        lib.threshold_ = float(threshold)
+        return lib
+
+    # ----------------------------------------------------------------- scoring
+    def nearest(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest centroid of each (windowed) segment: ``(index, euclidean distance)``.
+
+        One batched search: ``|a-b|² = |a|² - 2 a·b + |b|²`` as a matrix product, in
+        chunks that bound the distance matrix to a few MiB.
+        """
+        self._check_fitted()
+        segs = np.asarray(segments, dtype=np.float64)
+        if segs.ndim != 2 or segs.shape[1] != self.segment_len:
+            raise ValueError(f"segments must have shape (m, {self.segment_len}) (got {segs.shape})")
+        c = self.centroids_
+        c_sq = np.einsum("ij,ij->i", c, c)
+        ct2 = -2.0 * c.T  # (n, k)
+        m = len(segs)
+        idx = np.empty(m, dtype=np.intp)
+        d2 = np.empty(m, dtype=np.float64)
+        step = max(256, _CHUNK_ELEMENTS // max(len(c), 1))
+        for lo in range(0, m, step):
+            s = segs[lo : lo + step]
+            g = s @ ct2
+            g += c_sq
+            j = np.argmin(g, axis=1)
+            idx[lo : lo + step] = j
+            d2[lo : lo + step] = np.take_along_axis(g, j[:, None], axis=1)[:, 0] + np.einsum(
+                "ij,ij->i", s, s
+            )
+        np.maximum(d2, 0.0, out=d2)
+        return idx, np.sqrt(d2)
+
+    def _rebuild(self, values: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(clean values, reconstruction, per-segment distance)."""
+        self._check_fitted()
+        x = as_clean_values(values, self.segment_len, "values")
+        n = self.segment_len
+        padded, left = pad_for_reconstruction(x, n)
+        segs = windowed_segments(padded, n, n // 2)
+        idx, dist = self.nearest(segs)
+        # The (at most three) segments that reach into the padding are matched on their
+        # real points only: the padded values are made up and must not pick the shape.
+        real = np.zeros(len(padded), dtype=bool)
+        real[left : left + len(x)] = True
+        real_segs = sliding_segments(real, n, n // 2)
+        edge = np.flatnonzero(~real_segs.all(axis=1))
+        if edge.size:
+            m = real_segs[edge][:, None, :]  # (e, 1, n)
+            diff = (segs[edge][:, None, :] - self.centroids_[None, :, :]) * m
+            d2 = np.einsum("ekn,ekn->ek", diff, diff)
+            j = np.argmin(d2, axis=1)
+            idx[edge] = j
+            dist[edge] = np.sqrt(d2[np.arange(edge.size), j])
+        rec = overlap_add(self.centroids_[idx], n, len(padded))[left : left + len(x)]
+        return x, rec, dist
+
+    def reconstruct(self, values: Any) -> np.ndarray:
+        """The series rebuilt from library shapes (same length; ``values`` unchanged)."""
+        return self._rebuild(values)[1]
+
+    def residuals(self, values: Any) -> np.ndarray:
+        """Per-point absolute reconstruction error."""
+        x, rec, _ = self._rebuild(values)
+        return np.abs(x - rec)
+
+    def segment_errors(self, values: Any) -> np.ndarray:
+        """Distance of each windowed reconstruction segment to its nearest shape.
+
+        Segment k covers ``values[k*h - h : k*h + h]`` with ``h = segment_len // 2``
+        (the series is padded by ``h`` at each end, so the first and last reach past it;
+        those edge segments are matched, and measured, on their real points only).
+        """
+        return self._rebuild(values)[2]
+
+    def decision_function(self, values: Any) -> np.ndarray:
+        """Per-point anomaly score (higher is more anomalous): the moving average of the
+        absolute reconstruction error over ``score_window`` points."""
+        x, rec, _ = self._rebuild(values)
+        return _moving_average(np.abs(x - rec), self._score_window)
+
+    def predict(self, values: Any) -> np.ndarray:
+        """1 where the score is above ``threshold_``, else 0."""
+        scores = self.decision_function(values)
+        return (scores > self.threshold_).astype(np.int8)
+
+    def events(self, values: Any, min_gap: int | None = None) -> pd.DataFrame:
+        """Anomalous intervals: DataFrame with start_idx, end_idx (inclusive), peak, mean."""
+        scores = self.decision_function(values)
+        gap = self._min_gap if min_gap is None else int(min_gap)
+        return events_from_mask(scores > self.threshold_, scores, gap)
+
+    # ------------------------------------------------------------ persistence
+    _FITTED_SCALARS = (
+        "n_clusters_",
+        "inertia_",
+        "threshold_",
+        "n_train_segments_",
+        "n_train_points_",
+        "n_holdout_points_",
+        "algorithm_",
+    )
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """JSON-safe parameters and fitted scalars, and the arrays (``centroids``)."""
+        self._check_fitted()
+        fitted = {}
+        for name in self._FITTED_SCALARS:
+            v = getattr(self, name)
+            fitted[name] = v.item() if isinstance(v, np.generic) else v
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "kind": "ShapeLibrary",
+            "params": self.get_params(),
+            "fitted": fitted,
+        }
+        return meta, {"centroids": self.centroids_.copy()}
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> ShapeLibrary:
+        """Inverse of :meth:`get_state` (exact round trip)."""
+        check_format_version(meta, "ShapeLibrary")
+        lib = cls(**meta["params"])
+        if "centroids" not in arrays:
+            raise ValueError("the saved state has no 'centroids' array: the file is incomplete")
+        c = np.array(arrays["centroids"], dtype=np.float64)
+        if c.ndim != 2 or c.shape[1] != lib.segment_len:
+            raise ValueError(
+                f"saved centroids have shape {c.shape}, expected (k, {lib.segment_len})"
+            )
+        lib.centroids_ = c
+        for name in cls._FITTED_SCALARS:
+            setattr(lib, name, meta["fitted"][name])
+        return lib
+
+    def save(self, path: str | Path) -> Path:
+        """Write one ``.npz`` file (arrays + JSON parameters). Returns the path written."""
+        meta, arrays = self.get_state()
+        return save_state(path, meta, arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ShapeLibrary:
+        """Read a file written by :meth:`save` (never unpickles)."""
+        meta, arrays = load_state(path)
+        return cls.from_state(meta, arrays)
+
+
+def save_state(path: str | Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``meta`` (as JSON text) and ``arrays`` into one ``.npz`` file."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    if "__meta__" in arrays:
+        raise ValueError("'__meta__' is reserved for the parameters")
+    text = json.dumps(meta, allow_nan=True)
+    np.savez(path, __meta__=np.array(text), **arrays)
+    return path
+
+
+def load_state(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read a file written by :func:`save_state` with ``allow_pickle=False``."""
+    path = Path(path)
+    if not path.exists() and path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "__meta__" not in f.files:
+                raise FormatVersionError(
+                    f"{path} holds no Cricket parameters: it was not written by Cricket's save()"
+                )
+            meta = json.loads(str(f["__meta__"]))
+            arrays = {k: f[k] for k in f.files if k != "__meta__"}
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"no model file at {path}: check the path") from exc
+    return meta, arrays
