@@ -1,0 +1,164 @@
+"""Small matplotlib figures for the anomaly report and the MLflow run artifacts.
+
+Every function draws on a fresh ``matplotlib.figure.Figure`` with the Agg canvas (no
+pyplot, no global state, safe in worker threads) and returns PNG bytes; pass ``path``
+to also write the file. Figures are small (``DPI`` = 80) so a report of twenty series
+stays light. Text that comes from data is drawn with math parsing switched off, so a
+series key holding ``$`` is printed as it is and never breaks the renderer.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.dates as mdates
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # the Agg backend, explicitly
+from matplotlib.figure import Figure
+
+DPI = 80
+_VALUE = "#1f4e79"
+_RECON = "#e07b00"
+_ERROR = "#7f7f7f"
+_SCORE = "#b2182b"
+_EVENT = "#f4a582"
+
+
+def _png(fig: Figure, path: str | Path | None = None) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    data = buf.getvalue()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(data)
+    return data
+
+
+def _events_spans(events: pd.DataFrame | None) -> list[tuple[object, object]]:
+    if events is None or len(events) == 0 or not {"start", "end"} <= set(events.columns):
+        return []
+    return list(zip(events["start"], events["end"], strict=True))
+
+
+def plot_series(
+    frame: pd.DataFrame,
+    threshold: float,
+    events: pd.DataFrame | None = None,
+    path: str | Path | None = None,
+    width: float = 8.0,
+) -> bytes:
+    """Original vs reconstruction (top) and score with the threshold plus the
+    reconstruction error (bottom), with events shaded in both panels.
+
+    ``frame`` is indexed by time with columns value, reconstruction, error, score
+    (0-100); ``threshold`` is on the score scale; ``events`` has start and end.
+    """
+    fig = Figure(figsize=(width, 3.6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
+    x = frame.index
+    top.plot(x, frame["value"], color=_VALUE, lw=1.0, label="original")
+    top.plot(x, frame["reconstruction"], color=_RECON, lw=1.0, ls="--", label="reconstruction")
+    top.set_ylabel("value")
+    top.legend(loc="upper left", fontsize=8, frameon=False, ncols=2)
+
+    bottom.plot(x, frame["score"], color=_SCORE, lw=1.0, label="score")
+    bottom.axhline(threshold, color="black", lw=0.8, ls=":", label=f"threshold {threshold:.1f}")
+    bottom.set_ylim(0, 105)
+    bottom.set_ylabel("score")
+    err_ax = bottom.twinx()
+    err_ax.plot(x, frame["error"], color=_ERROR, lw=0.7, alpha=0.8, label="error")
+    err_ax.set_ylabel("error", color=_ERROR, fontsize=8)
+    err_ax.tick_params(axis="y", labelsize=7, colors=_ERROR)
+    handles = bottom.get_legend_handles_labels()
+    ehandles = err_ax.get_legend_handles_labels()
+    bottom.legend(
+        handles[0] + ehandles[0], handles[1] + ehandles[1],
+        loc="upper left", fontsize=8, frameon=False, ncols=3,
+    )
+    for start, end in _events_spans(events):
+        for ax in (top, bottom):
+            ax.axvspan(start, end, color=_EVENT, alpha=0.45, lw=0)
+    for ax in (top, bottom):
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.25)
+    if isinstance(x, pd.DatetimeIndex):
+        locator = mdates.AutoDateLocator(maxticks=8)
+        bottom.xaxis.set_major_locator(locator)
+        bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    return _png(fig, path)
+
+
+def plot_shape_pair(
+    segment: np.ndarray,
+    centroid: np.ndarray,
+    path: str | Path | None = None,
+    label: str = "at the peak",
+) -> bytes:
+    """The actual (windowed) segment at an event's peak beside the nearest normal shape
+    of the library, on one shared y axis so their sizes compare."""
+    segment = np.asarray(segment, dtype=float)
+    centroid = np.asarray(centroid, dtype=float)
+    fig = Figure(figsize=(3.6, 2.6), layout="constrained")
+    left, right = fig.subplots(1, 2, sharey=True)
+    left.plot(segment, color=_SCORE, lw=1.3)
+    left.set_title(f"actual segment {label}", fontsize=8, parse_math=False)
+    right.plot(centroid, color=_VALUE, lw=1.3)
+    right.set_title("nearest normal shape", fontsize=8)
+    for ax in (left, right):
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.25)
+    return _png(fig, path)
+
+
+def centroid_gallery(
+    centroids: np.ndarray, path: str | Path | None = None, max_shapes: int = 64
+) -> bytes:
+    """A grid of the library's shapes (at most ``max_shapes``, the most energetic first),
+    for the MLflow run of a retrain."""
+    c = np.atleast_2d(np.asarray(centroids, dtype=float))
+    order = np.argsort(-np.nansum(c * c, axis=1), kind="stable")[:max_shapes]
+    n = max(len(order), 1)
+    cols = min(8, n)
+    rows = int(np.ceil(n / cols))
+    fig = Figure(figsize=(1.2 * cols, 0.9 * rows + 0.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
+    for ax, idx in zip(axes, order, strict=False):
+        ax.plot(c[idx], color=_VALUE, lw=0.9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    shown = len(order)
+    fig.suptitle(
+        f"{shown} of {len(c)} shapes" if shown < len(c) else f"{len(c)} shapes", fontsize=9
+    )
+    return _png(fig, path)
+
+
+def heldout_plot(
+    items: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    path: str | Path | None = None,
+    max_series: int = 4,
+) -> bytes:
+    """Held-out reconstruction for a few series: each item is (name, values,
+    reconstruction); one row per series with the absolute error underneath."""
+    items = list(items)[:max_series]
+    n = max(len(items), 1)
+    fig = Figure(figsize=(8.0, 1.9 * n), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(n, 1, squeeze=False)).ravel()
+    for ax, (name, values, recon) in zip(axes, items, strict=False):
+        v = np.asarray(values, dtype=float)
+        r = np.asarray(recon, dtype=float)
+        ax.plot(v, color=_VALUE, lw=0.9, label="held-out")
+        ax.plot(r, color=_RECON, lw=0.9, ls="--", label="reconstruction")
+        ax.plot(np.abs(v - r), color=_ERROR, lw=0.7, label="error")
+        ax.set_title(str(name), fontsize=8, loc="left", parse_math=False)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.25)
+        ax.legend(loc="upper right", fontsize=7, frameon=False, ncols=3)
+    if not items:
+        axes[0].text(0.5, 0.5, "no held-out data", ha="center", va="center")
+    return _png(fig, path)

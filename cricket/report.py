@@ -1,0 +1,413 @@
+"""The anomaly report: one self-contained HTML file and a markdown summary.
+
+The HTML embeds its pictures as base64 PNG data URIs, loads nothing from outside,
+runs no JavaScript, and carries a Content-Security-Policy that forbids scripts
+anyway. Every piece of text that came from data (series keys, tag values, notes,
+titles, model names) is HTML-escaped, so a series tagged
+``<img src=x onerror=alert(1)>`` shows as that text.
+
+    report = Report(title=..., kind="score", window_start=..., window_end=...,
+                    model_name=..., model_version=..., results=[SeriesResult(...)])
+    path = write_report(report, out_dir)        # <kind>-<YYYYmmddTHHMM>-v<version>.html
+    text = markdown_summary(report)             # for a Prefect markdown artifact
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from cricket.influx.base import SeriesKey
+
+ReportKind = Literal["score", "retrain", "backfill"]
+MAX_PLOTTED = 20
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+EVENT_COLUMNS = ["start", "end", "peak", "mean", "duration_s"]
+
+
+@dataclass
+class SeriesResult:
+    """What scoring found in one series over the report's window.
+
+    ``frame``: indexed by UTC time; columns value, reconstruction, error, score (0-100),
+    anomalous (bool). ``events``: columns start, end (UTC), peak, mean, duration_s.
+    ``nearest_shapes``: per event, (actual windowed segment at the peak, nearest
+    centroid); may be None. ``series_key``: the structured key for the sink; when None
+    it is parsed from ``key``.
+    """
+
+    key: str
+    frame: pd.DataFrame
+    events: pd.DataFrame
+    threshold: float
+    model_source: str = "series"  # "series" or "fleet"
+    nearest_shapes: list[tuple[np.ndarray, np.ndarray]] | None = None
+    series_key: SeriesKey | None = None
+
+    @property
+    def n_events(self) -> int:
+        return 0 if self.events is None else len(self.events)
+
+    @property
+    def peak_score(self) -> float:
+        """The highest score in the window (NaN when nothing could be scored)."""
+        peaks: list[float] = []
+        if self.n_events and "peak" in self.events.columns:
+            peaks.append(float(np.nanmax(self.events["peak"].to_numpy(dtype=float))))
+        if self.frame is not None and len(self.frame) and "score" in self.frame.columns:
+            s = self.frame["score"].to_numpy(dtype=float)
+            if np.isfinite(s).any():
+                peaks.append(float(np.nanmax(s)))
+        peaks = [p for p in peaks if math.isfinite(p)]
+        return max(peaks) if peaks else math.nan
+
+    def peak_event_index(self) -> int | None:
+        if not self.n_events or "peak" not in self.events.columns:
+            return None
+        peaks = self.events["peak"].to_numpy(dtype=float)
+        if not np.isfinite(peaks).any():
+            return 0
+        return int(np.nanargmax(peaks))
+
+    def sink_key(self) -> SeriesKey:
+        return self.series_key if self.series_key is not None else SeriesKey.parse(self.key)
+
+
+@dataclass
+class Report:
+    """Everything one run of the pipeline reports."""
+
+    title: str
+    kind: ReportKind
+    window_start: datetime | pd.Timestamp
+    window_end: datetime | pd.Timestamp
+    model_name: str
+    model_version: str | int | None
+    results: list[SeriesResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_events(self) -> int:
+        return sum(r.n_events for r in self.results)
+
+    def anomalous(self) -> list[SeriesResult]:
+        """Series with at least one event, highest peak score first."""
+        hits = [r for r in self.results if r.n_events]
+        return sorted(hits, key=lambda r: (-_finite_or(r.peak_score, -1.0), r.key))
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _e(value: object) -> str:
+    """HTML-escape anything for text or a quoted attribute."""
+    return html.escape(str(value), quote=True)
+
+
+def _finite_or(x: float, default: float) -> float:
+    return x if isinstance(x, float | int) and math.isfinite(x) else default
+
+
+def _utc(t: object) -> pd.Timestamp:
+    ts = pd.Timestamp(t)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _fmt_time(t: object) -> str:
+    if t is None or (isinstance(t, float) and math.isnan(t)):
+        return "—"
+    try:
+        return _utc(t).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, TypeError):
+        return str(t)
+
+
+def _fmt_score(x: object) -> str:
+    try:
+        f = float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "—"
+    return f"{f:.1f}" if math.isfinite(f) else "—"
+
+
+def fmt_duration(seconds: object) -> str:
+    """``5400`` -> ``1h 30m``; ``42`` -> ``42s``."""
+    try:
+        s = int(round(float(seconds)))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "—"
+    if s < 0:
+        return "—"
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    parts = [f"{h}h"] if h else []
+    if m:
+        parts.append(f"{m}m")
+    if sec or not parts:
+        parts.append(f"{sec}s")
+    return " ".join(parts)
+
+
+def _img(png: bytes, alt: str, css: str = "") -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img class="{css}" alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _safe_filename_part(text: object) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(text)).strip(".") or "none"
+
+
+def report_filename(report: Report) -> str:
+    """``<kind>-<window_start:%Y%m%dT%H%M>-v<version>.html`` (unsafe characters -> ``_``)."""
+    start = _utc(report.window_start).strftime("%Y%m%dT%H%M")
+    version = _safe_filename_part(report.model_version if report.model_version is not None else "none")
+    return f"{_safe_filename_part(report.kind)}-{start}-v{version}.html"
+
+
+# ---------------------------------------------------------------------------- HTML
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d1d1f;background:#f6f7f9}
+main{max-width:1100px;margin:0 auto;padding:24px}
+header{border-bottom:2px solid #1f4e79;margin-bottom:16px}
+h1{font-size:1.5rem;margin:0 0 4px}h2{font-size:1.15rem;margin:28px 0 8px}
+h3{font-size:1rem;margin:0 0 6px;word-break:break-all;font-family:ui-monospace,Menlo,monospace}
+.meta{color:#555;font-size:.9rem;margin:0 0 12px}
+.cards{display:flex;gap:12px;flex-wrap:wrap;margin:12px 0}
+.card{background:#fff;border:1px solid #dde;border-radius:6px;padding:8px 14px;min-width:110px}
+.card b{display:block;font-size:1.4rem}.card span{color:#666;font-size:.8rem}
+table{border-collapse:collapse;width:100%;background:#fff;font-size:.88rem}
+th,td{border:1px solid #dde;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#eef1f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.key{font-family:ui-monospace,Menlo,monospace;word-break:break-all}
+tr.hit td{background:#fff4ef}
+.notes{background:#fffbe6;border:1px solid #f0e0a0;border-radius:6px;padding:8px 16px}
+section.series{background:#fff;border:1px solid #dde;border-radius:6px;padding:12px;margin:16px 0}
+.row{display:flex;gap:12px;flex-wrap:wrap;align-items:flex-start}
+img.plot{max-width:100%;height:auto}img.pair{max-width:300px;height:auto}
+.muted{color:#666;font-size:.85rem}
+"""
+
+
+def _summary_rows(report: Report) -> str:
+    ordered = sorted(
+        report.results,
+        key=lambda r: (-r.n_events, -_finite_or(r.peak_score, -1.0), r.key),
+    )
+    rows = []
+    for r in ordered:
+        cls = ' class="hit"' if r.n_events else ""
+        rows.append(
+            f"<tr{cls}><td class=\"key\">{_e(r.key)}</td><td class=\"num\">{r.n_events}</td>"
+            f"<td class=\"num\">{_e(_fmt_score(r.peak_score))}</td>"
+            f"<td class=\"num\">{_e(_fmt_score(r.threshold))}</td><td>{_e(r.model_source)}</td></tr>"
+        )
+    return "\n".join(rows)
+
+
+def _events_table(events: pd.DataFrame) -> str:
+    rows = []
+    for _, ev in events.iterrows():
+        rows.append(
+            "<tr>"
+            f"<td>{_e(_fmt_time(ev.get('start')))}</td><td>{_e(_fmt_time(ev.get('end')))}</td>"
+            f"<td class=\"num\">{_e(fmt_duration(ev.get('duration_s')))}</td>"
+            f"<td class=\"num\">{_e(_fmt_score(ev.get('peak')))}</td>"
+            f"<td class=\"num\">{_e(_fmt_score(ev.get('mean')))}</td>"
+            "</tr>"
+        )
+    return (
+        "<table><thead><tr><th>start</th><th>end</th><th>duration</th><th>peak score</th>"
+        "<th>mean score</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
+def _series_section(idx: int, r: SeriesResult) -> str:
+    from cricket import plots
+
+    parts = [f'<section class="series" id="series-{idx}">', f"<h3>{_e(r.key)}</h3>"]
+    parts.append(
+        f'<p class="muted">{r.n_events} event(s); peak score {_e(_fmt_score(r.peak_score))}; '
+        f"threshold {_e(_fmt_score(r.threshold))}; model: {_e(r.model_source)}</p>"
+    )
+    parts.append('<div class="row">')
+    if r.frame is not None and len(r.frame):
+        png = plots.plot_series(r.frame, r.threshold, r.events)
+        parts.append(_img(png, f"original, reconstruction and score of {r.key}", "plot"))
+    else:
+        parts.append('<p class="muted">no data points to plot</p>')
+    pi = r.peak_event_index()
+    if r.nearest_shapes and pi is not None and pi < len(r.nearest_shapes):
+        segment, centroid = r.nearest_shapes[pi]
+        if segment is not None and centroid is not None and len(segment) and len(centroid):
+            png = plots.plot_shape_pair(segment, centroid)
+            parts.append(_img(png, f"segment at the peak of {r.key} and nearest normal shape", "pair"))
+    parts.append("</div>")
+    parts.append(_events_table(r.events))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def render_html(report: Report, max_plotted: int = MAX_PLOTTED) -> str:
+    """The report as one self-contained HTML document (no scripts, no external loads)."""
+    hits = report.anomalous()
+    plotted = hits[: max(max_plotted, 0)]
+    left_out = len(hits) - len(plotted)
+    now = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d %H:%M:%S UTC")
+    version = report.model_version if report.model_version is not None else "none"
+
+    out: list[str] = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_e(CSP)}">',
+        '<meta name="referrer" content="no-referrer">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(report.title)}</title>",
+        f"<style>{_STYLE}</style></head><body><main>",
+        "<header>",
+        f"<h1>{_e(report.title)}</h1>",
+        f'<p class="meta">{_e(report.kind)} run · window {_e(_fmt_time(report.window_start))} '
+        f"→ {_e(_fmt_time(report.window_end))} · model {_e(report.model_name)} "
+        f"version {_e(version)} · generated {_e(now)}</p>",
+        "</header>",
+        '<div class="cards">',
+        f'<div class="card"><b>{len(report.results)}</b><span>series</span></div>',
+        f'<div class="card"><b>{len(hits)}</b><span>anomalous series</span></div>',
+        f'<div class="card"><b>{report.n_events}</b><span>events</span></div>',
+        "</div>",
+    ]
+    if report.notes:
+        out.append('<div class="notes"><ul>')
+        out.extend(f"<li>{_e(n)}</li>" for n in report.notes)
+        out.append("</ul></div>")
+    out.append("<h2>Summary</h2>")
+    if report.results:
+        out.append(
+            "<table><thead><tr><th>series</th><th>events</th><th>peak score</th>"
+            "<th>threshold</th><th>model source</th></tr></thead><tbody>"
+        )
+        out.append(_summary_rows(report))
+        out.append("</tbody></table>")
+    else:
+        out.append('<p class="muted">No series were scored in this window.</p>')
+
+    if hits:
+        out.append("<h2>Anomalous series</h2>")
+        if left_out:
+            out.append(
+                f'<p class="muted">Showing the {len(plotted)} series with the highest peak '
+                f"score; {left_out} more anomalous series are left out (see the summary).</p>"
+            )
+        out.extend(_series_section(i, r) for i, r in enumerate(plotted, 1))
+    elif report.results:
+        out.append('<p class="muted">No anomalies found in this window.</p>')
+    out.append("</main></body></html>")
+    return "\n".join(out)
+
+
+def write_report(report: Report, out_dir: Path, max_plotted: int = MAX_PLOTTED) -> Path:
+    """Render and write the report atomically; returns its path
+    ``<out_dir>/<kind>-<window_start:%Y%m%dT%H%M>-v<version>.html``."""
+    out_dir = Path(out_dir).expanduser().absolute()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / report_filename(report)
+    text = render_html(report, max_plotted=max_plotted)
+    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".tmp", dir=out_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+# ---------------------------------------------------------------------------- markdown
+
+# Data is only ever placed mid-line (newlines flattened), so line-start markers such as
+# "-", "+", "1." cannot take effect and are left alone for readability.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#!|~])")
+
+
+def md_escape(value: object) -> str:
+    """Escape text from data for markdown: punctuation backslash-escaped, ``& < >`` as
+    entities (so no raw HTML gets through), newlines flattened to spaces."""
+    text = re.sub(r"[\r\n\t]+", " ", str(value))
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def markdown_summary(report: Report, max_rows: int = 50, report_path: Path | None = None) -> str:
+    """A short markdown summary: counts, the anomalous series, and the notes."""
+    hits = report.anomalous()
+    version = report.model_version if report.model_version is not None else "none"
+    lines = [
+        f"# {md_escape(report.title)}",
+        "",
+        f"**{md_escape(report.kind)}** run, window {md_escape(_fmt_time(report.window_start))} "
+        f"to {md_escape(_fmt_time(report.window_end))}, model {md_escape(report.model_name)} "
+        f"version {md_escape(version)}.",
+        "",
+        f"- series scored: {len(report.results)}",
+        f"- anomalous series: {len(hits)}",
+        f"- events: {report.n_events}",
+    ]
+    if report_path is not None:
+        lines.append(f"- report: {md_escape(report_path)}")
+    if report.notes:
+        lines += ["", "**Notes**", ""] + [f"- {md_escape(n)}" for n in report.notes]
+    if hits:
+        lines += [
+            "",
+            "| series | events | peak score | model source |",
+            "|---|---:|---:|---|",
+        ]
+        for r in hits[:max_rows]:
+            lines.append(
+                f"| {md_escape(r.key)} | {r.n_events} | {md_escape(_fmt_score(r.peak_score))} "
+                f"| {md_escape(r.model_source)} |"
+            )
+        if len(hits) > max_rows:
+            lines.append(f"\n{len(hits) - max_rows} more anomalous series are not listed.")
+    elif report.results:
+        lines += ["", "No anomalies found."]
+    return "\n".join(lines) + "\n"
+
+
+def event_rows(report: Report) -> list[dict[str, object]]:
+    """One JSON-safe row per event (series, start, end, peak score, duration), for a
+    Prefect table artifact; highest peak first."""
+    rows: list[dict[str, object]] = []
+    for r in report.results:
+        if not r.n_events:
+            continue
+        for _, ev in r.events.iterrows():
+            peak = ev.get("peak")
+            rows.append(
+                {
+                    "series": r.key,
+                    "start": _fmt_time(ev.get("start")),
+                    "end": _fmt_time(ev.get("end")),
+                    "peak score": round(float(peak), 1)
+                    if peak is not None and math.isfinite(float(peak))
+                    else None,
+                    "duration": fmt_duration(ev.get("duration_s")),
+                }
+            )
+    rows.sort(key=lambda row: -(row["peak score"] or 0.0))  # type: ignore[operator]
+    return rows
