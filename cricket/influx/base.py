@@ -46,6 +46,23 @@ class InfluxError(RuntimeError):
     """A failure talking to InfluxDB. The message names the server and what to do."""
 
 
+class InfluxWriteError(InfluxError):
+    """A write that failed after its retries. ``written`` points made it; the points
+    from ``first_unwritten`` to ``last_unwritten`` did not."""
+
+    def __init__(
+        self,
+        message: str,
+        written: int = 0,
+        first_unwritten: pd.Timestamp | None = None,
+        last_unwritten: pd.Timestamp | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.written = written
+        self.first_unwritten = first_unwritten
+        self.last_unwritten = last_unwritten
+
+
 class Source(Protocol):
     def discover(self, selector: SeriesSelector) -> list[SeriesKey]:
         """The series keys the selector matches (may be empty)."""

@@ -1,0 +1,494 @@
+"""InfluxQL over HTTP (``/query``, ``/write``): InfluxDB 1.x, 2.x (v1 compatibility
+endpoints, token auth) and 3.x.
+
+Safety: tag values and times are bound parameters (the ``params`` query argument, JSON),
+never pasted into the query text; identifiers (measurement, field, tag keys) are
+double-quoted with ``\\`` and ``"`` escaped, and control characters are refused.
+Results are requested with ``epoch=ns``. Long ranges are read in chunks of
+``settings.influx_read_chunk`` so memory stays bounded by one chunk's JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from cricket.config import SeriesSelector, Settings
+from cricket.influx import lineprotocol as lp
+from cricket.influx.base import InfluxError, InfluxWriteError, SeriesKey
+
+try:  # orjson decodes InfluxDB's JSON several times faster than json
+    import orjson
+
+    _loads: Callable[[bytes], Any] = orjson.loads
+except ImportError:  # pragma: no cover - orjson is optional
+    _loads = json.loads
+
+
+_AGG = {
+    "mean": "mean",
+    "median": "median",
+    "max": "max",
+    "min": "min",
+    "first": "first",
+    "last": "last",
+    "sum": "sum",
+}
+
+
+def quote_ident(name: str) -> str:
+    """An InfluxQL identifier, double-quoted: ``\\`` and ``"`` are escaped; control
+    characters (newline...) are refused."""
+    if not isinstance(name, str) or not name:
+        raise InfluxError(f"identifier {name!r} must be a non-empty string")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise InfluxError(
+            f"identifier {name!r} contains a control character (newline, tab...): "
+            "metric names never do; check the selector"
+        )
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _utc(t: datetime | pd.Timestamp | str) -> pd.Timestamp:
+    ts = pd.Timestamp(t)
+    return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+
+
+def _ns(t: datetime | pd.Timestamp | str) -> int:
+    return int(_utc(t).value)
+
+
+def parse_series_key(text: str) -> tuple[str, dict[str, str]]:
+    """Split an escaped series key ``m,k=v,k2=v\\,2`` into measurement and tags."""
+    parts: list[str] = []
+    buf: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            buf.append(text[i + 1])
+            i += 2
+            continue
+        if c == ",":
+            parts.append("".join(buf))
+            buf = []
+        elif c == "=" and parts:
+            buf.append("\x00")  # separator marker: unescaped '='
+        else:
+            buf.append(c)
+        i += 1
+    parts.append("".join(buf))
+    tags: dict[str, str] = {}
+    for p in parts[1:]:
+        k, _, v = p.partition("\x00")
+        tags[k] = v.replace("\x00", "=")
+    return parts[0], tags
+
+
+class InfluxQLClient:
+    """HTTP plumbing shared by the InfluxQL source and sink: auth, retries, errors."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.url = settings.influx_url.rstrip("/")
+        headers = {"Accept": "application/json"}
+        auth = None
+        if settings.influx_token is not None:
+            headers["Authorization"] = f"Token {settings.influx_token.get_secret_value()}"
+        elif settings.influx_username:
+            pw = settings.influx_password.get_secret_value() if settings.influx_password else ""
+            auth = httpx.BasicAuth(settings.influx_username, pw)
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            auth=auth,
+            timeout=settings.influx_timeout_s,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self):  # noqa: ANN204
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+        what: str = "request",
+    ) -> httpx.Response:
+        """One request with retries (backoff) on connection errors and 5xx."""
+        retries = self.settings.influx_retries
+        last: str = ""
+        for attempt in range(retries + 1):
+            if attempt:
+                time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
+            try:
+                r = self._http.request(method, path, params=params, content=content)
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                continue
+            if r.status_code >= 500:
+                last = f"HTTP {r.status_code}: {r.text[:300]}"
+                continue
+            return r
+        raise InfluxError(
+            f"InfluxDB at {self.url} failed the {what} after {retries + 1} attempts ({last}). "
+            "Is the server running? Start the local one with `cricket influx start`, "
+            "or set CRICKET_INFLUX_URL to your server."
+        )
+
+    def query(
+        self, q: str, params: dict[str, Any] | None = None, database: str | None = None,
+        method: str = "GET",
+    ) -> list[dict[str, Any]]:
+        """Run one InfluxQL statement; returns its ``series`` list (possibly empty)."""
+        db = database or self.settings.influx_database
+        args = {"db": db, "q": q, "epoch": "ns"}
+        if params:
+            args["params"] = json.dumps(params)
+        r = self.request(method, "/query", params=args, what="query")
+        if r.status_code in (401, 403):
+            raise InfluxError(
+                f"InfluxDB at {self.url} refused the credentials (HTTP {r.status_code}): "
+                "check CRICKET_INFLUX_TOKEN or CRICKET_INFLUX_USERNAME/PASSWORD"
+            )
+        try:
+            body = _loads(r.content)
+        except ValueError as exc:
+            raise InfluxError(
+                f"InfluxDB at {self.url} answered HTTP {r.status_code} with non-JSON: "
+                f"{r.text[:200]!r}"
+            ) from exc
+        if "error" in body:
+            raise self._error(body["error"], db)
+        results = body.get("results") or [{}]
+        res = results[0]
+        if "error" in res:
+            raise self._error(res["error"], db)
+        series = res.get("series") or []
+        if any(s.get("partial") for s in series) or res.get("partial"):
+            raise InfluxError(
+                f"InfluxDB at {self.url} truncated a result (max-row-limit): lower "
+                "CRICKET_INFLUX_READ_CHUNK or raise [http] max-row-limit on the server"
+            )
+        return series
+
+    def _error(self, message: str, db: str) -> InfluxError:
+        if "database not found" in message:
+            return InfluxError(
+                f"database {db!r} does not exist on InfluxDB at {self.url}: create it with "
+                f"`CREATE DATABASE {quote_ident(db)}` (influx CLI), or write the demo data "
+                "with `cricket synth --write`, or set CRICKET_INFLUX_DATABASE"
+            )
+        return InfluxError(f"InfluxDB at {self.url} (database {db!r}) rejected a query: {message}")
+
+    def ensure_database(self, name: str | None = None) -> None:
+        """CREATE DATABASE (idempotent); the name is quoted, never pasted raw."""
+        db = name or self.settings.influx_database
+        self.query(f"CREATE DATABASE {quote_ident(db)}", database=db, method="POST")
+
+    def drop_database(self, name: str) -> None:
+        self.query(f"DROP DATABASE {quote_ident(name)}", database=name, method="POST")
+
+    # ----------------------------------------------------------------------------------
+    def write_lines(self, lines: Sequence[str], database: str | None = None) -> int:
+        """POST line protocol in batches of ``influx_write_batch``. Returns points written;
+        raises InfluxWriteError saying what was and was not written."""
+        db = database or self.settings.score_database
+        size = self.settings.influx_write_batch
+        written = 0
+        for lo, hi in lp.batches(lines, size):
+            body = "\n".join(lines[lo:hi]).encode()
+            try:
+                r = self.request(
+                    "POST", "/write", params={"db": db, "precision": "ns"}, content=body,
+                    what="write",
+                )
+                if r.status_code == 404 and "database not found" in r.text:
+                    raise self._error("database not found", db)
+                if r.status_code >= 300:
+                    raise InfluxError(
+                        f"InfluxDB at {self.url} rejected a write to {db!r} "
+                        f"(HTTP {r.status_code}): {r.text[:300]}"
+                    )
+            except InfluxError as exc:
+                rest = lines[lo:]
+                times = [lp.line_time(x) for x in rest]
+                first, last = min(times), max(times)
+                raise InfluxWriteError(
+                    f"{exc} -- wrote {written} of {len(lines)} points; the {len(rest)} points "
+                    f"from {first.isoformat()} to {last.isoformat()} were not written",
+                    written=written,
+                    first_unwritten=first,
+                    last_unwritten=last,
+                ) from exc
+            written += hi - lo
+        return written
+
+
+class InfluxQLSource:
+    """Reads regular series with InfluxQL. See the module docstring for the safety rules."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.client = InfluxQLClient(self.settings)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> InfluxQLSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------------------
+    @staticmethod
+    def _where(selector: SeriesSelector, params: dict[str, Any]) -> list[str]:
+        conds = []
+        for i, (k, v) in enumerate(sorted(selector.tags.items())):
+            name = f"tag{i}"
+            params[name] = v
+            conds.append(f"{quote_ident(k)} = ${name}")
+        return conds
+
+    def discover(self, selector: SeriesSelector) -> list[SeriesKey]:
+        """The series keys the selector matches (by measurement and tag filters)."""
+        params: dict[str, Any] = {}
+        conds = self._where(selector, params)
+        q = f"SHOW SERIES FROM {quote_ident(selector.measurement)}"
+        if conds:
+            q += " WHERE " + " AND ".join(conds)
+        keys: set[SeriesKey] = set()
+        for s in self.client.query(q, params):
+            for row in s.get("values") or []:
+                _m, tags = parse_series_key(row[0])
+                keys.add(
+                    SeriesKey.make(
+                        selector.measurement,
+                        selector.field,
+                        {g: tags.get(g, "") for g in selector.group_by},
+                    )
+                )
+        return sorted(keys)
+
+    def build_query(
+        self, selector: SeriesSelector, start_ns: int, stop_ns: int
+    ) -> tuple[str, dict[str, Any]]:
+        params: dict[str, Any] = {"start": start_ns, "stop": stop_ns}
+        conds = ["time >= $start", "time < $stop", *self._where(selector, params)]
+        every_ns = int(pd.Timedelta(selector.every).value)
+        group = [f"time({every_ns}ns)"] + [quote_ident(g) for g in selector.group_by]
+        q = (
+            f"SELECT {_AGG[selector.aggregate]}({quote_ident(selector.field)}) "
+            f"FROM {quote_ident(selector.measurement)} "
+            f"WHERE {' AND '.join(conds)} GROUP BY {', '.join(group)} fill(none)"
+        )
+        return q, params
+
+    def read(
+        self,
+        selector: SeriesSelector,
+        start: datetime | None = None,
+        stop: datetime | None = None,
+    ) -> dict[SeriesKey, pd.Series]:
+        """One regular float series per key over [start, stop) on a grid of
+        ``selector.every`` aligned to the epoch (InfluxDB's GROUP BY time buckets);
+        missing steps are NaN. Keys with no point in the range are absent."""
+        start = start if start is not None else selector.start
+        stop = stop if stop is not None else selector.stop
+        if start is None or stop is None:
+            raise InfluxError("read needs a time range: give start and stop (or set them on the selector)")
+        s_ns, e_ns = _ns(start), _ns(stop)
+        if s_ns >= e_ns:
+            raise InfluxError(f"start {_utc(start)} is not before stop {_utc(stop)}")
+        every = int(pd.Timedelta(selector.every).value)
+        g0 = (s_ns // every) * every
+        n = -(-(e_ns - g0) // every)
+        chunk = max(every, (int(pd.Timedelta(self.settings.influx_read_chunk).value) // every) * every)
+        out: dict[SeriesKey, np.ndarray] = {}
+        lo = s_ns
+        while lo < e_ns:
+            hi = min(e_ns, ((lo - g0) // chunk + 1) * chunk + g0)
+            q, params = self.build_query(selector, lo, hi)
+            for s in self.client.query(q, params):
+                self._fill(selector, s, g0, every, n, out)
+            lo = hi
+        index = pd.date_range(
+            pd.Timestamp(g0, unit="ns", tz="UTC"), periods=n, freq=pd.Timedelta(every, unit="ns")
+        )
+        return {
+            key: pd.Series(vals, index=index, name=str(key), copy=False)
+            for key, vals in sorted(out.items())
+        }
+
+    @staticmethod
+    def _fill(
+        selector: SeriesSelector,
+        s: dict[str, Any],
+        g0: int,
+        every: int,
+        n: int,
+        out: dict[SeriesKey, np.ndarray],
+    ) -> None:
+        tags = s.get("tags") or {}
+        key = SeriesKey.make(
+            selector.measurement, selector.field, {g: tags.get(g, "") for g in selector.group_by}
+        )
+        rows = s.get("values") or []
+        if not rows:
+            return
+        try:
+            arr = np.array(rows, dtype=np.float64)
+        except (ValueError, TypeError) as exc:
+            sample = next((r[1] for r in rows if not isinstance(r[1], int | float | None)), None)
+            raise InfluxError(
+                f"field {selector.field!r} of {selector.measurement!r} holds non-numeric "
+                f"values (e.g. {sample!r}) for {key}: select a numeric field"
+            ) from exc
+        if arr.ndim != 2 or arr.shape[1] < 2:
+            return
+        # times are exact bucket starts; float64 rounding is far below one step
+        pos = np.rint((arr[:, 0] - g0) / every).astype(np.int64)
+        ok = (pos >= 0) & (pos < n)
+        vals = out.get(key)
+        if vals is None:
+            vals = out[key] = np.full(n, np.nan)
+        vals[pos[ok]] = arr[ok, 1]
+        if not np.isfinite(vals[pos[ok]]).all():  # inf stored in the database
+            bad = ~np.isfinite(vals)
+            vals[bad] = np.nan
+
+    # ---------------------------------------------------------------- results read-back
+    def _read_results(
+        self,
+        measurement: str,
+        key_or_selector: SeriesKey | SeriesSelector | str,
+        start: datetime,
+        stop: datetime,
+        model_version: str | None,
+    ) -> pd.DataFrame:
+        params: dict[str, Any] = {"start": _ns(start), "stop": _ns(stop)}
+        conds = ["time >= $start", "time < $stop"]
+        if isinstance(key_or_selector, SeriesSelector):
+            for i, (k, v) in enumerate(sorted(key_or_selector.tags.items())):
+                params[f"tag{i}"] = v
+                conds.append(f"{quote_ident(k)} = $tag{i}")
+        else:
+            params["series"] = str(key_or_selector)
+            conds.append('"series" = $series')
+        if model_version is not None:
+            params["mv"] = str(model_version)
+            conds.append('"model_version" = $mv')
+        q = (
+            f"SELECT * FROM {quote_ident(measurement)} WHERE {' AND '.join(conds)} "
+            'GROUP BY "series", "model_version"'
+        )
+        frames = []
+        for s in self.client.query(q, params, database=self.settings.score_database):
+            df = pd.DataFrame(s.get("values") or [], columns=s["columns"])
+            for tag, val in (s.get("tags") or {}).items():
+                df[tag] = val
+            frames.append(df)
+        if not frames:
+            return pd.DataFrame()
+        df = pd.concat(frames, ignore_index=True)
+        df["time"] = pd.to_datetime(df["time"], unit="ns", utc=True)
+        return df.set_index("time").sort_index()
+
+    def read_scores(
+        self,
+        key_or_selector: SeriesKey | SeriesSelector | str,
+        start: datetime,
+        stop: datetime,
+        model_version: str | None = None,
+    ) -> pd.DataFrame:
+        """What was written to ``cricket_score`` for one key (or every key matching a
+        selector's tags) in [start, stop): indexed by time, columns value,
+        reconstruction, error, score, anomalous, series, model_version, and the tags."""
+        return self._read_results(lp.SCORE_MEASUREMENT, key_or_selector, start, stop, model_version)
+
+    def read_events(
+        self,
+        key_or_selector: SeriesKey | SeriesSelector | str,
+        start: datetime,
+        stop: datetime,
+        model_version: str | None = None,
+    ) -> pd.DataFrame:
+        """Events in ``cricket_event`` starting in [start, stop); ``start``/``end`` are
+        converted back to UTC timestamps."""
+        df = self._read_results(lp.EVENT_MEASUREMENT, key_or_selector, start, stop, model_version)
+        for col in ("start", "end"):
+            if col in df.columns:
+                df[col] = pd.to_datetime(df[col].astype("int64"), unit="ns", utc=True)
+        return df
+
+
+class InfluxQLSink:
+    """Writes scores and events as line protocol to ``/write`` (1.x, 2.x v1 compat, 3.x)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.client = InfluxQLClient(self.settings)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> InfluxQLSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ensure_database(self, name: str | None = None) -> None:
+        self.client.ensure_database(name or self.settings.score_database)
+
+    def write_scores(self, key: SeriesKey, frame: pd.DataFrame, model_version: str) -> int:
+        return self.client.write_lines(lp.score_lines(key, frame, model_version))
+
+    def write_events(self, key: SeriesKey, events: pd.DataFrame, model_version: str) -> int:
+        return self.client.write_lines(lp.event_lines(key, events, model_version))
+
+    def write_series(self, key: SeriesKey, series: pd.Series, database: str | None = None) -> int:
+        """Write raw metric points (measurement/field/tags from the key) to the source
+        database; NaN and inf are skipped (line protocol cannot hold them)."""
+        return self.client.write_lines(
+            lp.series_lines(key, series), database=database or self.settings.influx_database
+        )
+
+    def write_points(self, lines: Sequence[str], database: str | None = None) -> int:
+        """Write ready-made line protocol lines to ``database`` (default: the source db)."""
+        return self.client.write_lines(lines, database=database or self.settings.influx_database)
+
+
+def ensure_database(settings: Settings, name: str | None = None) -> None:
+    """Create ``name`` (default ``settings.influx_database``) and the score database."""
+    with InfluxQLClient(settings) as c:
+        c.ensure_database(name or settings.influx_database)
+        if name is None and settings.score_database != settings.influx_database:
+            c.ensure_database(settings.score_database)
+
+
+__all__ = [
+    "InfluxQLClient",
+    "InfluxQLSink",
+    "InfluxQLSource",
+    "InfluxWriteError",
+    "ensure_database",
+    "quote_ident",
+]

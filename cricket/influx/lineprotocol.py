@@ -1,0 +1,195 @@
+"""Line protocol: escaping and fast, vectorised formatting of Cricket's points.
+
+What Cricket writes (both sinks, InfluxQL and Flux, write the same points):
+
+``cricket_score``  one point per scored step, time = the step.
+    tags:   the series key's tags, plus ``model_version`` and ``series`` (``str(key)``,
+            e.g. ``waveform.value{host=cricket001}``; it keeps scores of two series with
+            the same tags but a different measurement or field apart)
+    fields: value, reconstruction, error, score (float; a NaN or inf field is left out
+            of that point), anomalous (integer 0/1 so it can be summed and counted)
+
+``cricket_event``  one point per anomaly event, time = the event start.
+    tags:   as above
+    fields: start, end (integer epoch nanoseconds, UTC), peak, mean (float, 0-100 score),
+            duration_s (float)
+
+Same time + same tags overwrite, so writing a window twice leaves one copy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cricket.influx.base import InfluxError, SeriesKey
+
+SCORE_MEASUREMENT = "cricket_score"
+EVENT_MEASUREMENT = "cricket_event"
+SCORE_FIELDS = ("value", "reconstruction", "error", "score")
+EVENT_FIELDS = ("peak", "mean", "duration_s")
+RESERVED_TAGS = ("model_version", "series")
+
+_BAD = ("\n", "\r")
+
+
+def _refuse_newline(kind: str, text: str) -> None:
+    if any(c in text for c in _BAD):
+        raise InfluxError(
+            f"{kind} {text!r} contains a newline, which line protocol cannot carry: "
+            "rename it (metric names and tag values never need newlines)"
+        )
+
+
+def escape_measurement(name: str) -> str:
+    _refuse_newline("measurement", name)
+    if not name:
+        raise InfluxError("measurement name must not be empty")
+    return name.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
+
+
+def escape_key(text: str, kind: str = "tag") -> str:
+    """Escape a tag key, tag value or field key."""
+    _refuse_newline(kind, text)
+    return (
+        text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+    )
+
+
+def escape_string_field(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def series_prefix(measurement: str, tags: dict[str, str]) -> str:
+    """``measurement,tag=value,...`` with tags sorted by key; empty tag values dropped
+    (InfluxDB does not store them)."""
+    parts = [escape_measurement(measurement)]
+    for k in sorted(tags):
+        v = tags[k]
+        if v == "":
+            continue
+        parts.append(f"{escape_key(k, 'tag key')}={escape_key(v, 'tag value')}")
+    return ",".join(parts)
+
+
+def result_tags(key: SeriesKey, model_version: str) -> dict[str, str]:
+    tags = key.tag_dict
+    for name in RESERVED_TAGS:
+        if name in tags:
+            raise InfluxError(
+                f"series {key} has a tag named {name!r}, which Cricket uses on its results: "
+                "rename the tag or leave it out of group_by"
+            )
+    tags["model_version"] = str(model_version)
+    tags["series"] = str(key)
+    return tags
+
+
+def to_ns(index: pd.Index | Sequence[object]) -> np.ndarray:
+    """Epoch nanoseconds of a time index; naive times are taken as UTC."""
+    idx = pd.DatetimeIndex(index)
+    if idx.tz is not None:
+        idx = idx.tz_convert("UTC").tz_localize(None)
+    return idx.as_unit("ns").asi8
+
+
+def _fmt_field(name: str, value: float) -> str:
+    return f"{name}={value!r}"
+
+
+def float_lines(
+    prefix: str,
+    times_ns: np.ndarray,
+    columns: dict[str, np.ndarray],
+    int_columns: dict[str, np.ndarray] | None = None,
+) -> list[str]:
+    """One line per row: ``prefix f1=..,f2=..,i1=..i <ns>``. Non-finite floats are left
+    out of their row; a row left with no field at all is dropped."""
+    int_columns = int_columns or {}
+    names = [escape_key(n, "field") for n in columns]
+    inames = [escape_key(n, "field") for n in int_columns]
+    fl = [np.asarray(c, dtype=np.float64) for c in columns.values()]
+    il = [np.asarray(c).astype(np.int64) for c in int_columns.values()]
+    n = len(times_ns)
+    finite = np.ones(n, dtype=bool)
+    for c in fl:
+        finite &= np.isfinite(c)
+    # fast path: one format string for every complete row
+    def brace(text: str) -> str:
+        return text.replace("{", "{{").replace("}", "}}")
+
+    template = (
+        brace(prefix)
+        + " "
+        + ",".join([f"{brace(nm)}={{}}" for nm in names] + [f"{brace(nm)}={{}}i" for nm in inames])
+        + " {}"
+    )
+    fmt = template.format
+    rows_f = [c.tolist() for c in fl]
+    rows_i = [c.tolist() for c in il]
+    ts = times_ns.tolist()
+    if finite.all():
+        return [fmt(*vals) for vals in zip(*rows_f, *rows_i, ts, strict=True)]
+    out: list[str] = []
+    for j in range(n):
+        if finite[j]:
+            out.append(fmt(*(r[j] for r in rows_f), *(r[j] for r in rows_i), ts[j]))
+            continue
+        parts = [
+            _fmt_field(nm, r[j]) for nm, r in zip(names, rows_f, strict=True) if math.isfinite(r[j])
+        ]
+        parts += [f"{nm}={r[j]}i" for nm, r in zip(inames, rows_i, strict=True)]
+        if parts:
+            out.append(f"{prefix} {','.join(parts)} {ts[j]}")
+    return out
+
+
+def score_lines(key: SeriesKey, frame: pd.DataFrame, model_version: str) -> list[str]:
+    missing = [c for c in (*SCORE_FIELDS, "anomalous") if c not in frame.columns]
+    if missing:
+        raise InfluxError(f"score frame for {key} lacks columns {missing}")
+    prefix = series_prefix(SCORE_MEASUREMENT, result_tags(key, model_version))
+    anomalous = frame["anomalous"].fillna(False).to_numpy().astype(bool).astype(np.int64)
+    return float_lines(
+        prefix,
+        to_ns(frame.index),
+        {c: frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in SCORE_FIELDS},
+        {"anomalous": anomalous},
+    )
+
+
+def event_lines(key: SeriesKey, events: pd.DataFrame, model_version: str) -> list[str]:
+    missing = [c for c in ("start", "end", *EVENT_FIELDS) if c not in events.columns]
+    if missing:
+        raise InfluxError(f"event frame for {key} lacks columns {missing}")
+    if events.empty:
+        return []
+    prefix = series_prefix(EVENT_MEASUREMENT, result_tags(key, model_version))
+    start = to_ns(events["start"])
+    end = to_ns(events["end"])
+    return float_lines(
+        prefix,
+        start,
+        {c: events[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in EVENT_FIELDS},
+        {"start": start, "end": end},
+    )
+
+
+def series_lines(key: SeriesKey, series: pd.Series) -> list[str]:
+    """Raw metric points ``measurement,tags field=value <ns>`` (non-finite values skipped)."""
+    prefix = series_prefix(key.measurement, key.tag_dict)
+    values = pd.to_numeric(series, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+    return float_lines(prefix, to_ns(series.index), {key.field: values})
+
+
+def batches(lines: Sequence[str], size: int) -> Iterable[tuple[int, int]]:
+    for i in range(0, len(lines), size):
+        yield i, min(i + size, len(lines))
+
+
+def line_time(line: str) -> pd.Timestamp:
+    """The timestamp of one line protocol line (its last token)."""
+    return pd.Timestamp(int(line.rsplit(" ", 1)[1]), unit="ns", tz="UTC")

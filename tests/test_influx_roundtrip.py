@@ -1,0 +1,112 @@
+"""Round trips through a real influxd started by the project's launcher (fixtures.influx)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cricket.config import SeriesSelector
+from cricket.influx import make_sink, make_source
+from cricket.influx.base import SeriesKey
+from cricket.influx.influxql import InfluxQLSink, InfluxQLSource
+
+T0 = pd.Timestamp("2024-01-01T00:00:00Z")
+
+
+def _series(n: int, step: str = "10s", start: pd.Timestamp = T0, seed: int = 0) -> pd.Series:
+    rng = np.random.default_rng(seed)
+    idx = pd.date_range(start, periods=n, freq=step)
+    return pd.Series(np.sin(np.arange(n) / 5.0) + rng.normal(0, 0.01, n), index=idx)
+
+
+def test_write_series_and_read_back_exactly(influx_settings):
+    keys = [SeriesKey.make("waveform", "value", {"host": f"cricket00{i}"}) for i in range(3)]
+    data = {k: _series(500, seed=i) for i, k in enumerate(keys)}
+    with InfluxQLSink(influx_settings) as sink:
+        for k, s in data.items():
+            assert sink.write_series(k, s) == 500
+    sel = SeriesSelector(measurement="waveform", field="value", group_by=["host"], every="10s")
+    with make_source(influx_settings) as src:
+        assert src.discover(sel) == sorted(keys)
+        got = src.read(sel, T0, T0 + pd.Timedelta(seconds=5000))
+    assert sorted(got) == sorted(keys)
+    for k, s in data.items():
+        g = got[k]
+        assert g.index.freq == pd.Timedelta("10s")
+        assert str(g.index.tz) == "UTC"
+        assert g.dtype == np.float64
+        np.testing.assert_allclose(g.to_numpy(), s.to_numpy(), rtol=0, atol=1e-12)
+
+
+def test_tag_filter_and_chunked_read_match_single_read(influx_settings):
+    a = SeriesKey.make("waveform", "value", {"host": "a", "dc": "x"})
+    b = SeriesKey.make("waveform", "value", {"host": "b", "dc": "y"})
+    with InfluxQLSink(influx_settings) as sink:
+        sink.write_series(a, _series(1000, seed=1))
+        sink.write_series(b, _series(1000, seed=2))
+    sel = SeriesSelector(tags={"dc": "x"}, group_by=["host"], every="30s", aggregate="max")
+    stop = T0 + pd.Timedelta(seconds=10_000)
+    with InfluxQLSource(influx_settings) as src:
+        whole = src.read(sel, T0, stop)
+    small = influx_settings.model_copy(update={"influx_read_chunk": pd.Timedelta("17min")})
+    with InfluxQLSource(small) as src:
+        chunked = src.read(sel, T0, stop)
+    assert list(whole) == [SeriesKey.make("waveform", "value", {"host": "a"})]
+    pd.testing.assert_series_equal(whole[list(whole)[0]], chunked[list(chunked)[0]])
+    expected = _series(1000, seed=1).resample("30s").max()
+    np.testing.assert_allclose(whole[list(whole)[0]].to_numpy()[: len(expected)], expected.to_numpy())
+
+
+def _scores(n: int, start: pd.Timestamp = T0) -> pd.DataFrame:
+    idx = pd.date_range(start, periods=n, freq="10s")
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=n)
+    return pd.DataFrame(
+        {
+            "value": v,
+            "reconstruction": v * 0.9,
+            "error": np.abs(v * 0.1),
+            "score": np.linspace(0, 100, n),
+            "anomalous": np.arange(n) % 7 == 0,
+        },
+        index=idx,
+    )
+
+
+def test_scores_and_events_round_trip_and_overwrite(influx_settings):
+    key = SeriesKey.make("waveform", "value", {"host": "cricket001"})
+    frame = _scores(300)
+    frame.iloc[5, frame.columns.get_loc("reconstruction")] = np.nan  # a field left out
+    events = pd.DataFrame(
+        {
+            "start": [T0 + pd.Timedelta("100s"), T0 + pd.Timedelta("900s")],
+            "end": [T0 + pd.Timedelta("200s"), T0 + pd.Timedelta("1000s")],
+            "peak": [99.0, 80.5],
+            "mean": [70.0, 60.0],
+            "duration_s": [100.0, 100.0],
+        }
+    )
+    with make_sink(influx_settings) as sink:
+        for _ in range(2):  # the same window twice leaves one copy
+            assert sink.write_scores(key, frame, model_version="3") == 300
+            assert sink.write_events(key, events, model_version="3") == 2
+    stop = T0 + pd.Timedelta(hours=1)
+    with InfluxQLSource(influx_settings) as src:
+        back = src.read_scores(key, T0, stop)
+        ev = src.read_events(key, T0, stop)
+    assert len(back) == 300
+    assert set(back["model_version"]) == {"3"} and set(back["series"]) == {str(key)}
+    assert (back["host"] == "cricket001").all()
+    np.testing.assert_allclose(back["score"].to_numpy(), frame["score"].to_numpy())
+    assert back["anomalous"].tolist() == frame["anomalous"].astype(int).tolist()
+    assert np.isnan(back["reconstruction"].iloc[5])
+    assert len(ev) == 2
+    assert ev["start"].tolist() == events["start"].tolist()
+    assert ev["end"].tolist() == events["end"].tolist()
+    assert ev["peak"].tolist() == [99.0, 80.5]
+
+
+def test_read_needs_a_range(influx_settings):
+    with InfluxQLSource(influx_settings) as src, pytest.raises(Exception, match="time range"):
+        src.read(SeriesSelector())
