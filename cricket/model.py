@@ -1,0 +1,291 @@
+"""ModelBundle: every detector of one trained model, saved as JSON + arrays, never pickles.
+
+A bundle holds one ``WaveformDetector`` per series (keyed by ``str(SeriesKey)``) and an
+optional fleet detector that serves series without one of their own. On disk it is a
+folder with exactly two files:
+
+- ``bundle.json``: format version, spec, selector, training range, per-detector params
+- ``arrays.npz``: every detector's arrays, names prefixed ``d<index>/``
+
+Loading uses ``np.load(allow_pickle=False)``: a bundle cannot execute code when loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cricket.config import DetectorSpec, SeriesSelector
+
+if TYPE_CHECKING:  # the detector module is imported lazily: keeps this module light
+    from cricket.detector import WaveformDetector
+
+FORMAT_VERSION = 1
+BUNDLE_JSON = "bundle.json"
+ARRAYS_NPZ = "arrays.npz"
+FLEET = "fleet"
+_EXPECTED_FILES = {BUNDLE_JSON, ARRAYS_NPZ}
+_RETRAIN = "retrain with this version of cricket (cricket retrain)"
+
+
+class ModelFormatError(ValueError):
+    """A saved bundle that this version of cricket cannot (or will not) load."""
+
+
+class UnknownSeriesError(KeyError):
+    """No detector in the bundle can score the requested series."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else "unknown series"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _from_iso(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+@dataclass
+class ModelBundle:
+    """The trained model: per-series detectors, a fleet fallback, and how they were made."""
+
+    detectors: dict[str, WaveformDetector]
+    fleet: WaveformDetector | None
+    spec: DetectorSpec
+    selector: SeriesSelector
+    trained_from: datetime | None = None
+    trained_to: datetime | None = None
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def series_keys(self) -> list[str]:
+        """Series with a detector of their own, sorted."""
+        return sorted(self.detectors)
+
+    def detector_for(self, key: object) -> tuple[WaveformDetector, str]:
+        """The detector for ``key`` and where it came from: ``"series"`` or ``"fleet"``."""
+        name = str(key)
+        det = self.detectors.get(name)
+        if det is not None:
+            return det, "series"
+        if self.fleet is not None:
+            return self.fleet, FLEET
+        raise UnknownSeriesError(
+            f"the model has no detector for series {name!r} and no fleet detector to fall "
+            f"back on ({len(self.detectors)} series known): retrain with this series in the "
+            "selector, or enable the fleet detector"
+        )
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, directory: str | Path) -> Path:
+        """Write ``bundle.json`` and ``arrays.npz`` into ``directory`` (created). Returns it."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        stray = sorted(p.name for p in out.iterdir() if p.name not in _EXPECTED_FILES)
+        if stray:
+            raise FileExistsError(
+                f"{out} already holds other files ({', '.join(stray[:5])}): save the bundle "
+                "into an empty folder"
+            )
+        arrays: dict[str, np.ndarray] = {}
+        entries: list[dict[str, Any]] = []
+        items: list[tuple[str | None, WaveformDetector]] = [
+            (k, self.detectors[k]) for k in self.series_keys
+        ]
+        if self.fleet is not None:
+            items.append((None, self.fleet))
+        for index, (key, det) in enumerate(items):
+            meta, arrs = det.get_state()
+            names = []
+            for name, arr in arrs.items():
+                arr = np.asarray(arr)
+                if arr.dtype.hasobject:
+                    raise TypeError(
+                        f"detector array {name!r} has dtype object: bundles hold numeric "
+                        "arrays only (no pickles)"
+                    )
+                arrays[f"d{index}/{name}"] = arr
+                names.append(name)
+            entries.append({"index": index, "key": key, "meta": meta, "arrays": names})
+        doc = {
+            "format_version": FORMAT_VERSION,
+            "spec": self.spec.model_dump(mode="json"),
+            "selector": self.selector.model_dump(mode="json"),
+            "trained_from": _iso(self.trained_from),
+            "trained_to": _iso(self.trained_to),
+            "created_at": _iso(self.created_at),
+            "extra": self.extra,
+            "detectors": [e for e in entries if e["key"] is not None],
+            "fleet": next((e for e in entries if e["key"] is None), None),
+        }
+        text = json.dumps(doc, indent=1, sort_keys=True, allow_nan=True, default=_json_default)
+        (out / BUNDLE_JSON).write_text(text, encoding="utf-8")
+        with open(out / ARRAYS_NPZ, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ModelBundle:
+        """Read a bundle written by :meth:`save`. Never unpickles; refuses anything odd."""
+        from cricket.detector import WaveformDetector
+
+        src = Path(directory)
+        if not src.is_dir():
+            raise ModelFormatError(f"{src} is not a model bundle folder (it does not exist)")
+        found = {p.name for p in src.iterdir()}
+        unexpected = sorted(found - _EXPECTED_FILES)
+        if unexpected:
+            raise ModelFormatError(
+                f"refusing to load {src}: unexpected file(s) {', '.join(unexpected)}; a bundle "
+                f"holds only {BUNDLE_JSON} and {ARRAYS_NPZ} (never pickles): {_RETRAIN}"
+            )
+        missing = sorted(_EXPECTED_FILES - found)
+        if missing:
+            raise ModelFormatError(
+                f"{src} is not a complete model bundle: missing {', '.join(missing)}; {_RETRAIN}"
+            )
+        try:
+            doc = json.loads((src / BUNDLE_JSON).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFormatError(f"{src / BUNDLE_JSON} is not valid JSON ({exc}); {_RETRAIN}") from None
+        if not isinstance(doc, dict):
+            raise ModelFormatError(f"{src / BUNDLE_JSON} does not hold a bundle; {_RETRAIN}")
+        version = doc.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ModelFormatError(
+                f"model bundle format version {version!r} found in {src}, this version of "
+                f"cricket supports version {FORMAT_VERSION}: {_RETRAIN}"
+            )
+        arrays = _read_npz(src / ARRAYS_NPZ)
+        try:
+            spec = DetectorSpec.model_validate(doc["spec"])
+            selector = SeriesSelector.model_validate(doc["selector"])
+            used: set[str] = set()
+
+            def build(entry: Mapping[str, Any]) -> WaveformDetector:
+                index = int(entry["index"])
+                arrs = {}
+                for name in entry["arrays"]:
+                    full = f"d{index}/{name}"
+                    if full not in arrays:
+                        raise ModelFormatError(f"array {full!r} is missing from {ARRAYS_NPZ}")
+                    arrs[name] = arrays[full]
+                    used.add(full)
+                return WaveformDetector.from_state(entry["meta"], arrs)
+
+            detectors = {str(e["key"]): build(e) for e in doc["detectors"]}
+            fleet = build(doc["fleet"]) if doc.get("fleet") else None
+        except ModelFormatError as exc:
+            raise ModelFormatError(f"{src}: {exc}; {_RETRAIN}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(
+                f"{src} holds a damaged or incompatible bundle ({type(exc).__name__}: {exc}); "
+                f"{_RETRAIN}"
+            ) from exc
+        extra_arrays = sorted(set(arrays) - used)
+        if extra_arrays:
+            raise ModelFormatError(
+                f"{src / ARRAYS_NPZ} holds arrays no detector uses ({', '.join(extra_arrays[:5])}): "
+                f"the bundle is damaged; {_RETRAIN}"
+            )
+        return cls(
+            detectors=detectors,
+            fleet=fleet,
+            spec=spec,
+            selector=selector,
+            trained_from=_from_iso(doc.get("trained_from")),
+            trained_to=_from_iso(doc.get("trained_to")),
+            created_at=_from_iso(doc.get("created_at")) or datetime.now(UTC),
+            extra=dict(doc.get("extra") or {}),
+        )
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and math.isnan(value):  # pragma: no cover - json handles it
+        return None
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable in a model bundle")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Read every array of an ``.npz`` into memory, refusing pickled (object) arrays."""
+    try:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ModelFormatError(f"{path} is a single array, not an .npz archive; {_RETRAIN}")
+        with npz:
+            return {name: npz[name] for name in npz.files}
+    except ModelFormatError:
+        raise
+    except ValueError as exc:
+        # numpy raises ValueError for object arrays (pickles) when allow_pickle=False,
+        # and for files it cannot parse at all (including raw pickles).
+        raise ModelFormatError(
+            f"refusing to load {path}: {exc} (bundles never hold pickled data); {_RETRAIN}"
+        ) from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+        raise ModelFormatError(
+            f"{path} is corrupted or not an .npz archive ({type(exc).__name__}: {exc}); "
+            f"{_RETRAIN}"
+        ) from None
+
+
+SCORE_COLUMNS = ["series", "time", "value", "reconstruction", "error", "score", "anomalous"]
+
+
+def score_dataframe(bundle: ModelBundle, frame: Any) -> Any:
+    """Score rows of (series, time, value) with ``bundle``; one detector per series.
+
+    Each series' rows are sorted by time and must be regular steps (NaN where a step is
+    missing). Returns a DataFrame with columns ``SCORE_COLUMNS`` plus ``detector``
+    (``series`` or ``fleet``), in series then time order.
+    """
+    import pandas as pd
+
+    missing = [c for c in ("series", "time", "value") if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"the input has no column(s) {', '.join(missing)}: pass a DataFrame with columns "
+            "series, time, value (one row per point)"
+        )
+    parts = []
+    for name, group in frame.groupby("series", sort=True):
+        group = group.sort_values("time", kind="stable")
+        det, source = bundle.detector_for(str(name))
+        values = pd.to_numeric(group["value"], errors="coerce").to_numpy(dtype=float)
+        sf = det.score(values, context=0)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "series": str(name),
+                    "time": group["time"].to_numpy(),
+                    "value": values,
+                    "reconstruction": np.asarray(sf.reconstruction, dtype=float),
+                    "error": np.asarray(sf.error, dtype=float),
+                    "score": np.asarray(sf.score, dtype=float),
+                    "anomalous": np.asarray(sf.anomalous, dtype=bool),
+                    "detector": source,
+                }
+            )
+        )
+    if not parts:
+        return pd.DataFrame({c: [] for c in [*SCORE_COLUMNS, "detector"]})
+    return pd.concat(parts, ignore_index=True)

@@ -1,0 +1,36 @@
+"""The MLflow pyfunc face of a ModelBundle: score a DataFrame of (series, time, value).
+
+Logged with MLflow's *models from code* (``cricket/mlflow_model.py``), so MLflow
+pickles nothing: the model is this class plus the bundle folder (JSON + arrays) as
+an artifact, loaded with :meth:`cricket.model.ModelBundle.load`.
+
+    model = mlflow.pyfunc.load_model("models:/cricket-waveform@champion")
+    scores = model.predict(frame)   # columns series, time, value
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow.pyfunc
+
+from cricket.model import ModelBundle, score_dataframe
+
+BUNDLE_ARTIFACT = "bundle"
+
+
+class CricketPyfunc(mlflow.pyfunc.PythonModel):
+    """Scores each series with its own detector (or the fleet one)."""
+
+    def __init__(self) -> None:
+        self.bundle: ModelBundle | None = None
+
+    def load_context(self, context: Any) -> None:
+        self.bundle = ModelBundle.load(context.artifacts[BUNDLE_ARTIFACT])
+
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+        # No type hints on purpose: MLflow 3 would turn them into its own input validation.
+        if self.bundle is None:
+            self.load_context(context)
+        assert self.bundle is not None
+        return score_dataframe(self.bundle, model_input)

@@ -1,0 +1,538 @@
+"""MLflow: log training runs, register model versions, move the champion alias, load.
+
+Every call goes through :class:`Registry`, which talks to the tracking URI from the
+settings (absolute; by default a SQLite file in the state folder) without changing
+MLflow's process-wide tracking URI for longer than one call.
+
+Model versions carry two aliases: ``challenger`` (the newest candidate) and
+``champion`` (what scoring loads by default). :func:`decide_promotion` is the rule that
+moves ``champion``; a person overrides it with ``promote`` and ``rollback``.
+Loading a version downloads its bundle (JSON + arrays) and reads it with
+:meth:`ModelBundle.load`: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cricket.config import Settings
+from cricket.model import BUNDLE_JSON, ModelBundle, ModelFormatError, UnknownSeriesError
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+DEFAULT_TOLERANCE = 0.002  # absolute: 0.2 percentage points of held-out points flagged
+HISTORY_TAG = "champion_history"  # registered-model tag: JSON list of champion versions
+MODEL_URI_TAG = "cricket.model_uri"  # run tag: where log_training_run put the pyfunc
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that cannot be done; the message says what to do."""
+
+
+class NoChampionError(RegistryError, LookupError):
+    """No model version holds the requested alias (by default ``champion``)."""
+
+
+# --------------------------------------------------------------------------- evaluation
+@dataclass
+class EvalSummary:
+    """How a model did on a held-out tail: fraction of points flagged, per series.
+
+    The held-out tail is data the pipeline believes normal, so every flagged point is a
+    false alarm. ``false_alarms`` holds only the series the model could score.
+    """
+
+    false_alarms: dict[str, float] = field(default_factory=dict)
+    points: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def covered(self) -> set[str]:
+        return set(self.false_alarms)
+
+    def rate(self, keys: set[str] | None = None) -> float:
+        """Mean false-alarm fraction over ``keys`` (default: every covered series)."""
+        keys = self.covered if keys is None else keys
+        vals = [self.false_alarms[k] for k in keys if k in self.false_alarms]
+        return float(np.mean(vals)) if vals else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"false_alarms": self.false_alarms, "points": self.points}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> EvalSummary:
+        return cls(dict(doc.get("false_alarms", {})), dict(doc.get("points", {})))
+
+
+def evaluate_bundle(bundle: ModelBundle, held_out: Mapping[str, Any]) -> EvalSummary:
+    """Score each held-out series with ``bundle`` and count the flagged points."""
+    out = EvalSummary()
+    for key in sorted(held_out, key=str):
+        try:
+            det, _ = bundle.detector_for(str(key))
+        except UnknownSeriesError:
+            continue
+        values = np.asarray(held_out[key], dtype=float)
+        frame = det.score(values, context=0)
+        scorable = ~np.isnan(np.asarray(frame.score, dtype=float))
+        n = int(scorable.sum())
+        if n == 0:
+            continue
+        flagged = np.asarray(frame.anomalous, dtype=bool)[scorable]
+        out.false_alarms[str(key)] = float(flagged.mean())
+        out.points[str(key)] = n
+    return out
+
+
+def decide_promotion(
+    new_eval: EvalSummary, champion_eval: EvalSummary | None, tolerance: float = DEFAULT_TOLERANCE
+) -> tuple[bool, str]:
+    """Should the new version replace the champion? Returns (promote, reason).
+
+    Promote when there is no champion, or when the new version covers every series the
+    champion covers and its false-alarm fraction on those series is at most the
+    champion's plus ``tolerance`` (absolute).
+    """
+    if champion_eval is None:
+        return True, "first version: there is no champion yet"
+    missing = sorted(champion_eval.covered - new_eval.covered)
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        return False, (
+            f"not promoted: covers {len(new_eval.covered)} series but misses "
+            f"{len(missing)} the champion covers ({shown})"
+        )
+    keys = champion_eval.covered or new_eval.covered
+    new_rate, old_rate = new_eval.rate(keys), champion_eval.rate(keys)
+    numbers = (
+        f"held-out false alarms {new_rate:.4%} vs champion {old_rate:.4%} "
+        f"(tolerance {tolerance:.4%}) over {len(keys)} series"
+    )
+    if new_rate <= old_rate + tolerance:
+        return True, f"promoted: not worse, {numbers}"
+    return False, f"not promoted: more false alarms, {numbers}"
+
+
+# --------------------------------------------------------------------------- rows
+@dataclass
+class VersionRow:
+    """One registered version, as ``cricket models list`` shows it."""
+
+    version: str
+    aliases: list[str]
+    created: datetime
+    tags: dict[str, str]
+    run_id: str | None
+
+    @property
+    def decision(self) -> str:
+        return self.tags.get("decision", "")
+
+
+@dataclass
+class PromotionResult:
+    version: str
+    promoted: bool
+    reason: str
+    champion_before: str | None
+    new_eval: EvalSummary
+    champion_eval: EvalSummary | None
+
+
+def _metric_name(text: str) -> str:
+    """MLflow metric/param names allow letters, digits, ``_ - . space : /`` only."""
+    return re.sub(r"[^\w\-. :/]", "_", text)
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+        return
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    out[_metric_name(prefix)] = text[:500]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- registry
+class Registry:
+    """Runs, versions and aliases of ``settings.model_name`` in MLflow."""
+
+    def __init__(self, settings: Settings | None = None, experiment: str | None = None) -> None:
+        self.settings = settings or Settings()
+        self.uri = self.settings.tracking_uri
+        self.name = self.settings.model_name
+        self.experiment = experiment or self.name
+        self._artifact_root: str | None = None
+        if self.uri.startswith("sqlite:///"):
+            db = Path(self.uri.removeprefix("sqlite:///"))
+            db.parent.mkdir(parents=True, exist_ok=True)
+            # MLflow's default artifact root is ./mlruns under the *working directory*:
+            # keep artifacts next to the database instead.
+            self._artifact_root = (db.parent / "mlartifacts").as_uri()
+        elif self.uri.startswith("file:"):
+            Path(self.uri.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        self._client: MlflowClient | None = None
+
+    # -- plumbing
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        return self._client
+
+    @contextmanager
+    def _active(self) -> Iterator[None]:
+        """Point MLflow's fluent API at our URI for the duration of one call only."""
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        with _use_tracking_uri(self.uri):
+            import mlflow
+
+            previous_registry = mlflow.get_registry_uri()
+            mlflow.set_registry_uri(self.uri)
+            try:
+                yield
+            finally:
+                mlflow.set_registry_uri(previous_registry)
+
+    def _experiment_id(self) -> str:
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is not None:
+            return exp.experiment_id
+        return self.client.create_experiment(self.experiment, artifact_location=self._artifact_root)
+
+    def _version(self, version: str) -> ModelVersion:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version(self.name, str(version))
+        except MlflowException as exc:
+            raise RegistryError(
+                f"model {self.name!r} has no version {version!r} in {self.uri}: "
+                "see the versions with `cricket models list`"
+            ) from exc
+
+    def alias_version(self, alias: str = CHAMPION) -> str | None:
+        """The version holding ``alias``, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(self.name, alias).version)
+        except MlflowException:
+            return None
+
+    # -- logging and registering
+    def log_training_run(
+        self,
+        bundle: ModelBundle,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        per_series_metrics: Mapping[str, Mapping[str, float]] | None = None,
+        artifacts: Mapping[str, str | Path] | None = None,
+        held_out: Mapping[str, Any] | None = None,
+        run_name: str | None = None,
+    ) -> str:
+        """Log one retrain as an MLflow run; returns the run id.
+
+        Params: the bundle's spec and selector plus ``params``. Metrics: ``metrics`` and
+        ``per_series_metrics`` (as ``<series>/<metric>``, and in full as JSON). Artifacts:
+        ``artifacts`` (images, HTML) under ``figures/``, and the bundle as a pyfunc model.
+        With ``held_out``, the bundle's held-out evaluation is logged too.
+        """
+        import mlflow
+
+        flat: dict[str, str] = {}
+        _flatten("spec", bundle.spec.model_dump(mode="json"), flat)
+        _flatten("selector", bundle.selector.model_dump(mode="json"), flat)
+        _flatten("", dict(params or {}), flat)
+        flat["series_count"] = str(len(bundle.detectors))
+        flat["fleet"] = str(bundle.fleet is not None)
+        all_metrics = {_metric_name(k): float(v) for k, v in (metrics or {}).items()}
+        for series, values in (per_series_metrics or {}).items():
+            for k, v in values.items():
+                all_metrics[_metric_name(f"{series}/{k}")] = float(v)
+        all_metrics = {k: v for k, v in all_metrics.items() if math.isfinite(v)}
+        evaluation = evaluate_bundle(bundle, held_out) if held_out is not None else None
+        if evaluation is not None:
+            all_metrics["heldout_false_alarm_fraction"] = evaluation.rate()
+
+        with self._active(), tempfile.TemporaryDirectory(prefix="cricket-log-") as tmp:
+            tmpdir = Path(tmp)
+            bundle_dir = bundle.save(tmpdir / "bundle")
+            with mlflow.start_run(
+                experiment_id=self._experiment_id(), run_name=run_name
+            ) as run:
+                if flat:
+                    mlflow.log_params(flat)
+                if all_metrics:
+                    mlflow.log_metrics(all_metrics)
+                if per_series_metrics:
+                    mlflow.log_dict(
+                        {k: dict(v) for k, v in per_series_metrics.items()},
+                        "per_series_metrics.json",
+                    )
+                if evaluation is not None:
+                    mlflow.log_dict(evaluation.to_dict(), "evaluation.json")
+                for label, path in (artifacts or {}).items():
+                    path = Path(path)
+                    target = label if Path(label).suffix else f"{label}{path.suffix}"
+                    staged = tmpdir / "figures" / target
+                    staged.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(path, staged)
+                    mlflow.log_artifact(str(staged), artifact_path="figures")
+                with warnings.catch_warnings():  # "add type hints": deliberately absent
+                    warnings.simplefilter("ignore", UserWarning)
+                    info = mlflow.pyfunc.log_model(
+                        name="model",
+                        python_model=str(MODEL_CODE),
+                        artifacts={"bundle": str(bundle_dir)},
+                        pip_requirements=_requirements(),
+                    )
+                mlflow.set_tags(
+                    {
+                        MODEL_URI_TAG: info.model_uri,
+                        "trained_from": str(bundle.trained_from or ""),
+                        "trained_to": str(bundle.trained_to or ""),
+                        "series_count": str(len(bundle.detectors)),
+                    }
+                )
+                return run.info.run_id
+
+    def register(self, run_id: str, tags: Mapping[str, str] | None = None) -> str:
+        """Register the run's model as a new version of ``settings.model_name``."""
+        import mlflow
+
+        run = self.client.get_run(run_id)
+        model_uri = run.data.tags.get(MODEL_URI_TAG)
+        if not model_uri:
+            raise RegistryError(
+                f"run {run_id} has no cricket model (tag {MODEL_URI_TAG} missing): "
+                "register runs made by Registry.log_training_run"
+            )
+        version_tags = {
+            "trained_from": run.data.tags.get("trained_from", ""),
+            "trained_to": run.data.tags.get("trained_to", ""),
+            "series_count": run.data.tags.get("series_count", ""),
+            "decision": "pending",
+            **{str(k): str(v) for k, v in (tags or {}).items()},
+        }
+        with self._active():
+            mv = mlflow.register_model(model_uri, self.name, tags=version_tags)
+        return str(mv.version)
+
+    # -- loading
+    def resolve(self, version: str | None = None, alias: str = CHAMPION) -> str:
+        """The version number for an explicit ``version`` or for ``alias``."""
+        if version is not None:
+            return str(self._version(str(version)).version)
+        found = self.alias_version(alias)
+        if found is None:
+            if alias == CHAMPION:
+                raise NoChampionError(
+                    f"no version of model {self.name!r} has the alias 'champion' "
+                    f"(registry {self.uri}): run the nightly retrain first (cricket retrain)"
+                )
+            raise NoChampionError(
+                f"no version of model {self.name!r} has the alias {alias!r} "
+                f"(registry {self.uri}): see `cricket models list`"
+            )
+        return found
+
+    def load_bundle(
+        self, version: str | None = None, alias: str = CHAMPION
+    ) -> tuple[ModelBundle, str]:
+        """Download a version's bundle and load it (arrays + JSON only). Returns (bundle, version)."""
+        import mlflow.artifacts
+
+        resolved = self.resolve(version, alias)
+        uri = self.client.get_model_version_download_uri(self.name, resolved)
+        with tempfile.TemporaryDirectory(prefix="cricket-model-") as tmp:
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"{uri.rstrip('/')}/artifacts/bundle",
+                    dst_path=tmp,
+                    tracking_uri=self.uri,
+                )
+            )
+            if not (local / BUNDLE_JSON).is_file():
+                raise ModelFormatError(
+                    f"version {resolved} of {self.name!r} holds no cricket bundle at "
+                    f"{uri}/artifacts/bundle: retrain with this version of cricket"
+                )
+            return ModelBundle.load(local), resolved
+
+    def model_uri(self, version: str | None = None, alias: str = CHAMPION) -> str:
+        """``models:/NAME/VERSION`` for ``mlflow.pyfunc.load_model`` (with this tracking URI)."""
+        return f"models:/{self.name}/{self.resolve(version, alias)}"
+
+    def load_pyfunc(self, version: str | None = None, alias: str = CHAMPION) -> Any:
+        """The version as an MLflow pyfunc model: ``.predict(DataFrame[series, time, value])``."""
+        import mlflow.pyfunc
+
+        uri = self.model_uri(version, alias)
+        with self._active():
+            return mlflow.pyfunc.load_model(uri)
+
+    # -- aliases, promotion, rollback
+    def _history(self) -> list[str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = self.client.get_registered_model(self.name).tags or {}
+        except MlflowException:
+            return []
+        try:
+            return [str(v) for v in json.loads(tags.get(HISTORY_TAG, "[]"))]
+        except ValueError:
+            return []
+
+    def _set_history(self, history: list[str]) -> None:
+        self.client.set_registered_model_tag(self.name, HISTORY_TAG, json.dumps(history[-50:]))
+
+    def _make_champion(self, version: str, decision: str, reason: str) -> str | None:
+        previous = self.alias_version(CHAMPION)
+        self.client.set_registered_model_alias(self.name, CHAMPION, version)
+        history = self._history()
+        if previous is not None and (not history or history[-1] != previous):
+            history.append(previous)
+        if not history or history[-1] != version:
+            history.append(version)
+        self._set_history(history)
+        tags = {"decision": decision, "decision_reason": reason, "champion_since": _now()}
+        if previous is not None and previous != version:
+            tags["previous_champion"] = previous
+        for k, v in tags.items():
+            self.client.set_model_version_tag(self.name, version, k, v)
+        return previous
+
+    def evaluate_and_promote(
+        self, version: str, held_out: Mapping[str, Any], tolerance: float = DEFAULT_TOLERANCE
+    ) -> PromotionResult:
+        """Make ``version`` the challenger, compare it with the champion on ``held_out``,
+        and move ``champion`` to it when :func:`decide_promotion` says so."""
+        version = str(self._version(version).version)
+        self.client.set_registered_model_alias(self.name, CHALLENGER, version)
+        champion = self.alias_version(CHAMPION)
+        new_bundle, _ = self.load_bundle(version=version)
+        new_eval = evaluate_bundle(new_bundle, held_out)
+        champion_eval = None
+        if champion is not None and champion != version:
+            old_bundle, _ = self.load_bundle(version=champion)
+            champion_eval = evaluate_bundle(old_bundle, held_out)
+        if champion == version:
+            promote, reason = True, f"version {version} is already the champion"
+        else:
+            promote, reason = decide_promotion(new_eval, champion_eval, tolerance)
+        set_tag = self.client.set_model_version_tag
+        set_tag(self.name, version, "heldout_false_alarms", f"{new_eval.rate():.6f}")
+        set_tag(self.name, version, "heldout_series", str(len(new_eval.covered)))
+        set_tag(self.name, version, "compared_with", champion or "")
+        if promote:
+            self._make_champion(version, "promoted", reason)
+        else:
+            set_tag(self.name, version, "decision", "rejected")
+            set_tag(self.name, version, "decision_reason", reason)
+        return PromotionResult(version, promote, reason, champion, new_eval, champion_eval)
+
+    def promote(self, version: str, reason: str = "promoted by hand") -> str | None:
+        """Make ``version`` the champion (a person's override). Returns the old champion."""
+        version = str(self._version(version).version)
+        return self._make_champion(version, "promoted manually", f"{reason} at {_now()}")
+
+    def rollback(self) -> tuple[str, str]:
+        """Give ``champion`` back to the previous champion. Returns (from, to)."""
+        current = self.resolve(alias=CHAMPION)
+        history = self._history()
+        while history and history[-1] == current:
+            history.pop()
+        from mlflow.exceptions import MlflowException
+
+        while history:
+            candidate = history[-1]
+            try:
+                self.client.get_model_version(self.name, candidate)
+                break
+            except MlflowException:  # deleted since: skip it
+                history.pop()
+        if not history:
+            raise RegistryError(
+                f"nothing to roll back to: version {current} of {self.name!r} is the only "
+                "version that has been champion; promote another with "
+                "`cricket models promote VERSION`"
+            )
+        target = history[-1]
+        self.client.set_registered_model_alias(self.name, CHAMPION, target)
+        self._set_history(history)
+        stamp = _now()
+        self.client.set_model_version_tag(
+            self.name, current, "rolled_back", f"replaced by version {target} at {stamp}"
+        )
+        self.client.set_model_version_tag(self.name, current, "decision", "rolled back")
+        self.client.set_model_version_tag(
+            self.name, target, "decision_reason", f"restored by rollback from {current} at {stamp}"
+        )
+        return current, target
+
+    def list_versions(self) -> list[VersionRow]:
+        """Every version of the model, newest first."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            versions = self.client.search_model_versions(f"name = '{self.name}'")
+        except MlflowException:
+            return []
+        aliases: dict[str, list[str]] = {}
+        try:
+            for alias, v in (self.client.get_registered_model(self.name).aliases or {}).items():
+                aliases.setdefault(str(v), []).append(alias)
+        except MlflowException:
+            pass
+        rows = [
+            VersionRow(
+                version=str(mv.version),
+                aliases=sorted(aliases.get(str(mv.version), [])),
+                created=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC),
+                tags=dict(mv.tags or {}),
+                run_id=mv.run_id,
+            )
+            for mv in versions
+        ]
+        return sorted(rows, key=lambda r: int(r.version), reverse=True)
+
+
+def _requirements() -> list[str]:
+    """Pinned requirements for the logged model (given, so MLflow does not infer them by
+    loading the model in a subprocess). The cricket package itself must be installed
+    where the model is loaded: the model code imports it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    reqs = []
+    for dist in ("mlflow", "numpy", "pandas", "scikit-learn"):
+        try:
+            reqs.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:  # pragma: no cover
+            reqs.append(dist)
+    return reqs
