@@ -1,0 +1,136 @@
+"""WaveformDetector: contract, calibration across scales, causality, gaps, state."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cricket.config import DetectorSpec
+from cricket.detector import (
+    ScoreFrame,
+    TailCalibrator,
+    WaveformDetector,
+    score_to_surprise,
+    surprise_to_score,
+)
+
+SPEC = DetectorSpec(n_clusters=40, random_state=0)
+
+
+def wave(n: int, seed: int = 0, scale: float = 1.0, offset: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    x = (
+        np.sin(2 * np.pi * t / 50)
+        + 0.3 * np.sin(2 * np.pi * t / 13)
+        + 0.05 * rng.standard_normal(n)
+    )
+    return offset + scale * x
+
+
+@pytest.fixture(scope="module")
+def fitted() -> WaveformDetector:
+    return WaveformDetector(SPEC).fit(wave(2500))
+
+
+def test_flags_zeroed_stretch_and_not_clean_data(fitted: WaveformDetector) -> None:
+    x = wave(1500, seed=1)
+    clean = fitted.score(x)
+    assert isinstance(clean, ScoreFrame)
+    assert len(clean) == len(x) and len(clean.events(16)) == 0
+    x[800:905] = 0.0
+    bad = fitted.score(x)
+    ev = bad.events(16)
+    assert len(ev) >= 1
+    assert ((ev.start_idx <= 904) & (ev.end_idx >= 800)).any()
+    assert set(ev.columns) == {"start_idx", "end_idx", "peak", "mean"}
+
+
+def test_one_threshold_across_scales() -> None:
+    # The same waveform in very different units gives the same scores.
+    a = WaveformDetector(SPEC).fit(wave(2500))
+    b = WaveformDetector(SPEC).fit(wave(2500, scale=1e4, offset=-3e5))
+    assert a.threshold_ == b.threshold_ == pytest.approx(50.0)
+    xa = wave(600, seed=2)
+    xa[300:320] += 2.0
+    xb = xa * 1e4 - 3e5
+    np.testing.assert_allclose(a.score(xa).score, b.score(xb).score, rtol=1e-6, atol=1e-6)
+
+
+def test_scores_are_causal(fitted: WaveformDetector) -> None:
+    # A point's score does not change when later data arrives or changes.
+    x = wave(800, seed=3)
+    full = fitted.score(x).score
+    y = x.copy()
+    y[500:] = 9.0
+    assert np.array_equal(fitted.score(y).score[:500], full[:500], equal_nan=True)
+    part = fitted.score(x[:400]).score
+    assert np.array_equal(part, full[:400], equal_nan=True)
+
+
+def test_context_gives_left_context(fitted: WaveformDetector) -> None:
+    x = wave(500, seed=4)
+    no_ctx = fitted.score(x[100:])
+    assert np.isnan(no_ctx.score[: SPEC.segment_len - 1]).all()
+    ctx = fitted.score(x, context=100)
+    assert len(ctx) == 400 and not np.isnan(ctx.score).any()
+    np.testing.assert_allclose(ctx.score[50:], no_ctx.score[50:])
+
+
+def test_gaps_are_handled(fitted: WaveformDetector) -> None:
+    x = wave(600, seed=5)
+    x[100:102] = np.nan  # short: interpolated, still scored
+    x[300:360] = np.nan  # long: unscorable, segments restart after it
+    f = fitted.score(x)
+    assert not np.isnan(f.score[100:102]).any()
+    assert np.isnan(f.score[300:360]).all()
+    assert np.isnan(f.score[360 : 360 + SPEC.segment_len - 1]).all()
+    assert not np.isnan(f.score[400:]).any()
+    assert not f.anomalous[300:360].any()
+
+
+def test_fit_with_gaps_and_explicit_holdout() -> None:
+    x = wave(3000)
+    x[1000:1100] = np.nan
+    det = WaveformDetector(SPEC).fit(x[:2400], holdout=x[2400:])
+    assert det.n_train_ == 2300
+    assert np.nanmax(det.score(wave(500, seed=6)).score) < 100
+
+
+def test_state_round_trip_is_exact(fitted: WaveformDetector) -> None:
+    meta, arrays = fitted.get_state()
+    json.dumps(meta)  # JSON-safe
+    again = WaveformDetector.from_state(json.loads(json.dumps(meta)), arrays)
+    x = wave(700, seed=7)
+    x[400:450] = 3.0
+    a, b = fitted.score(x), again.score(x)
+    for name in ("value", "reconstruction", "error", "score", "anomalous"):
+        assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
+    assert again.threshold_ == fitted.threshold_ and again.n_train_ == fitted.n_train_
+
+
+def test_calibrator_extrapolates_the_tail() -> None:
+    rng = np.random.default_rng(0)
+    e = rng.exponential(1.0, 20000)
+    cal = TailCalibrator.fit(e, min_beta=0.01)
+    s = cal.surprise(np.array([0.0, np.log(10), np.log(1000), np.log(1e6)]))
+    # For exponential errors P(E >= e) = exp(-e): surprise = e / ln 10.
+    np.testing.assert_allclose(s, [0.0, 1.0, 3.0, 6.0], atol=0.08)
+    assert np.all(np.diff(cal.surprise(np.linspace(0, 30, 200))) >= 0)  # monotone
+    assert surprise_to_score(3.0) == pytest.approx(50.0)
+    assert score_to_surprise(surprise_to_score(4.2)) == pytest.approx(4.2)
+
+
+def test_bad_input_errors() -> None:
+    det = WaveformDetector(SPEC)
+    with pytest.raises(Exception, match="not fitted"):
+        det.score(wave(100))
+    with pytest.raises(ValueError, match="too few"):
+        det.fit(wave(40))
+    with pytest.raises(ValueError, match="numbers"):
+        det.fit(np.array(["a", "b"] * 100))
+    with pytest.raises(ValueError, match="format version"):
+        meta, arrays = WaveformDetector(SPEC).fit(wave(1000)).get_state()
+        WaveformDetector.from_state({**meta, "format_version": 99}, arrays)
