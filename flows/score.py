@@ -1,19 +1,129 @@
-"""Hourly score: score the last complete window with the champion model and publish."""
+"""Hourly score: score the last complete window with the champion model and publish.
+
+The story: work out the window from the run's scheduled time -> load the model ->
+find the series -> for each batch, extract the window plus one segment of context and
+score it, writing results back as each batch finishes -> publish the report.
+The backfill flow scores each of its chunks through ``score_range`` below.
+"""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
-from cricket.config import SeriesSelector
+from cricket.config import SeriesSelector, Settings
+from cricket.model import ModelBundle
+from cricket.pipeline import ScoredSeries, batched, score_window, utc
+from cricket.report import Report, SeriesResult
+from flows.runtime import scheduled_time, task_runner
+from tasks.extract import discover_series
+from tasks.publish import publish_report, write_results
+from tasks.registry import load_model
+from tasks.score import score_batch
 
 
-@flow(name="hourly-score", log_prints=True)
+def to_result(s: ScoredSeries) -> SeriesResult:
+    return SeriesResult(
+        key=s.key,
+        frame=s.frame,
+        events=s.events,
+        threshold=s.threshold,
+        model_source=s.source,
+        nearest_shapes=s.nearest_shapes or None,
+        series_key=s.series_key,
+    )
+
+
+def score_range(
+    settings: Settings,
+    selector: SeriesSelector,
+    bundle: ModelBundle,
+    version: str,
+    start: datetime,
+    end: datetime,
+    kind: str = "score",
+    report: bool = True,
+) -> dict:
+    """Score [start, end) of every series the selector matches and write the results.
+    Must run inside a flow. Returns a summary; writes the HTML report when ``report``."""
+    log = get_run_logger()
+    t0 = time.perf_counter()
+    keys = discover_series(settings, selector)
+    notes: list[str] = []
+    present = {str(k) for k in keys}
+    gone = sorted(set(bundle.series_keys) - present)
+    if gone:
+        notes.append(
+            f"{len(gone)} series in the model have no data any more: " + ", ".join(gone[:10])
+        )
+    if not keys:
+        notes.append("no series matched the selector in this window: nothing to score")
+    futures = [
+        score_batch.submit(settings, selector, bundle, batch, start, end)
+        for batch in batched(keys, settings.batch_size)
+    ]
+    scored: list[ScoredSeries] = []
+    writes = []
+    for fut in futures:
+        batch_scored, batch_notes = fut.result()
+        notes.extend(batch_notes)
+        scored.extend(batch_scored)
+        if batch_scored:
+            writes.append(write_results.submit(settings, batch_scored, version))
+    written = sum(w.result() for w in writes)
+    if not any(len(s.frame) for s in scored):
+        notes.append(f"no data between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
+    n_events = sum(len(s.events) for s in scored)
+    summary = {
+        "model_version": version,
+        "window_start": start.isoformat(),
+        "window_end": end.isoformat(),
+        "series": len(keys),
+        "scored": len(scored),
+        "points_written": int(written),
+        "events": n_events,
+        "anomalous_series": sorted(s.key for s in scored if len(s.events)),
+        "notes": notes,
+    }
+    if report:
+        rep = Report(
+            title=f"Cricket {kind} {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
+            kind=kind,  # type: ignore[arg-type]
+            window_start=start,
+            window_end=end,
+            model_name=settings.model_name,
+            model_version=version,
+            results=[to_result(s) for s in scored],
+            notes=notes,
+        )
+        summary["report"] = str(publish_report(settings, rep))
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    log.info(
+        "scored %d series from %s to %s with version %s: %d events",
+        len(scored), start.isoformat(), end.isoformat(), version, n_events,
+    )
+    return summary
+
+
+@flow(name="hourly-score", log_prints=True, task_runner=task_runner())
 def hourly_score(
     selector: SeriesSelector = SeriesSelector(),
     window: timedelta = timedelta(hours=1),
     at: datetime | None = None,
     model_version: str | None = None,
 ) -> dict:
-    raise NotImplementedError  # being written
+    """Score the last complete ``window`` before ``at`` (default: the run's scheduled
+    time, so re-running a past run scores the same window) with ``model_version``
+    (default: the champion)."""
+    settings = Settings()
+    at = utc(at) if at is not None else scheduled_time()
+    start, end = score_window(at, window)
+    if start > utc(datetime.now(tz=start.tzinfo)):
+        raise ValueError(
+            f"the window {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC is in the future: "
+            "nothing can be scored yet; give a time at or before now"
+        )
+    bundle, version = load_model(settings, model_version)
+    return score_range(settings, selector, bundle, version, start, end, kind="score")

@@ -7,4 +7,4 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-pytest_plugins: list[str] = ["fixtures.browser", "fixtures.influx", "fixtures.mlflow"]
+pytest_plugins: list[str] = ["fixtures.browser", "fixtures.influx", "fixtures.mlflow", "fixtures.pipeline"]

@@ -1,0 +1,352 @@
+"""The pipeline's steps as plain functions: windows, prepare, train, evaluate, score.
+
+Prefect tasks in ``tasks/`` wrap these; a notebook user can call them directly.
+Nothing here imports Prefect.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from cricket.config import DetectorSpec
+from cricket.detector import WaveformDetector
+from cricket.influx.base import SeriesKey
+from cricket.series import RobustScaler, fill_short_gaps, validate
+
+# ---------------------------------------------------------------- time windows
+
+
+def utc(ts: datetime | str | pd.Timestamp) -> datetime:
+    """A timezone-aware UTC datetime; naive input is taken as UTC."""
+    t = pd.Timestamp(ts)
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    return t.to_pydatetime()
+
+
+def floor_time(ts: datetime, step: timedelta) -> datetime:
+    """Floor ``ts`` to a multiple of ``step`` since the epoch (UTC)."""
+    ts = utc(ts)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    n = math.floor((ts - epoch) / step)
+    return epoch + n * step
+
+
+def score_window(at: datetime, window: timedelta) -> tuple[datetime, datetime]:
+    """The last complete window before ``at``: a run scheduled at 10:05 scores 09:00-10:00."""
+    end = floor_time(at, window)
+    return end - window, end
+
+
+def chunks(start: datetime, end: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:
+    """Split [start, end) into consecutive chunks of ``step`` (the last may be shorter)."""
+    start, end = utc(start), utc(end)
+    if start >= end:
+        raise ValueError(
+            f"start {start.isoformat()} is not before end {end.isoformat()}: swap them"
+        )
+    if step <= timedelta(0):
+        raise ValueError("chunk must be a positive duration such as '1h'")
+    out = []
+    t = start
+    while t < end:
+        out.append((t, min(t + step, end)))
+        t += step
+    return out
+
+
+def batched(items: Sequence, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
+
+
+# ---------------------------------------------------------------- prepare
+
+
+def prepare(series: pd.Series, spec: DetectorSpec) -> pd.Series:
+    """Validate a regular series and fill its short gaps; long gaps stay NaN (the detector
+    splits there, so no segment straddles them)."""
+    s = validate(series)
+    values = fill_short_gaps(s.to_numpy(dtype=float), spec.short_gap)
+    return pd.Series(values, index=s.index, name=s.name)
+
+
+def finite_count(values: np.ndarray | pd.Series) -> int:
+    return int(np.isfinite(np.asarray(values, dtype=float)).sum())
+
+
+# ---------------------------------------------------------------- train
+
+
+@dataclass
+class TrainedSeries:
+    """What training one series produced. ``detector`` is None when the series had too
+    little history; the fleet library then serves it."""
+
+    key: str
+    detector: WaveformDetector | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+def split_holdout(holdout: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The held-out tail is split in two: the first half calibrates the threshold, the
+    second half is only ever scored (false alarms and probe recall for promotion)."""
+    mid = len(holdout) // 2
+    return holdout.iloc[:mid], holdout.iloc[mid:]
+
+
+def train_series(
+    key: str,
+    train: pd.Series,
+    holdout: pd.Series,
+    spec: DetectorSpec,
+    min_points: int,
+) -> TrainedSeries:
+    """Fit one series' detector on ``train``; calibrate on the first half of ``holdout``."""
+    x = prepare(train, spec)
+    calib, _ = split_holdout(prepare(holdout, spec))
+    n = finite_count(x)
+    if n < min_points or finite_count(calib) < 2 * spec.segment_len:
+        return TrainedSeries(
+            key,
+            None,
+            {"n_train": float(n)},
+            reason=f"too little history ({n} points, need {min_points}): served by the fleet library",
+        )
+    det = WaveformDetector(spec).fit(x.to_numpy(), holdout=calib.to_numpy())
+    return TrainedSeries(key, det, {"n_train": float(n), "threshold": float(det.threshold_)})
+
+
+def fleet_training_values(series: Iterable[pd.Series], spec: DetectorSpec, cap: int) -> np.ndarray:
+    """Each series robustly scaled on its own, joined with NaN runs so that no segment
+    straddles two series; at most ``cap`` points in all (evenly taken across series)."""
+    parts = []
+    sep = np.full(spec.short_gap + 1, np.nan)
+    for s in series:
+        v = s.to_numpy(dtype=float)
+        if finite_count(v) < 2 * spec.segment_len:
+            continue
+        scaler = RobustScaler().fit(v[np.isfinite(v)])
+        parts.append(scaler.transform(v))
+    if not parts:
+        return np.array([], dtype=float)
+    per = max(cap // len(parts), 2 * spec.segment_len)
+    joined = []
+    for p in parts:
+        joined.append(p[-per:])
+        joined.append(sep)
+    return np.concatenate(joined[:-1])
+
+
+def train_fleet(values: np.ndarray, spec: DetectorSpec) -> WaveformDetector | None:
+    """The fleet library: one detector over many robustly scaled series."""
+    if finite_count(values) < 8 * spec.segment_len:
+        return None
+    return WaveformDetector(spec).fit(values)
+
+
+# ---------------------------------------------------------------- score
+
+
+@dataclass
+class ScoredSeries:
+    key: str
+    frame: pd.DataFrame  # index: UTC time; value, reconstruction, error, score, anomalous
+    events: pd.DataFrame  # start, end, peak, mean, duration_s
+    threshold: float
+    source: str  # "series" or "fleet"
+    nearest_shapes: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    series_key: SeriesKey | None = None
+
+
+EVENT_COLUMNS = ["start", "end", "peak", "mean", "duration_s"]
+
+
+def score_series(
+    key: str | SeriesKey,
+    series: pd.Series,
+    detector: WaveformDetector,
+    source: str,
+    window_start: datetime,
+    spec: DetectorSpec,
+) -> ScoredSeries:
+    """Score ``series`` (the window plus its left context) and keep results for points at
+    or after ``window_start`` that hold data."""
+    series_key = key if isinstance(key, SeriesKey) else None
+    key = str(key)
+    s = prepare(series, spec)
+    times = s.index
+    context = int((times < pd.Timestamp(window_start)).sum())
+    values = s.to_numpy(dtype=float)
+    scaler = None
+    if source == "fleet":
+        # The fleet library lives in robustly scaled units; scale this series by itself.
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            scaler = RobustScaler().fit(finite)
+            values = scaler.transform(values)
+    sf = detector.score(values, context=context)
+    recon = np.asarray(sf.reconstruction, dtype=float)
+    error = np.asarray(sf.error, dtype=float)
+    if scaler is not None:
+        recon = scaler.inverse_transform(recon)
+        error = error * scaler.scale_
+    out_index = times[context:]
+    raw = series.reindex(out_index).to_numpy(dtype=float)
+    frame = pd.DataFrame(
+        {
+            "value": raw,
+            "reconstruction": recon,
+            "error": error,
+            "score": np.asarray(sf.score, dtype=float),
+            "anomalous": np.asarray(sf.anomalous, dtype=bool),
+        },
+        index=out_index,
+    )
+    keep = np.isfinite(frame["value"].to_numpy()) & np.isfinite(frame["score"].to_numpy())
+    ev_idx = sf.events(spec.min_event_gap)
+    step = times.freq.delta if getattr(times, "freq", None) is not None else (
+        times[1] - times[0] if len(times) > 1 else pd.Timedelta(0)
+    )
+    rows = []
+    for e in ev_idx.itertuples(index=False):
+        start = out_index[int(e.start_idx)]
+        end = out_index[int(e.end_idx)]
+        rows.append(
+            {
+                "start": start,
+                "end": end,
+                "peak": float(e.peak),
+                "mean": float(e.mean),
+                "duration_s": float((end - start + step).total_seconds()),
+            }
+        )
+    events = pd.DataFrame(rows, columns=EVENT_COLUMNS)
+    shapes = nearest_shapes(detector, values, context, ev_idx, spec, scaler is None)
+    return ScoredSeries(
+        key,
+        frame[keep],
+        events,
+        float(detector.threshold_),
+        source,
+        shapes,
+        series_key,
+    )
+
+
+def nearest_shapes(
+    detector: WaveformDetector,
+    values: np.ndarray,
+    context: int,
+    ev_idx: pd.DataFrame,
+    spec: DetectorSpec,
+    scale: bool,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each event: the windowed segment around its peak and the library's nearest
+    normal shape (both in the model's scaled units). Empty when the detector does not
+    expose its library."""
+    explain = getattr(detector, "explain", None)
+    if explain is None or ev_idx.empty:
+        return []
+    out = []
+    for e in ev_idx.itertuples(index=False):
+        peak = getattr(e, "peak_idx", None)
+        centre = context + (int(peak) if peak is not None else (int(e.start_idx) + int(e.end_idx)) // 2)
+        try:
+            pair = explain(values, centre)
+        except (ValueError, IndexError):
+            continue
+        if pair is not None:
+            out.append(pair)
+    return out
+
+
+# ---------------------------------------------------------------- evaluate for promotion
+
+
+@dataclass
+class HoldoutEval:
+    """How a model does on the evaluation half of the held-out tail of each series."""
+
+    false_alarm_events: dict[str, int]
+    flagged_fraction: dict[str, float]
+    probe_recall: dict[str, float]
+    mean_error: dict[str, float]
+
+    def summary(self) -> dict[str, float]:
+        def mean(d: dict[str, float]) -> float:
+            return float(np.mean(list(d.values()))) if d else float("nan")
+
+        return {
+            "series": float(len(self.false_alarm_events)),
+            "false_alarm_events": float(sum(self.false_alarm_events.values())),
+            "flagged_fraction": mean(self.flagged_fraction),
+            "probe_recall": mean(self.probe_recall),
+            "mean_error": mean(self.mean_error),
+        }
+
+
+def inject_probes(values: np.ndarray, spec: DetectorSpec, seed: int = 0) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Copy ``values`` and plant a few known anomalies (a flat stretch at the minimum and a
+    spike) so recall can be measured without labels. Returns the copy and probe ranges."""
+    rng = np.random.default_rng(seed)
+    x = np.array(values, dtype=float)
+    n = len(x)
+    n_seg = spec.segment_len
+    finite = x[np.isfinite(x)]
+    if n < 8 * n_seg or finite.size == 0:
+        return x, []
+    lo, hi = float(np.min(finite)), float(np.max(finite))
+    span = (hi - lo) or 1.0
+    probes = []
+    slots = np.linspace(2 * n_seg, n - 3 * n_seg, 4).astype(int)
+    for i, at in enumerate(slots):
+        at = int(at + rng.integers(0, n_seg // 2))
+        if i % 2 == 0:
+            length = 3 * n_seg
+            x[at : at + length] = lo - 0.5 * span
+        else:
+            length = 2
+            x[at : at + length] = hi + 2.0 * span
+        probes.append((at, min(at + length, n) - 1))
+    return x, probes
+
+
+def evaluate_holdout(
+    detector_for, holdouts: dict[str, pd.Series], spec: DetectorSpec
+) -> HoldoutEval:
+    """Score the evaluation half of each held-out tail: events there are false alarms
+    (the tail is assumed normal); probes planted in a copy measure recall."""
+    fa: dict[str, int] = {}
+    frac: dict[str, float] = {}
+    rec: dict[str, float] = {}
+    err: dict[str, float] = {}
+    for key, hold in holdouts.items():
+        try:
+            det, source = detector_for(key)
+        except KeyError:
+            continue
+        _, evaluation = split_holdout(prepare(hold, spec))
+        if finite_count(evaluation) < 4 * spec.segment_len:
+            continue
+        start = evaluation.index[0]
+        res = score_series(key, evaluation, det, source, start, spec)
+        fa[key] = len(res.events)
+        frac[key] = float(res.frame["anomalous"].mean()) if len(res.frame) else 0.0
+        scale = float(RobustScaler().fit(evaluation.dropna().to_numpy()).scale_)
+        err[key] = float(res.frame["error"].mean() / scale) if len(res.frame) else float("nan")
+        probed, probes = inject_probes(evaluation.to_numpy(dtype=float), spec)
+        if probes:
+            pres = score_series(
+                key, pd.Series(probed, index=evaluation.index), det, source, start, spec
+            )
+            flags = pres.frame["anomalous"].reindex(evaluation.index, fill_value=False).to_numpy()
+            found = sum(bool(flags[a : b + 1].any()) for a, b in probes)
+            rec[key] = found / len(probes)
+    return HoldoutEval(fa, frac, rec, err)

@@ -1,0 +1,42 @@
+"""Extract: find the series a selector matches and read windows of them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+from prefect import get_run_logger, task
+
+from cricket.config import SeriesSelector, Settings
+from cricket.influx import make_source
+from cricket.influx.base import SeriesKey
+from tasks.common import IO_TASK
+
+
+@task(name="discover-series", timeout_seconds=300, **IO_TASK)
+def discover_series(settings: Settings, selector: SeriesSelector) -> list[SeriesKey]:
+    """The series keys the selector matches, sorted."""
+    source = make_source(settings)
+    try:
+        keys = sorted(source.discover(selector))
+    finally:
+        source.close()
+    get_run_logger().info("selector %s matched %d series", selector.measurement, len(keys))
+    return keys
+
+
+def read_window(
+    settings: Settings,
+    selector: SeriesSelector,
+    keys: list[SeriesKey],
+    start: datetime,
+    stop: datetime,
+) -> dict[SeriesKey, pd.Series]:
+    """Read [start, stop) for ``keys`` only (one query per range for the selector)."""
+    source = make_source(settings)
+    try:
+        data = source.read(selector, start, stop)
+    finally:
+        source.close()
+    wanted = set(keys)
+    return {k: v for k, v in data.items() if k in wanted}

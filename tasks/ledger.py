@@ -1,0 +1,25 @@
+"""Tasks around the backfill ledger (which chunks are finished)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import task
+
+from cricket.config import Settings
+from cricket.influx import ledger
+from tasks.common import IO_TASK
+
+
+@task(name="done-chunks", timeout_seconds=120, **IO_TASK)
+def done_chunks(
+    settings: Settings, model_version: str, scope: str, start: datetime, end: datetime
+) -> set[datetime]:
+    return ledger.done_chunks(settings, model_version, scope, start, end)
+
+
+@task(name="mark-chunk-done", timeout_seconds=120, **IO_TASK)
+def mark_chunk_done(
+    settings: Settings, model_version: str, scope: str, start: datetime, end: datetime, points: int
+) -> None:
+    ledger.mark_done(settings, model_version, scope, start, end, points)

@@ -1,0 +1,82 @@
+"""Train: extract, prepare and fit a batch of series; fit the fleet library."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+
+from cricket.config import DetectorSpec, SeriesSelector, Settings
+from cricket.detector import WaveformDetector
+from cricket.influx.base import SeriesKey
+from cricket.pipeline import TrainedSeries, fleet_training_values, train_fleet, train_series
+from tasks.common import CPU_TASK, IO_RETRIES, IO_BACKOFF
+from tasks.extract import read_window
+
+
+@dataclass
+class TrainBatch:
+    trained: list[TrainedSeries]
+    holdouts: dict[str, pd.Series]
+    fleet_sample: np.ndarray
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@task(
+    name="train-batch",
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_BACKOFF,
+    timeout_seconds=3600,
+    **CPU_TASK,
+)
+def train_batch(
+    settings: Settings,
+    selector: SeriesSelector,
+    spec: DetectorSpec,
+    keys: list[SeriesKey],
+    train_start: datetime,
+    holdout_start: datetime,
+    end: datetime,
+    min_points: int,
+    fleet_cap: int,
+) -> TrainBatch:
+    """Fit one detector per series of ``keys`` on [train_start, holdout_start); the
+    held-out tail [holdout_start, end) is returned for calibration and evaluation."""
+    import time
+
+    log = get_run_logger()
+    t0 = time.perf_counter()
+    data = read_window(settings, selector, keys, train_start, end)
+    t1 = time.perf_counter()
+    trained, holdouts, fleet_parts = [], {}, []
+    cut = pd.Timestamp(holdout_start)
+    for key in keys:
+        s = data.get(key)
+        name = str(key)
+        if s is None or s.notna().sum() == 0:
+            trained.append(TrainedSeries(name, None, reason="no data in the training window"))
+            continue
+        train, hold = s[s.index < cut], s[s.index >= cut]
+        res = train_series(name, train, hold, spec, min_points)
+        if res.detector is None:
+            log.warning("%s: %s", name, res.reason)
+        trained.append(res)
+        holdouts[name] = hold
+        fleet_parts.append(train)
+    sample = fleet_training_values(fleet_parts, spec, fleet_cap)
+    t2 = time.perf_counter()
+    return TrainBatch(trained, holdouts, sample, {"extract": t1 - t0, "fit": t2 - t1})
+
+
+@task(name="train-fleet", timeout_seconds=3600, **CPU_TASK)
+def fit_fleet(samples: list[np.ndarray], spec: DetectorSpec) -> WaveformDetector | None:
+    """The fleet library over robustly scaled samples of every series."""
+    parts = [s for s in samples if s.size]
+    if not parts:
+        return None
+    sep = np.full(spec.short_gap + 1, np.nan)
+    joined = np.concatenate([p for s in parts for p in (s, sep)][:-1])
+    return train_fleet(joined, spec)
