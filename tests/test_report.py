@@ -1,0 +1,237 @@
+"""Unit tests of the anomaly report: content, escaping, image counts, file naming,
+atomic writes, the markdown summary and the plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fixtures.report_data import HOSTILE_KEY, HOSTILE_TAG, START, fleet_report, series_result
+
+from cricket import plots
+from cricket.influx.base import SeriesKey
+from cricket.report import (
+    CSP,
+    Report,
+    event_rows,
+    fmt_duration,
+    markdown_summary,
+    md_escape,
+    render_html,
+    report_filename,
+    write_report,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class _Tags(HTMLParser):
+    """Collects start tags and their attributes, as a browser's tokenizer would see them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def _tags(doc: str) -> list[tuple[str, dict[str, str | None]]]:
+    p = _Tags()
+    p.feed(doc)
+    return p.tags
+
+
+def test_every_series_listed_and_images_two_per_plotted_series() -> None:
+    report = fleet_report(n_series=7, every=3)
+    doc = render_html(report)
+    for r in report.results:
+        assert html.escape(r.key) in doc
+    hits = report.anomalous()
+    assert len(hits) == 4  # hosts 0, 3, 6 + the hostile one
+    imgs = [a for t, a in _tags(doc) if t == "img"]
+    assert len(imgs) == 2 * len(hits)
+    for a in imgs:
+        src = a["src"] or ""
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == PNG_MAGIC
+
+
+def test_hostile_text_is_escaped_everywhere() -> None:
+    note = "</li><script>alert(3)</script>"
+    report = fleet_report(n_series=2, title=f"T {HOSTILE_TAG}", notes=[note])
+    report.model_name = '"><svg onload=alert(4)>'
+    report.results[0].model_source = "<b>series</b>"
+    doc = render_html(report)
+    tags = _tags(doc)
+    names = [t for t, _ in tags]
+    assert "script" not in names and "svg" not in names
+    clean = [t for t, _ in _tags(render_html(fleet_report(n_series=2)))]
+    assert names.count("b") == clean.count("b") == 3  # only the report's own summary cards
+    # Only the report's own images, none with an event handler or a non-data source.
+    for t, a in tags:
+        assert not any(k.startswith("on") for k in a), (t, a)
+        if t == "img":
+            assert (a["src"] or "").startswith("data:image/png;base64,")
+    assert html.escape(HOSTILE_KEY) in doc
+    assert html.escape(note) in doc
+    assert "<script" not in doc.lower()
+
+
+def test_csp_and_no_external_resources() -> None:
+    doc = render_html(fleet_report(n_series=3))
+    metas = [a for t, a in _tags(doc) if t == "meta"]
+    csp = [a for a in metas if (a.get("http-equiv") or "").lower() == "content-security-policy"]
+    assert csp and csp[0]["content"] == CSP
+    assert "default-src 'none'" in CSP and "img-src data:" in CSP
+    # Nothing refers to another resource: no http(s) or protocol-relative URLs in attributes.
+    for t, a in _tags(doc):
+        for k, v in a.items():
+            if k in {"src", "href", "action", "data"} and v:
+                assert v.startswith("data:image/png;base64,"), (t, k, v[:40])
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", doc)
+
+
+def test_series_without_anomalies_listed_but_not_plotted() -> None:
+    report = fleet_report(n_series=4, every=100, hostile=False)  # only host 0 anomalous
+    doc = render_html(report)
+    assert doc.count('<section class="series"') == 1
+    for i in range(4):
+        assert f"cricket{i:03d}" in doc
+
+
+def test_cap_on_plotted_series_says_how_many_left_out() -> None:
+    report = fleet_report(n_series=5, every=1, hostile=False)  # all 5 anomalous
+    doc = render_html(report, max_plotted=2)
+    assert doc.count('<section class="series"') == 2
+    assert "3 more anomalous series are left out" in doc
+    # The two plotted are the highest peaks (70 + i): hosts 4 and 3.
+    sections = doc.split('<section class="series"')[1:]
+    assert "cricket004" in sections[0] and "cricket003" in sections[1]
+    assert len([t for t, _ in _tags(doc) if t == "img"]) == 4
+
+
+def test_series_without_nearest_shapes_gets_only_the_series_plot() -> None:
+    r = series_result("waveform.value{host=a}", True, shapes=False)
+    report = Report("t", "score", START, START + pd.Timedelta(hours=1), "m", 1, [r])
+    doc = render_html(report)
+    assert len([t for t, _ in _tags(doc) if t == "img"]) == 1
+
+
+def test_empty_report_renders_notes() -> None:
+    report = fleet_report(n_series=0, hostile=False, notes=["no data in this window"])
+    doc = render_html(report)
+    assert "no data in this window" in doc
+    assert "No series were scored" in doc
+    assert "<img" not in doc
+    assert doc.startswith("<!DOCTYPE html>") and doc.rstrip().endswith("</html>")
+
+
+def test_clean_window_says_no_anomalies() -> None:
+    report = fleet_report(n_series=3, every=100, hostile=False)
+    for r in report.results:
+        r.events = r.events.iloc[0:0]
+    doc = render_html(report)
+    assert "No anomalies found" in doc
+    assert "<img" not in doc
+
+
+def test_file_name_and_atomic_write(tmp_path: Path) -> None:
+    report = fleet_report(n_series=2, kind="backfill", version="12")
+    path = write_report(report, tmp_path / "reports")
+    assert path.name == "backfill-20240501T1000-v12.html"
+    assert path.parent == (tmp_path / "reports").absolute()
+    assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    # Writing again replaces the file and leaves no temporary files behind.
+    write_report(report, tmp_path / "reports")
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == [path.name]
+
+
+def test_file_name_is_safe_for_odd_versions_and_naive_times() -> None:
+    report = fleet_report(n_series=1, version="../../etc/x y")
+    assert "/" not in report_filename(report)
+    assert report_filename(report).endswith(".html")
+    report.window_start = pd.Timestamp("2024-05-01T10:00:00").to_pydatetime()  # naive = UTC
+    report.model_version = None
+    assert report_filename(report) == "score-20240501T1000-vnone.html"
+
+
+def test_failed_render_leaves_previous_report_intact(tmp_path: Path) -> None:
+    report = fleet_report(n_series=1)
+    path = write_report(report, tmp_path)
+    before = path.read_bytes()
+    broken = fleet_report(n_series=1)
+    broken.results[0].frame = broken.results[0].frame.drop(columns=["reconstruction"])
+    with pytest.raises(KeyError):
+        write_report(broken, tmp_path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_markdown_summary_escapes_and_counts() -> None:
+    report = fleet_report(n_series=3, notes=["a | b\n# heading [x](http://evil)"])
+    md = markdown_summary(report, report_path=Path("/tmp/r.html"))
+    assert "- events: 2" in md and "- series scored: 4" in md
+    assert "<img" not in md and "<script" not in md
+    assert "&lt;img src=x onerror=alert\\(1\\)&gt;" in md
+    # The note cannot open a link, a heading or a new table cell.
+    assert "](http" not in md
+    assert "\n# heading" not in md
+    assert "a \\| b \\# heading \\[x\\]\\(http://evil\\)" in md
+    # Every table row has exactly the four cell separators.
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert rows and all(len(re.findall(r"(?<!\\)\|", line)) == 5 for line in rows)
+
+
+def test_md_escape_round_trip_characters() -> None:
+    assert md_escape("a_b*c`d") == "a\\_b\\*c\\`d"
+    assert md_escape("x<y>&z") == "x&lt;y&gt;&amp;z"
+
+
+def test_event_rows_for_table_artifact() -> None:
+    report = fleet_report(n_series=4, every=2)
+    rows = event_rows(report)
+    assert [r["series"] for r in rows] == [
+        HOSTILE_KEY, "waveform.value{host=cricket002}", "waveform.value{host=cricket000}"
+    ]
+    assert set(rows[0]) == {"series", "start", "end", "peak score", "duration"}
+    assert rows[0]["peak score"] == 99.0 and rows[0]["duration"] == "3m 10s"
+    assert rows[0]["start"] == "2024-05-01 10:30:50 UTC"
+
+
+@pytest.mark.parametrize(
+    "seconds,text", [(0, "0s"), (42, "42s"), (60, "1m"), (5400, "1h 30m"), (3661, "1h 1m 1s")]
+)
+def test_fmt_duration(seconds: float, text: str) -> None:
+    assert fmt_duration(seconds) == text
+
+
+def test_sink_key_parses_or_uses_the_given_key() -> None:
+    r = series_result("waveform.value{host=a}", False)
+    assert r.sink_key() == SeriesKey.make("waveform", "value", {"host": "a"})
+    odd = SeriesKey.make("waveform", "value", {"host": "a,b=c}"})
+    r.series_key = odd
+    assert r.sink_key() == odd
+
+
+def test_plots_return_pngs_and_write_files(tmp_path: Path) -> None:
+    r = series_result("k", True)
+    for data in (
+        plots.plot_series(r.frame, r.threshold, r.events),
+        plots.plot_shape_pair(*r.nearest_shapes[0]),
+        plots.centroid_gallery(np.random.default_rng(0).normal(size=(70, 32)), tmp_path / "g.png"),
+        plots.heldout_plot(
+            [("cpu.usage{host=$x$}", r.frame["value"].to_numpy(), r.frame["reconstruction"].to_numpy())],
+            tmp_path / "h.png",
+        ),
+        plots.heldout_plot([]),
+    ):
+        assert data[:8] == PNG_MAGIC and len(data) > 2000
+    assert (tmp_path / "g.png").read_bytes()[:8] == PNG_MAGIC
+    assert (tmp_path / "h.png").stat().st_size > 2000
