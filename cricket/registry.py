@@ -429,14 +429,21 @@ class Registry:
         return previous
 
     def evaluate_and_promote(
-        self, version: str, held_out: Mapping[str, Any], tolerance: float = DEFAULT_TOLERANCE
+        self,
+        version: str,
+        held_out: Mapping[str, Any],
+        tolerance: float = DEFAULT_TOLERANCE,
+        bundle: ModelBundle | None = None,
     ) -> PromotionResult:
         """Make ``version`` the challenger, compare it with the champion on ``held_out``,
-        and move ``champion`` to it when :func:`decide_promotion` says so."""
+        and move ``champion`` to it when :func:`decide_promotion` says so.
+
+        ``bundle`` is the version's bundle when the caller has it in memory (saves a
+        download); by default it is loaded from the registry."""
         version = str(self._version(version).version)
         self.client.set_registered_model_alias(self.name, CHALLENGER, version)
         champion = self.alias_version(CHAMPION)
-        new_bundle, _ = self.load_bundle(version=version)
+        new_bundle = bundle if bundle is not None else self.load_bundle(version=version)[0]
         new_eval = evaluate_bundle(new_bundle, held_out)
         champion_eval = None
         if champion is not None and champion != version:

@@ -1,0 +1,107 @@
+"""Prefect tasks around cricket.registry: log + register, evaluate + promote, load.
+
+MLflow calls retry with backoff (a busy SQLite file or a tracking server blip), but not
+when retrying cannot help: no champion, a damaged bundle, an unknown version.
+Nothing is cached or persisted: bundles and held-out arrays are never hashed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from cricket.config import Settings
+from cricket.model import ModelBundle, ModelFormatError
+from cricket.registry import CHAMPION, DEFAULT_TOLERANCE, Registry, RegistryError
+from tasks.common import IO_TASK
+
+#: errors that a retry cannot fix: fail at once with the message that says what to do
+PERMANENT = (RegistryError, ModelFormatError, ValueError, TypeError, KeyError)
+
+
+def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry I/O failures, not permanent ones."""
+    try:
+        state.result()
+    except PERMANENT:
+        return False
+    except Exception:  # noqa: BLE001 - anything else is worth another try
+        return True
+    return True
+
+
+_MLFLOW_TASK = {**IO_TASK, "retry_condition_fn": retry_unless_permanent}
+
+
+@task(name="log-and-register", timeout_seconds=600, **_MLFLOW_TASK)
+def log_and_register(
+    settings: Settings,
+    bundle: ModelBundle,
+    holdouts: Mapping[str, Any] | None = None,
+    per_series_metrics: Mapping[str, Mapping[str, float]] | None = None,
+    params: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    artifacts: Mapping[str, str | Path] | None = None,
+    run_name: str | None = None,
+) -> str:
+    """Log the retrain as an MLflow run and register it; returns the new version."""
+    registry = Registry(settings)
+    run_id = registry.log_training_run(
+        bundle,
+        params=params,
+        metrics=metrics,
+        per_series_metrics=per_series_metrics,
+        artifacts=artifacts,
+        held_out=holdouts,
+        run_name=run_name,
+    )
+    version = registry.register(run_id)
+    get_run_logger().info(
+        "logged run %s and registered version %s of %s", run_id, version, registry.name
+    )
+    return version
+
+
+@task(name="evaluate-and-promote", timeout_seconds=600, **_MLFLOW_TASK)
+def evaluate_and_promote(
+    settings: Settings,
+    bundle: ModelBundle | None,
+    version: str,
+    holdouts: Mapping[str, Any],
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> dict[str, Any]:
+    """Challenger vs champion on the same held-out tail; move ``champion`` if not worse.
+
+    Returns ``{"version", "promote", "reason", "champion_before", "false_alarms",
+    "champion_false_alarms"}``.
+    """
+    result = Registry(settings).evaluate_and_promote(
+        version, holdouts, tolerance=tolerance, bundle=bundle
+    )
+    get_run_logger().info("version %s: %s", version, result.reason)
+    return {
+        "version": result.version,
+        "promote": result.promoted,
+        "reason": result.reason,
+        "champion_before": result.champion_before,
+        "false_alarms": result.new_eval.rate(),
+        "champion_false_alarms": (
+            None if result.champion_eval is None else result.champion_eval.rate()
+        ),
+    }
+
+
+@task(name="load-model", timeout_seconds=300, **_MLFLOW_TASK)
+def load_model(
+    settings: Settings, version: str | None = None, alias: str = CHAMPION
+) -> tuple[ModelBundle, str]:
+    """The bundle of ``version`` (default: the one holding ``alias``) and its version."""
+    bundle, resolved = Registry(settings).load_bundle(version=version, alias=alias)
+    get_run_logger().info(
+        "loaded version %s of %s (%d series, fleet: %s)",
+        resolved, settings.model_name, len(bundle.detectors), bundle.fleet is not None,
+    )
+    return bundle, resolved
