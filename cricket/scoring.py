@@ -43,15 +43,13 @@ def events_from_mask(mask: np.ndarray, scores: np.ndarray, min_gap: int = 0) -> 
         stops = np.concatenate((stops[:-1][new[1:]], stops[-1:]))
     s = np.where(np.isnan(scores), -np.inf, scores)
     finite = ~np.isnan(scores)
-    # sums and counts over [start, stop) from prefix sums
-    csum = np.concatenate(([0.0], np.cumsum(np.where(finite, scores, 0.0))))
-    ccnt = np.concatenate(([0], np.cumsum(finite)))
-    sums = csum[stops] - csum[starts]
-    counts = ccnt[stops] - ccnt[starts]
-    # peak over [start, stop): reduceat over the interleaved boundaries
+    # peak, sum and count over each [start, stop): reduceat over interleaved boundaries
     bounds = np.empty(2 * starts.size, dtype=np.int64)
     bounds[0::2] = starts
     bounds[1::2] = stops
+    vals = np.concatenate((np.where(finite, scores, 0.0), [0.0]))
+    sums = np.add.reduceat(vals, bounds)[0::2]
+    counts = np.add.reduceat(np.concatenate((finite, [False])).astype(np.int64), bounds)[0::2]
     s_ext = np.concatenate((s, [-np.inf]))
     peak = np.maximum.reduceat(s_ext, bounds)[0::2]
     with np.errstate(invalid="ignore", divide="ignore"):
