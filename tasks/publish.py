@@ -1,0 +1,144 @@
+"""Publish: write scores and events back to InfluxDB, write the HTML report, and attach
+Prefect artifacts (a table of events, a markdown summary, a link to the report).
+
+    written = write_results(settings, results, model_version)      # task, retried
+    path = publish_report(settings, report)                          # task
+    summary = publish_results(results, report, settings, version)    # both, in a flow
+
+``results`` may be ``cricket.report.SeriesResult`` or ``cricket.pipeline.ScoredSeries``:
+anything with ``key``, ``frame``, ``events`` and optionally ``series_key``. Writing the
+same window twice overwrites (same time and tags), so retries never duplicate points.
+Artifacts hold series names, times and scores only: never settings or secrets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+
+from cricket.config import Settings
+from cricket.influx.base import SeriesKey, Sink
+from cricket.report import Report, event_rows, markdown_summary, write_report
+from tasks.common import IO_TASK
+
+MAX_TABLE_ROWS = 1000
+TABLE_COLUMNS = ["series", "start", "end", "peak score", "duration"]
+
+
+def _sink_key(result: Any) -> SeriesKey:
+    key = getattr(result, "series_key", None)
+    return key if key is not None else SeriesKey.parse(str(result.key))
+
+
+def write_with_sink(sink: Sink, results: Sequence[Any], model_version: str) -> dict[str, int]:
+    """Write every result's scores and events through ``sink``; returns point counts."""
+    scores = events = 0
+    for r in results:
+        key = _sink_key(r)
+        if r.frame is not None and len(r.frame):
+            scores += int(sink.write_scores(key, r.frame, str(model_version)))
+        if r.events is not None and len(r.events):
+            events += int(sink.write_events(key, r.events, str(model_version)))
+    return {"scores": scores, "events": events}
+
+
+@task(name="write-results", timeout_seconds=900, **IO_TASK)
+def write_results(settings: Settings, results: Sequence[Any], model_version: str) -> int:
+    """Write scores and events of ``results`` to InfluxDB (measurements ``cricket_score``
+    and ``cricket_event``, tagged with ``model_version``). Returns the points written
+    (scores + events). Retried with backoff; a retry overwrites, never duplicates."""
+    from cricket.influx import make_sink
+
+    sink = make_sink(settings)
+    try:
+        counts = write_with_sink(sink, results, model_version)
+    finally:
+        sink.close()
+    get_run_logger().info(
+        "wrote %d score points and %d events for %d series (model version %s)",
+        counts["scores"], counts["events"], len(results), model_version,
+    )
+    return counts["scores"] + counts["events"]
+
+
+def _artifact_key(kind: str, what: str) -> str:
+    """Prefect artifact keys hold only lowercase letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", f"cricket-{kind}-{what}".lower()).strip("-")
+
+
+def create_report_artifacts(report: Report, path: Path | None) -> dict[str, str]:
+    """Table (events), markdown (summary) and link (HTML report) artifacts for the
+    current flow or task run. Returns their ids."""
+    rows = event_rows(report)
+    n_rows = len(rows)
+    rows = rows[:MAX_TABLE_ROWS]
+    table: list[dict[str, object]] | dict[str, list[object]] = (
+        rows if rows else {c: [] for c in TABLE_COLUMNS}
+    )
+    desc = f"Events of the {report.kind} run, {report.window_start:%Y-%m-%d %H:%M} UTC"
+    if n_rows > MAX_TABLE_ROWS:
+        desc += f" (highest {MAX_TABLE_ROWS} of {n_rows} by peak score)"
+    ids = {
+        "table": str(
+            create_table_artifact(
+                table=table, key=_artifact_key(report.kind, "events"), description=desc
+            )
+        ),
+        "markdown": str(
+            create_markdown_artifact(
+                markdown=markdown_summary(report, report_path=path),
+                key=_artifact_key(report.kind, "summary"),
+                description=f"Summary of the {report.kind} run",
+            )
+        ),
+    }
+    if path is not None:
+        ids["link"] = str(
+            create_link_artifact(
+                link=Path(path).absolute().as_uri(),
+                link_text=f"anomaly report ({Path(path).name})",
+                key=_artifact_key(report.kind, "report"),
+                description="The HTML anomaly report (self-contained; open in a browser)",
+            )
+        )
+    return ids
+
+
+@task(name="publish-report", timeout_seconds=600, retries=1, retry_delay_seconds=2,
+      cache_policy=IO_TASK["cache_policy"], persist_result=False)
+def publish_report(settings: Settings, report: Report, out_dir: Path | None = None) -> Path:
+    """Write the HTML report to ``out_dir`` (default ``settings.reports_path``) and
+    attach the events table, markdown summary and link artifacts. Returns the path."""
+    path = write_report(report, out_dir or settings.reports_path)
+    create_report_artifacts(report, path)
+    get_run_logger().info(
+        "report: %d series, %d events -> %s", len(report.results), report.n_events, path
+    )
+    return path
+
+
+def publish_results(
+    results: Sequence[Any],
+    report: Report,
+    sink_settings: Settings,
+    model_version: str,
+) -> dict[str, object]:
+    """Write ``results`` to InfluxDB, then write the report and its artifacts. Call it
+    from a flow. Returns ``{"points_written", "events", "series", "report"}``."""
+    written = write_results(sink_settings, list(results), str(model_version))
+    path = publish_report(sink_settings, report)
+    return {
+        "points_written": int(written),
+        "events": report.n_events,
+        "series": len(report.results),
+        "report": str(path),
+    }
