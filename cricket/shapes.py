@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ _CHUNK_ELEMENTS = 1 << 21  # distance-matrix elements per chunk (16 MiB of float
 
 __all__ = [
     "FORMAT_VERSION",
+    "Analysis",
     "BadSeriesError",
     "FormatVersionError",
     "NotFittedError",
@@ -109,13 +111,25 @@ def as_clean_values(values: Any, min_len: int = 1, what: str = "values") -> np.n
 
 def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
     """Centred moving average of width ``width``; windows shrink at the ends."""
-    if width <= 1 or len(x) == 0:
+    n = len(x)
+    if width <= 1 or n == 0:
         return x.copy()
-    c = np.concatenate(([0.0], np.cumsum(x)))
-    idx = np.arange(len(x))
-    lo = np.maximum(idx - width // 2, 0)
-    hi = np.minimum(idx - width // 2 + width, len(x))
-    return (c[hi] - c[lo]) / (hi - lo)
+    c = np.empty(n + 1)
+    c[0] = 0.0
+    np.cumsum(x, out=c[1:])
+    a = width // 2  # window of point i is [i - a, i - a + width)
+    out = np.empty(n)
+    lo_i, hi_i = min(a, n), max(min(n - width + a + 1, n), min(a, n))
+    # interior: full windows, by slicing
+    if hi_i > lo_i:
+        out[lo_i:hi_i] = c[lo_i - a + width : hi_i - a + width] - c[lo_i - a : hi_i - a]
+        out[lo_i:hi_i] /= width
+    # ends: shrinking windows
+    ends = np.r_[np.arange(0, lo_i), np.arange(hi_i, n)].astype(np.intp)
+    lo = np.maximum(ends - a, 0)
+    hi = np.minimum(ends - a + width, n)
+    out[ends] = (c[hi] - c[lo]) / (hi - lo)
+    return out
 
 
 def _count_distinct_rows(rows: np.ndarray) -> int:
@@ -124,6 +138,17 @@ def _count_distinct_rows(rows: np.ndarray) -> int:
         return 0
     hashes = pd.util.hash_pandas_object(pd.DataFrame(rows), index=False).to_numpy()
     return int(np.unique(hashes).size)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One reconstruction pass over a series (arrays of the series' length, except
+    ``segment_errors``: one per reconstruction segment)."""
+
+    reconstruction: np.ndarray
+    residual: np.ndarray
+    score: np.ndarray
+    segment_errors: np.ndarray
 
 
 class ShapeLibrary(BaseEstimator):
@@ -340,29 +365,46 @@ class ShapeLibrary(BaseEstimator):
         """Nearest centroid of each (windowed) segment: ``(index, euclidean distance)``.
 
         One batched search: ``|a-b|² = |a|² - 2 a·b + |b|²`` as a matrix product, in
-        chunks that bound the distance matrix to a few MiB.
+        chunks that bound the distance matrix to a few MiB; the result equals a
+        float64 search (see the comments), distances are exact float64.
         """
         self._check_fitted()
         segs = np.asarray(segments, dtype=np.float64)
         if segs.ndim != 2 or segs.shape[1] != self.segment_len:
             raise ValueError(f"segments must have shape (m, {self.segment_len}) (got {segs.shape})")
+        # Shift both sides by the mean centroid (distances do not change) so that the
+        # numbers are small, then search in float32, which is twice as fast as float64.
+        # Rows whose best and second-best scores lie within float32 rounding of each
+        # other are searched again in float64, so the answer equals a float64 search.
         c = self.centroids_
-        c_sq = np.einsum("ij,ij->i", c, c)
-        ct2 = -2.0 * c.T  # (n, k)
+        v = c.mean(axis=0)
+        c0 = c - v
+        c_sq = np.einsum("ij,ij->i", c0, c0)
+        ct2 = -2.0 * c0.T  # (n, k)
+        ct2_32 = ct2.astype(np.float32)
+        c_sq32 = c_sq.astype(np.float32)
+        tol_c = float(c_sq.max())
+        eps = 8.0 * (self.segment_len + 2) * float(np.finfo(np.float32).eps)
         m = len(segs)
         idx = np.empty(m, dtype=np.intp)
         d2 = np.empty(m, dtype=np.float64)
         step = max(256, _CHUNK_ELEMENTS // max(len(c), 1))
         for lo in range(0, m, step):
-            s = segs[lo : lo + step]
-            g = s @ ct2
-            g += c_sq
+            s0 = segs[lo : lo + step] - v
+            s_sq = np.einsum("ij,ij->i", s0, s0)
+            g = s0.astype(np.float32) @ ct2_32
+            g += c_sq32
             j = np.argmin(g, axis=1)
+            best = np.take_along_axis(g, j[:, None], axis=1)
+            tol = (eps * (s_sq + tol_c)).astype(np.float32)[:, None]
+            ambiguous = np.count_nonzero(g <= best + tol, axis=1) > 1
+            if ambiguous.any():
+                g64 = s0[ambiguous] @ ct2
+                g64 += c_sq
+                j[ambiguous] = np.argmin(g64, axis=1)
             idx[lo : lo + step] = j
-            d2[lo : lo + step] = np.take_along_axis(g, j[:, None], axis=1)[:, 0] + np.einsum(
-                "ij,ij->i", s, s
-            )
-        np.maximum(d2, 0.0, out=d2)
+            diff = s0 - c0[j]
+            d2[lo : lo + step] = np.einsum("ij,ij->i", diff, diff)
         return idx, np.sqrt(d2)
 
     def _rebuild(self, values: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -389,6 +431,14 @@ class ShapeLibrary(BaseEstimator):
         rec = overlap_add(self.centroids_[idx], n, len(padded))[left : left + len(x)]
         return x, rec, dist
 
+    def analyze(self, values: Any) -> Analysis:
+        """Everything scoring needs from one reconstruction pass: reconstruction,
+        per-point absolute error, per-point score and per-segment errors."""
+        x, rec, dist = self._rebuild(values)
+        residual = np.abs(x - rec)
+        score = _moving_average(residual, self._score_window)
+        return Analysis(rec, residual, score, dist)
+
     def reconstruct(self, values: Any) -> np.ndarray:
         """The series rebuilt from library shapes (same length; ``values`` unchanged)."""
         return self._rebuild(values)[1]
@@ -410,8 +460,7 @@ class ShapeLibrary(BaseEstimator):
     def decision_function(self, values: Any) -> np.ndarray:
         """Per-point anomaly score (higher is more anomalous): the moving average of the
         absolute reconstruction error over ``score_window`` points."""
-        x, rec, _ = self._rebuild(values)
-        return _moving_average(np.abs(x - rec), self._score_window)
+        return self.analyze(values).score
 
     def predict(self, values: Any) -> np.ndarray:
         """1 where the score is above ``threshold_``, else 0."""
