@@ -57,8 +57,10 @@ def plot_series(
     ``frame`` is indexed by time with columns value, reconstruction, error, score
     (0-100); ``threshold`` is on the score scale; ``events`` has start and end.
     """
-    fig = Figure(figsize=(width, 3.6), layout="constrained")
+    fig = Figure(figsize=(width, 3.6))
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
+    # Fixed margins: a layout engine would cost more than the drawing itself.
+    fig.subplots_adjust(left=0.1, right=0.93, top=0.97, bottom=0.12, hspace=0.08)
     x = frame.index
     top.plot(x, frame["value"], color=_VALUE, lw=1.0, label="original")
     top.plot(x, frame["reconstruction"], color=_RECON, lw=1.0, ls="--", label="reconstruction")
@@ -102,8 +104,9 @@ def plot_shape_pair(
     of the library, on one shared y axis so their sizes compare."""
     segment = np.asarray(segment, dtype=float)
     centroid = np.asarray(centroid, dtype=float)
-    fig = Figure(figsize=(3.6, 2.6), layout="constrained")
+    fig = Figure(figsize=(3.6, 2.6))
     left, right = fig.subplots(1, 2, sharey=True)
+    fig.subplots_adjust(left=0.16, right=0.98, top=0.9, bottom=0.1, wspace=0.08)
     left.plot(segment, color=_SCORE, lw=1.3)
     left.set_title(f"actual segment {label}", fontsize=8, parse_math=False)
     right.plot(centroid, color=_VALUE, lw=1.3)
