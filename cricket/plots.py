@@ -98,7 +98,7 @@ def plot_shape_pair(
     segment: np.ndarray,
     centroid: np.ndarray,
     path: str | Path | None = None,
-    label: str = "at the peak",
+    label: str = "at peak",
 ) -> bytes:
     """The actual (windowed) segment at an event's peak beside the nearest normal shape
     of the library, on one shared y axis so their sizes compare."""
@@ -108,9 +108,9 @@ def plot_shape_pair(
     left, right = fig.subplots(1, 2, sharey=True)
     fig.subplots_adjust(left=0.16, right=0.98, top=0.9, bottom=0.1, wspace=0.08)
     left.plot(segment, color=_SCORE, lw=1.3)
-    left.set_title(f"actual segment {label}", fontsize=8, parse_math=False)
+    left.set_title(f"actual {label}", fontsize=8, parse_math=False)
     right.plot(centroid, color=_VALUE, lw=1.3)
-    right.set_title("nearest normal shape", fontsize=8)
+    right.set_title("nearest normal", fontsize=8)
     for ax in (left, right):
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.25)
