@@ -61,7 +61,7 @@ def fake_influx2(tmp_path) -> Iterator[tuple[str, Recorder]]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", find_free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}", rec
     server.shutdown()

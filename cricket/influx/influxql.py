@@ -66,13 +66,14 @@ def _ns(t: datetime | pd.Timestamp | str) -> int:
 
 
 def parse_series_key(text: str) -> tuple[str, dict[str, str]]:
-    """Split an escaped series key ``m,k=v,k2=v\\,2`` into measurement and tags."""
+    """Split an escaped series key ``m,k=v,k2=v\\,2`` into measurement and tags
+    (InfluxDB 1.x escapes only ``,`` ``=`` and space; other backslashes are literal)."""
     parts: list[str] = []
     buf: list[str] = []
     i = 0
     while i < len(text):
         c = text[i]
-        if c == "\\" and i + 1 < len(text):
+        if c == "\\" and i + 1 < len(text) and text[i + 1] in ", =":
             buf.append(text[i + 1])
             i += 2
             continue
@@ -194,6 +195,11 @@ class InfluxQLClient:
                 f"database {db!r} does not exist on InfluxDB at {self.url}: create it with "
                 f"`CREATE DATABASE {quote_ident(db)}` (influx CLI), or write the demo data "
                 "with `cricket synth --write`, or set CRICKET_INFLUX_DATABASE"
+            )
+        if "iterator type" in message or "unsupported" in message and "type" in message:
+            return InfluxError(
+                f"InfluxDB at {self.url} (database {db!r}) cannot aggregate a non-numeric "
+                f"field ({message}): select a numeric field"
             )
         return InfluxError(f"InfluxDB at {self.url} (database {db!r}) rejected a query: {message}")
 

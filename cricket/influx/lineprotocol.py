@@ -20,6 +20,7 @@ Same time + same tags overwrite, so writing a window twice leaves one copy.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -34,6 +35,7 @@ EVENT_FIELDS = ("peak", "mean", "duration_s")
 RESERVED_TAGS = ("model_version", "series")
 
 _BAD = ("\n", "\r")
+_AMBIGUOUS = re.compile(r"\\([,= \\]|$)")
 
 
 def _refuse_newline(kind: str, text: str) -> None:
@@ -44,19 +46,30 @@ def _refuse_newline(kind: str, text: str) -> None:
         )
 
 
+def _refuse_ambiguous_backslash(kind: str, text: str) -> None:
+    # InfluxDB 1.x keeps backslashes literally except before , = and space, where they
+    # escape; a name with a backslash before those (or at its end) cannot be written
+    # unambiguously.
+    if _AMBIGUOUS.search(text):
+        raise InfluxError(
+            f"{kind} {text!r} has a backslash before ',', '=', ' ' or at its end, which line "
+            "protocol cannot write unambiguously: rename it"
+        )
+
+
 def escape_measurement(name: str) -> str:
     _refuse_newline("measurement", name)
     if not name:
         raise InfluxError("measurement name must not be empty")
-    return name.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
+    _refuse_ambiguous_backslash("measurement", name)
+    return name.replace(",", "\\,").replace(" ", "\\ ")
 
 
 def escape_key(text: str, kind: str = "tag") -> str:
-    """Escape a tag key, tag value or field key."""
+    """Escape a tag key, tag value or field key (backslashes stay literal)."""
     _refuse_newline(kind, text)
-    return (
-        text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
-    )
+    _refuse_ambiguous_backslash(kind, text)
+    return text.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
 def escape_string_field(text: str) -> str:
