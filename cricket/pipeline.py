@@ -211,9 +211,11 @@ def score_series(
     )
     keep = np.isfinite(frame["value"].to_numpy()) & np.isfinite(frame["score"].to_numpy())
     ev_idx = sf.events(spec.min_event_gap)
-    step = times.freq.delta if getattr(times, "freq", None) is not None else (
-        times[1] - times[0] if len(times) > 1 else pd.Timedelta(0)
-    )
+    freq = getattr(times, "freq", None)
+    if freq is not None:
+        step = pd.Timedelta(freq)
+    else:
+        step = times[1] - times[0] if len(times) > 1 else pd.Timedelta(0)
     rows = []
     for e in ev_idx.itertuples(index=False):
         start = out_index[int(e.start_idx)]

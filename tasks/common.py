@@ -6,6 +6,8 @@ them, and results are not persisted: the data lives in InfluxDB and MLflow.
 
 from __future__ import annotations
 
+import logging
+
 from prefect.cache_policies import NO_CACHE
 
 IO_RETRIES = 3
@@ -22,3 +24,16 @@ IO_TASK = dict(
 
 #: options for CPU-bound tasks (fitting, scoring) that should not be retried blindly
 CPU_TASK = dict(cache_policy=NO_CACHE, persist_result=False)
+
+
+class _ThreadTimeoutNotice(logging.Filter):
+    """Prefect warns on every task with a timeout that runs in a worker thread (the
+    default task runner) that the timeout cannot interrupt blocking I/O. Cricket's I/O
+    is bounded by its own HTTP timeouts and retry counts, and the task timeouts still
+    apply once the call returns (and fully on Dask), so the notice is only noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Timeouts in worker threads" not in record.getMessage()
+
+
+logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())

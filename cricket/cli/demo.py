@@ -1,0 +1,141 @@
+"""`cricket demo`: the whole pipeline on a synthetic fleet, in one command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cricket.cli import app
+from cricket.cli.common import console, fail, quiet_prefect
+
+
+@app.command()
+def demo(
+    hosts: Annotated[int, typer.Option(help="hosts in the synthetic fleet")] = 12,
+    days: Annotated[float, typer.Option(help="days of history to write")] = 3.0,
+    n_clusters: Annotated[int, typer.Option(help="shapes in each library")] = 150,
+    ui: Annotated[bool, typer.Option(help="also start the Prefect and MLflow UIs")] = False,
+    port: Annotated[int | None, typer.Option(help="port of the local InfluxDB")] = None,
+) -> None:
+    """Start a local InfluxDB, write a synthetic fleet with anomalies, retrain, score the
+    latest hour, backfill the hours before it, and print what was found."""
+    quiet_prefect()
+    from cricket.config import Settings
+    from cricket.influx.server import InfluxServer
+
+    base = Settings()
+    if not os.environ.get("CRICKET_INFLUX_URL"):
+        try:
+            server = InfluxServer(port=port).start()
+        except Exception as exc:  # noqa: BLE001 - the launcher's message says what to do
+            fail(str(exc))
+        os.environ["CRICKET_INFLUX_URL"] = server.url
+        console.print(f"local InfluxDB running at {server.url} (stop it: cricket influx stop)")
+    os.environ.setdefault("CRICKET_INFLUX_DATABASE", "cricket_demo")
+    settings = Settings()
+    urls = start_uis(settings) if ui else {}
+
+    from cricket.errors import user_facing
+    from flows.demo import demo as demo_flow
+
+    with console.status("running the demo pipeline (write, retrain, score, backfill) ..."):
+        try:
+            summary = demo_flow(hosts=hosts, days=days, n_clusters=n_clusters)
+        except Exception as exc:  # noqa: BLE001
+            message = user_facing(exc)
+            if message is None:
+                raise
+            fail(message)
+    print_summary(summary, settings, urls)
+    del base
+
+
+def print_summary(summary: dict, settings, urls: dict[str, str]) -> None:  # noqa: ANN001
+    s = summary["seconds"]
+    console.print()
+    console.print("[bold]Cricket demo[/]")
+    console.print(f"  series:          {summary['series']} ({summary['points_written']:,} points written)")
+    console.print(
+        f"  model version:   {summary['model_version']} of {settings.model_name} "
+        f"({'champion' if summary['promoted'] else 'not promoted'}: {summary['decision']})",
+        markup=False,
+    )
+    n_inj, n_found = summary["injected"], len(summary["found"])
+    colour = "green" if n_found == n_inj else "yellow"
+    console.print(
+        f"  anomalies found: [{colour}]{n_found} of {n_inj} injected[/], "
+        f"{len(summary['false_events'])} false events, {summary['events']} events in all"
+    )
+    for line in summary["found"]:
+        console.print(f"    found   {line}", markup=False)
+    for line in summary["missed"]:
+        console.print(f"    missed  {line}", markup=False)
+    for line in summary["false_events"][:10]:
+        console.print(f"    false   {line}", markup=False)
+    console.print(f"  report:          {summary['report']}", markup=False)
+    console.print(
+        f"  time:            {s['total']} s (write {s['write']}, retrain {s['retrain']}, "
+        f"score {s['score']}, backfill {s['backfill']})"
+    )
+    console.print()
+    if urls:
+        console.print(f"Prefect UI: {urls['prefect']}   MLflow UI: {urls['mlflow']}")
+    else:
+        console.print("Look at the runs and the model versions:")
+        console.print("  Prefect UI:  .venv/bin/prefect server start   (then http://127.0.0.1:4200)")
+        console.print(
+            f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} "
+            "--port 5000",
+            markup=False,
+        )
+        console.print("  or run:      .venv/bin/cricket demo --ui")
+
+
+def start_uis(settings) -> dict[str, str]:  # noqa: ANN001
+    """Start the Prefect server and the MLflow UI in the background; return their URLs.
+    The demo's flow runs then go to that Prefect server, so they show up there."""
+    logs = settings.state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    bindir = Path(sys.executable).parent
+    prefect = shutil.which("prefect", path=str(bindir)) or "prefect"
+    mlflow = shutil.which("mlflow", path=str(bindir)) or "mlflow"
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.Popen(  # noqa: S603
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", "4200"],
+        stdout=open(logs / "prefect-server.log", "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    subprocess.Popen(  # noqa: S603
+        [mlflow, "ui", "--backend-store-uri", settings.tracking_uri, "--host", "127.0.0.1",
+         "--port", "5000"],
+        stdout=open(logs / "mlflow-ui.log", "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    api = "http://127.0.0.1:4200/api"
+    _wait_http(api + "/health", 90)
+    os.environ["PREFECT_API_URL"] = api
+    return {"prefect": "http://127.0.0.1:4200", "mlflow": "http://127.0.0.1:5000"}
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    fail(f"the UI at {url} did not start in {timeout:.0f} s: see {url} logs under .cricket/logs")
