@@ -138,7 +138,13 @@ class DetectorSpec(BaseModel):
         0.2, gt=0, lt=1, description="tail of the training data kept back to set the threshold"
     )
     threshold_quantile: float = Field(
-        0.999, gt=0, lt=1, description="quantile of held-out errors that sets the threshold"
+        0.99999,
+        gt=0,
+        lt=1,
+        description=(
+            "a point is anomalous when an error this rare (per point, on held-out data) is "
+            "exceeded; 0.99999 means about one false point per 100,000 scored"
+        ),
     )
     min_event_gap: int = Field(
         16, ge=0, description="anomalous stretches closer than this many samples merge into one event"
