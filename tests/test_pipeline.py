@@ -1,0 +1,171 @@
+"""The pipeline end to end: real influxd (started by the fixture), Prefect's test
+harness API, an MLflow SQLite store in a temporary folder, the synthetic fleet.
+
+One fleet is written and trained once for the module; the tests then score, re-score
+and backfill its anomalous hours.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+
+from cricket.config import DetectorSpec, SeriesSelector
+from cricket.influx.influxql import InfluxQLClient, InfluxQLSource
+from cricket.synth import make_fleet, write_fleet
+from fixtures.influx import settings_for
+from fixtures.pipeline import apply_env
+
+pytestmark = pytest.mark.slow
+
+SELECTOR = SeriesSelector(measurement="waveform", field="value", group_by=["host"])
+SPEC = DetectorSpec(n_clusters=64)
+END = pd.Timestamp("2026-11-20T00:00:00Z")
+DAYS = 1.5
+ANOMALY_HOURS = 6
+
+
+@pytest.fixture(scope="module")
+def trained(influx_server, tmp_path_factory, prefect_api):
+    """A 5-host fleet (anomalies in its last 6 hours) trained once; yields (settings,
+    fleet, retrain summary) with the CRICKET_* environment pointing at it."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    db = f"pipe_{uuid.uuid4().hex[:10]}"
+    settings = settings_for(
+        influx_server, db, tmp,
+        mlflow_tracking_uri=f"sqlite:///{(tmp / 'mlflow.db').absolute()}",
+        model_name="cricket-pipeline-test",
+        report_dir=tmp / "reports",
+        batch_size=2,
+    )
+    with InfluxQLClient(settings) as client:
+        client.ensure_database(db)
+    start = END - pd.Timedelta(days=DAYS)
+    anomalies_from = END - pd.Timedelta(hours=ANOMALY_HOURS)
+    fleet = make_fleet(
+        hosts=5, days=DAYS, step="10s", start=start, seed=3,
+        anomaly_window=(anomalies_from, END),
+    )
+    write_fleet(fleet, settings)
+    mp = pytest.MonkeyPatch()
+    apply_env(mp, settings)
+    from flows.retrain import nightly_retrain
+
+    summary = nightly_retrain(
+        selector=SELECTOR,
+        spec=SPEC,
+        train_window=(anomalies_from - start).to_pytimedelta(),
+        holdout=timedelta(hours=6),
+        end=anomalies_from.to_pydatetime(),
+        min_history_points=500,
+    )
+    yield settings, fleet, summary
+    mp.undo()
+
+
+def score_rows(settings, start, end) -> pd.DataFrame:
+    with InfluxQLSource(settings) as src:
+        return src.read_scores(SELECTOR, start, end)
+
+
+def test_first_retrain_registers_a_champion_with_one_library_per_series(trained):
+    settings, fleet, summary = trained
+    assert summary["series"] == len(fleet.series)
+    assert summary["series_models"] == len(fleet.series)
+    assert summary["promoted"] is True
+    from cricket.registry import Registry
+
+    assert Registry(settings).alias_version("champion") == summary["model_version"]
+
+
+def test_every_injected_anomaly_is_covered_by_an_event_and_clean_series_stay_quiet(trained):
+    settings, fleet, summary = trained
+    from flows.backfill import backfill
+    from flows.demo import match_events
+
+    start = END - pd.Timedelta(hours=ANOMALY_HOURS)
+    result = backfill(start=start.to_pydatetime(), end=END.to_pydatetime(), selector=SELECTOR)
+    assert result["chunks"] == ANOMALY_HOURS
+    with InfluxQLSource(settings) as src:
+        events = src.read_events(SELECTOR, start, END).reset_index(drop=True)
+    match = match_events(fleet, events, slack=pd.Timedelta(minutes=10))
+    assert match.missed == [], f"missed {match.missed}"
+    assert len(match.found) == len(fleet.truth)
+    dirty = {str(a.key) for a in fleet.truth}
+    clean = [str(k) for k in fleet.series if str(k) not in dirty]
+    assert clean, "the fleet should keep some hosts clean"
+    assert not set(events["series"]) & set(clean), "a clean series raised an event"
+
+
+def test_the_hourly_report_names_the_anomalous_series(trained):
+    settings, fleet, summary = trained
+    from flows.score import hourly_score
+
+    first = min(fleet.truth, key=lambda a: a.start)
+    at = first.start.floor("h") + pd.Timedelta(hours=1)
+    if first.end > at:
+        at = first.end.ceil("h")
+    result = hourly_score(selector=SELECTOR, at=at.to_pydatetime())
+    assert str(first.key) in result["anomalous_series"]
+    html = open(result["report"], encoding="utf-8").read()
+    assert str(first.key).replace("{", "{") in html
+    assert "no data" not in " ".join(result["notes"])
+
+
+def test_rerunning_the_same_hourly_run_writes_no_duplicate_points(trained):
+    settings, fleet, summary = trained
+    from flows.score import hourly_score
+
+    at = (END - pd.Timedelta(hours=2)).to_pydatetime()
+    a = hourly_score(selector=SELECTOR, at=at)
+    rows_once = score_rows(settings, a["window_start"], a["window_end"])
+    b = hourly_score(selector=SELECTOR, at=at)
+    rows_twice = score_rows(settings, b["window_start"], b["window_end"])
+    assert (a["window_start"], a["window_end"]) == (b["window_start"], b["window_end"])
+    assert len(rows_once) > 0
+    assert len(rows_twice) == len(rows_once)
+    dup = rows_twice.reset_index().duplicated(subset=["time", "series", "model_version"])
+    assert not dup.any()
+
+
+def test_a_backfill_over_hours_already_scored_skips_them_and_doubles_nothing(trained):
+    settings, fleet, summary = trained
+    from flows.backfill import backfill
+
+    a = END - pd.Timedelta(hours=ANOMALY_HOURS + 3)
+    b = END - pd.Timedelta(hours=ANOMALY_HOURS + 1)
+    first = backfill(start=a.to_pydatetime(), end=b.to_pydatetime(), selector=SELECTOR)
+    assert first["scored"] == 2
+    rows_before = score_rows(settings, a, b)
+    second = backfill(
+        start=(a - pd.Timedelta(hours=1)).to_pydatetime(), end=b.to_pydatetime(), selector=SELECTOR
+    )
+    assert second["skipped"] == 2 and second["scored"] == 1
+    rows_after = score_rows(settings, a, b)
+    assert len(rows_after) == len(rows_before)
+    redo = backfill(start=a.to_pydatetime(), end=b.to_pydatetime(), selector=SELECTOR, redo=True)
+    assert redo["scored"] == 2
+    assert len(score_rows(settings, a, b)) == len(rows_before)
+
+
+def test_scoring_a_window_in_the_future_is_refused_with_a_clear_message(trained):
+    from flows.score import hourly_score
+
+    future = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=2)
+    with pytest.raises(ValueError, match="in the future"):
+        hourly_score(selector=SELECTOR, at=future.to_pydatetime())
+
+
+def test_scoring_without_a_champion_tells_the_user_to_retrain(pipeline_settings):
+    from typer.testing import CliRunner
+
+    from cricket.cli import app
+
+    result = CliRunner().invoke(app, ["score", "--at", "2026-11-19T12:00"])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "champion" in text and "retrain" in text
+    assert "Traceback" not in result.output
