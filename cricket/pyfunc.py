@@ -8,11 +8,11 @@ an artifact, loaded with :meth:`cricket.model.ModelBundle.load`.
     scores = model.predict(frame)   # columns series, time, value
 """
 
-from __future__ import annotations
 
 from typing import Any
 
 import mlflow.pyfunc
+import pandas as pd
 
 from cricket.model import ModelBundle, score_dataframe
 
@@ -28,8 +28,12 @@ class CricketPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         self.bundle = ModelBundle.load(context.artifacts[BUNDLE_ARTIFACT])
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
-        # No type hints on purpose: MLflow 3 would turn them into its own input validation.
+    def predict(
+        self, context, model_input: pd.DataFrame, params=None  # noqa: ANN001
+    ) -> pd.DataFrame:
+        """Columns series, time, value in; series, time, value, reconstruction, error,
+        score, anomalous, detector out. (MLflow does no schema inference for a
+        DataFrame type hint: the columns are checked by ``score_dataframe``.)"""
         if self.bundle is None:
             self.load_context(context)
         assert self.bundle is not None

@@ -18,7 +18,6 @@ import math
 import re
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -303,14 +302,12 @@ class Registry:
                     staged.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(path, staged)
                     mlflow.log_artifact(str(staged), artifact_path="figures")
-                with warnings.catch_warnings():  # "add type hints": deliberately absent
-                    warnings.simplefilter("ignore", UserWarning)
-                    info = mlflow.pyfunc.log_model(
-                        name="model",
-                        python_model=str(MODEL_CODE),
-                        artifacts={"bundle": str(bundle_dir)},
-                        pip_requirements=_requirements(),
-                    )
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(MODEL_CODE),  # models from code: nothing pickled
+                    artifacts={"bundle": str(bundle_dir)},
+                    pip_requirements=_requirements(),  # given: no inference subprocess
+                )
                 mlflow.set_tags(
                     {
                         MODEL_URI_TAG: info.model_uri,

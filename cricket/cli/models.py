@@ -40,8 +40,8 @@ def list_models() -> None:
     rows = registry.list_versions()
     console = Console()
     if not rows:
-        console.print(
-            f"no versions of model [bold]{registry.name}[/] in {registry.uri}: "
+        typer.echo(
+            f"no versions of model {registry.name!r} in {registry.uri}: "
             "run the nightly retrain first (cricket retrain)"
         )
         return
