@@ -281,9 +281,11 @@ def test_retry_condition_skips_permanent_errors() -> None:
 
 
 @pytest.mark.slow
-def test_load_model_task_fails_fast_without_champion(mlflow_settings: Settings) -> None:
+def test_load_model_task_fails_fast_without_champion(
+    mlflow_settings: Settings, prefect_api: None
+) -> None:
+    """Through a real Prefect API (the session's test harness from fixtures.pipeline)."""
     from prefect import flow
-    from prefect.testing.utilities import prefect_test_harness
 
     from tasks.registry import load_model
 
@@ -291,10 +293,9 @@ def test_load_model_task_fails_fast_without_champion(mlflow_settings: Settings) 
     def scoring() -> None:
         load_model(mlflow_settings)
 
-    with prefect_test_harness(server_startup_timeout=60):
-        t0 = time.perf_counter()
-        with pytest.raises(NoChampionError, match="run the nightly retrain first"):
-            scoring()
-        # no retries: their backoff (2 + 5 + 15 s, jitter at most halves it: >= 11 s)
-        # would only delay an error that waiting cannot fix
-        assert time.perf_counter() - t0 < 8.0
+    t0 = time.perf_counter()
+    with pytest.raises(NoChampionError, match="run the nightly retrain first"):
+        scoring()
+    # no retries: their backoff (2 + 5 + 15 s, jitter at most halves it: >= 11 s)
+    # would only delay an error that waiting cannot fix
+    assert time.perf_counter() - t0 < 8.0
