@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +31,9 @@ try:  # orjson decodes InfluxDB's JSON several times faster than json
 except ImportError:  # pragma: no cover - orjson is optional
     _loads = json.loads
 
+
+#: at most this many series keys in one query's WHERE clause (bounds the URL length)
+KEYS_PER_QUERY = 200
 
 _AGG = {
     "mean": "mean",
@@ -212,39 +215,69 @@ class InfluxQLClient:
         self.query(f"DROP DATABASE {quote_ident(name)}", database=name, method="POST")
 
     # ----------------------------------------------------------------------------------
+    def _post(self, body: bytes, db: str) -> None:
+        r = self.request(
+            "POST", "/write", params={"db": db, "precision": "ns"}, content=body, what="write"
+        )
+        if r.status_code == 404 and "database not found" in r.text:
+            raise self._error("database not found", db)
+        if r.status_code >= 300:
+            raise InfluxError(
+                f"InfluxDB at {self.url} rejected a write to {db!r} "
+                f"(HTTP {r.status_code}): {r.text[:300]}"
+            )
+
+    def write_batches(self, batches: Iterable[Sequence[str]], database: str | None = None) -> int:
+        """POST each batch of lines, in order, while the next batch is being formatted
+        (one POST in flight on a background thread). Returns points written; raises
+        InfluxWriteError saying how many were written and which range was not."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        db = database or self.settings.score_database
+        written = 0
+        prev: tuple[Future[None], Sequence[str]] | None = None
+        failed: tuple[InfluxError, list[Sequence[str]]] | None = None
+        it = iter(batches)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="influx-write") as pool:
+            for batch in it:  # formatting this batch overlaps the previous POST
+                if not batch:
+                    continue
+                body = "\n".join(batch).encode()
+                if prev is not None:
+                    try:
+                        prev[0].result()
+                        written += len(prev[1])
+                    except InfluxError as exc:
+                        failed = (exc, [prev[1], batch])
+                        prev = None
+                        break
+                prev = (pool.submit(self._post, body, db), batch)
+            if prev is not None:
+                try:
+                    prev[0].result()
+                    written += len(prev[1])
+                except InfluxError as exc:
+                    failed = (exc, [prev[1]])
+        if failed is None:
+            return written
+        exc, rest_batches = failed
+        rest = [x for b in rest_batches for x in b] + [x for b in it for x in b]
+        times = [lp.line_time(x) for x in rest]
+        first, last = min(times), max(times)
+        total = written + len(rest)
+        raise InfluxWriteError(
+            f"{exc} -- wrote {written} of {total} points; the {len(rest)} points "
+            f"from {first.isoformat()} to {last.isoformat()} were not written",
+            written=written,
+            first_unwritten=first,
+            last_unwritten=last,
+        ) from exc
+
     def write_lines(self, lines: Sequence[str], database: str | None = None) -> int:
         """POST line protocol in batches of ``influx_write_batch``. Returns points written;
         raises InfluxWriteError saying what was and was not written."""
-        db = database or self.settings.score_database
         size = self.settings.influx_write_batch
-        written = 0
-        for lo, hi in lp.batches(lines, size):
-            body = "\n".join(lines[lo:hi]).encode()
-            try:
-                r = self.request(
-                    "POST", "/write", params={"db": db, "precision": "ns"}, content=body,
-                    what="write",
-                )
-                if r.status_code == 404 and "database not found" in r.text:
-                    raise self._error("database not found", db)
-                if r.status_code >= 300:
-                    raise InfluxError(
-                        f"InfluxDB at {self.url} rejected a write to {db!r} "
-                        f"(HTTP {r.status_code}): {r.text[:300]}"
-                    )
-            except InfluxError as exc:
-                rest = lines[lo:]
-                times = [lp.line_time(x) for x in rest]
-                first, last = min(times), max(times)
-                raise InfluxWriteError(
-                    f"{exc} -- wrote {written} of {len(lines)} points; the {len(rest)} points "
-                    f"from {first.isoformat()} to {last.isoformat()} were not written",
-                    written=written,
-                    first_unwritten=first,
-                    last_unwritten=last,
-                ) from exc
-            written += hi - lo
-        return written
+        return self.write_batches((lines[lo:hi] for lo, hi in lp.batches(lines, size)), database)
 
 
 class InfluxQLSource:
@@ -293,11 +326,39 @@ class InfluxQLSource:
                 )
         return sorted(keys)
 
+    @staticmethod
+    def _key_filter(
+        selector: SeriesSelector, keys: Sequence[SeriesKey], params: dict[str, Any]
+    ) -> str | None:
+        """``("host" = $k0_0 OR "host" = $k1_0 ...)``: one bound parameter per key and
+        group-by tag, matched exactly (no regex). None when there is nothing to restrict
+        (no group-by tags: a selector names a single series)."""
+        if not selector.group_by:
+            return None
+        alts = []
+        for i, key in enumerate(keys):
+            tags = key.tag_dict
+            parts = []
+            for j, g in enumerate(selector.group_by):
+                name = f"k{i}_{j}"
+                params[name] = tags.get(g, "")
+                parts.append(f"{quote_ident(g)} = ${name}")
+            alts.append(parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")")
+        return "(" + " OR ".join(alts) + ")"
+
     def build_query(
-        self, selector: SeriesSelector, start_ns: int, stop_ns: int
+        self,
+        selector: SeriesSelector,
+        start_ns: int,
+        stop_ns: int,
+        keys: Sequence[SeriesKey] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         params: dict[str, Any] = {"start": start_ns, "stop": stop_ns}
         conds = ["time >= $start", "time < $stop", *self._where(selector, params)]
+        if keys is not None:
+            restrict = self._key_filter(selector, keys, params)
+            if restrict is not None:
+                conds.append(restrict)
         every_ns = int(pd.Timedelta(selector.every).value)
         group = [f"time({every_ns}ns)"] + [quote_ident(g) for g in selector.group_by]
         q = (
@@ -312,10 +373,15 @@ class InfluxQLSource:
         selector: SeriesSelector,
         start: datetime | None = None,
         stop: datetime | None = None,
+        keys: Sequence[SeriesKey] | None = None,
     ) -> dict[SeriesKey, pd.Series]:
         """One regular float series per key over [start, stop) on a grid of
         ``selector.every`` aligned to the epoch (InfluxDB's GROUP BY time buckets);
-        missing steps are NaN. Keys with no point in the range are absent."""
+        missing steps are NaN. Keys with no point in the range are absent.
+
+        ``keys`` restricts the query to those series (a batch of a large fleet) with
+        one bound parameter per tag value, at most ``KEYS_PER_QUERY`` keys per
+        request; None reads every series the selector matches."""
         start = start if start is not None else selector.start
         stop = stop if stop is not None else selector.stop
         if start is None or stop is None:
@@ -328,13 +394,21 @@ class InfluxQLSource:
         n = -(-(e_ns - g0) // every)
         chunk = max(every, (int(pd.Timedelta(self.settings.influx_read_chunk).value) // every) * every)
         out: dict[SeriesKey, np.ndarray] = {}
-        lo = s_ns
-        while lo < e_ns:
-            hi = min(e_ns, ((lo - g0) // chunk + 1) * chunk + g0)
-            q, params = self.build_query(selector, lo, hi)
-            for s in self.client.query(q, params):
-                self._fill(selector, s, g0, every, n, out)
-            lo = hi
+        if keys is None:
+            groups: list[Sequence[SeriesKey] | None] = [None]
+        else:
+            wanted = sorted(
+                {k for k in keys if (k.measurement, k.field) == (selector.measurement, selector.field)}
+            )
+            groups = [wanted[i : i + KEYS_PER_QUERY] for i in range(0, len(wanted), KEYS_PER_QUERY)]
+        for group in groups:
+            lo = s_ns
+            while lo < e_ns:
+                hi = min(e_ns, ((lo - g0) // chunk + 1) * chunk + g0)
+                q, params = self.build_query(selector, lo, hi, group)
+                for s in self.client.query(q, params):
+                    self._fill(selector, s, g0, every, n, out)
+                lo = hi
         index = pd.date_range(
             pd.Timestamp(g0, unit="ns", tz="UTC"), periods=n, freq=pd.Timedelta(every, unit="ns")
         )
@@ -465,7 +539,16 @@ class InfluxQLSink:
         self.client.ensure_database(name or self.settings.score_database)
 
     def write_scores(self, key: SeriesKey, frame: pd.DataFrame, model_version: str) -> int:
-        return self.client.write_lines(lp.score_lines(key, frame, model_version))
+        # formatted lazily, batch by batch, so formatting overlaps the POSTs; the first
+        # batch is small so the server starts working early
+        size = self.settings.influx_write_batch
+        first = min(size, 1000)
+        bounds = [0, *range(first, len(frame), size), len(frame)] if len(frame) else []
+        batches = (
+            lp.score_lines(key, frame.iloc[lo:hi], model_version)
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=False)
+        )
+        return self.client.write_batches(batches)
 
     def write_events(self, key: SeriesKey, events: pd.DataFrame, model_version: str) -> int:
         return self.client.write_lines(lp.event_lines(key, events, model_version))
