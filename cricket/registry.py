@@ -14,10 +14,12 @@ Loading a version downloads its bundle (JSON + arrays) and reads it with
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -115,18 +117,18 @@ def decide_promotion(
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         return False, (
-            f"not promoted: covers {len(new_eval.covered)} series but misses "
+            f"covers {len(new_eval.covered)} series but misses "
             f"{len(missing)} the champion covers ({shown})"
         )
     keys = champion_eval.covered or new_eval.covered
     new_rate, old_rate = new_eval.rate(keys), champion_eval.rate(keys)
     numbers = (
-        f"held-out false alarms {new_rate:.4%} vs champion {old_rate:.4%} "
-        f"(tolerance {tolerance:.4%}) over {len(keys)} series"
+        f"held-out false alarms {new_rate:.2%} vs champion {old_rate:.2%} "
+        f"(tolerance {tolerance:.2%}) over {len(keys)} series"
     )
     if new_rate <= old_rate + tolerance:
-        return True, f"promoted: not worse, {numbers}"
-    return False, f"not promoted: more false alarms, {numbers}"
+        return True, f"not worse: {numbers}"
+    return False, f"more false alarms: {numbers}"
 
 
 # --------------------------------------------------------------------------- rows
@@ -302,12 +304,15 @@ class Registry:
                     staged.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(path, staged)
                     mlflow.log_artifact(str(staged), artifact_path="figures")
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=str(MODEL_CODE),  # models from code: nothing pickled
-                    artifacts={"bundle": str(bundle_dir)},
-                    pip_requirements=_requirements(),  # given: no inference subprocess
-                )
+                # No signature: MLflow's schema enforcement refuses time zone-aware times,
+                # which is what every series here has; score_dataframe checks the columns.
+                with _quiet("mlflow.pyfunc", "mlflow.models.model"):
+                    info = mlflow.pyfunc.log_model(
+                        name="model",
+                        python_model=str(MODEL_CODE),  # models from code: nothing pickled
+                        artifacts={"bundle": str(bundle_dir)},
+                        pip_requirements=_requirements(),  # given: no inference subprocess
+                    )
                 mlflow.set_tags(
                     {
                         MODEL_URI_TAG: info.model_uri,
@@ -525,6 +530,21 @@ class Registry:
             for mv in versions
         ]
         return sorted(rows, key=lambda r: int(r.version), reverse=True)
+
+
+@contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """Silence MLflow's "no signature / no input example" chatter for one call."""
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
+    for logger, _ in saved:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*input example.*", category=UserWarning)
+            yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
 
 
 def _requirements() -> list[str]:
