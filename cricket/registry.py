@@ -120,7 +120,9 @@ def decide_promotion(
             f"covers {len(new_eval.covered)} series but misses "
             f"{len(missing)} the champion covers ({shown})"
         )
-    keys = champion_eval.covered or new_eval.covered
+    if not champion_eval.covered:
+        return True, "the champion could score none of the held-out series"
+    keys = champion_eval.covered
     new_rate, old_rate = new_eval.rate(keys), champion_eval.rate(keys)
     numbers = (
         f"held-out false alarms {new_rate:.2%} vs champion {old_rate:.2%} "

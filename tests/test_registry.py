@@ -102,6 +102,8 @@ def test_decide_promotion_rule() -> None:
     # fewer series covered than the champion -> never promoted, whatever the rate
     promote, reason = decide_promotion(EvalSummary({"a": 0.0}), EvalSummary({"a": 0.5, "b": 0.5}))
     assert not promote and "misses 1 the champion covers (b)" in reason
+    # a champion that could score nothing is replaced by anything
+    assert decide_promotion(EvalSummary({"a": 0.9}), EvalSummary({}))[0]
     # comparison is over the champion's series: extra series of the new one do not count
     assert decide_promotion(EvalSummary({"a": 0.0, "c": 1.0}), EvalSummary({"a": 0.0}))[0]
 
