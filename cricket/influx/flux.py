@@ -57,6 +57,13 @@ class _FluxClient:
         if token is None and settings.influx_username:
             pw = settings.influx_password.get_secret_value() if settings.influx_password else ""
             token = f"{settings.influx_username}:{pw}"
+        if not token:
+            raise InfluxError(
+                f"the Flux source (InfluxDB 2.x at {self.url}) needs credentials and none are "
+                "set: set CRICKET_INFLUX_TOKEN (an API token with read/write access to the "
+                "bucket) and CRICKET_INFLUX_ORG, or CRICKET_INFLUX_USERNAME/PASSWORD; or use "
+                "CRICKET_INFLUX_SOURCE=influxql for InfluxDB 1.x"
+            )
         self.org = settings.influx_org or "-"
         self.client = InfluxDBClient(
             url=self.url,
