@@ -17,6 +17,7 @@ import pandas as pd
 from cricket.config import DetectorSpec
 from cricket.detector import WaveformDetector
 from cricket.influx.base import SeriesKey
+from cricket.segments import window
 from cricket.series import RobustScaler, fill_short_gaps, validate
 
 # ---------------------------------------------------------------- time windows
@@ -230,7 +231,7 @@ def score_series(
             }
         )
     events = pd.DataFrame(rows, columns=EVENT_COLUMNS)
-    shapes = nearest_shapes(detector, values, context, ev_idx, spec, scaler is None)
+    shapes = nearest_shapes(detector, values, context, ev_idx, np.asarray(sf.score, dtype=float))
     return ScoredSeries(
         key,
         frame[keep],
@@ -247,25 +248,30 @@ def nearest_shapes(
     values: np.ndarray,
     context: int,
     ev_idx: pd.DataFrame,
-    spec: DetectorSpec,
-    scale: bool,
+    score: np.ndarray,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """For each event: the windowed segment around its peak and the library's nearest
-    normal shape (both in the model's scaled units). Empty when the detector does not
-    expose its library."""
-    explain = getattr(detector, "explain", None)
-    if explain is None or ev_idx.empty:
+    """For each event: the windowed segment ending at its peak score (the segment the
+    score was computed from) and the library's nearest normal shape, both in the
+    model's scaled units. Empty when the detector does not expose its library."""
+    library = getattr(detector, "library_", None)
+    scaler = getattr(detector, "scaler_", None)
+    if library is None or scaler is None or ev_idx.empty:
         return []
+    n = detector.spec.segment_len
+    scaled = scaler.transform(np.asarray(values, dtype=float))
+    w = window(n)
     out = []
     for e in ev_idx.itertuples(index=False):
-        peak = getattr(e, "peak_idx", None)
-        centre = context + (int(peak) if peak is not None else (int(e.start_idx) + int(e.end_idx)) // 2)
-        try:
-            pair = explain(values, centre)
-        except (ValueError, IndexError):
+        a, b = int(e.start_idx), int(e.end_idx)
+        part = score[a : b + 1]
+        peak = a + (int(np.nanargmax(part)) if np.isfinite(part).any() else 0)
+        end = context + peak + 1
+        seg = scaled[max(end - n, 0) : end]
+        if len(seg) < n or not np.isfinite(seg).all():
             continue
-        if pair is not None:
-            out.append(pair)
+        seg = seg * w
+        idx, _ = library.nearest(seg[None, :])
+        out.append((seg, np.asarray(library.centroids_[int(idx[0])], dtype=float)))
     return out
 
 
@@ -352,3 +358,43 @@ def evaluate_holdout(
             found = sum(bool(flags[a : b + 1].any()) for a, b in probes)
             rec[key] = found / len(probes)
     return HoldoutEval(fa, frac, rec, err)
+
+
+# ---------------------------------------------------------------- pictures for MLflow
+
+
+def training_pictures(
+    detectors: dict[str, WaveformDetector],
+    fleet: WaveformDetector | None,
+    holdouts: dict[str, pd.Series],
+    spec: DetectorSpec,
+    out_dir,  # noqa: ANN001 - a Path
+    max_series: int = 4,
+) -> dict[str, object]:
+    """The pictures a person reviewing a model version looks at: the library of shapes
+    (the fleet's, else the first series') and the held-out reconstruction of a few series."""
+    from pathlib import Path
+
+    from cricket import plots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pics: dict[str, object] = {}
+    lib_owner = fleet or next((detectors[k] for k in sorted(detectors)), None)
+    if lib_owner is not None:
+        path = out / "centroid_gallery.png"
+        plots.centroid_gallery(lib_owner.library_.centroids_, path=path)
+        pics["centroid_gallery"] = path
+    rows = []
+    for key in sorted(detectors)[:max_series]:
+        hold = holdouts.get(key)
+        if hold is None or finite_count(hold) < 2 * spec.segment_len:
+            continue
+        values = prepare(hold, spec).to_numpy(dtype=float)
+        sf = detectors[key].score(values)
+        rows.append((key, values, np.asarray(sf.reconstruction, dtype=float)))
+    if rows:
+        path = out / "heldout_reconstruction.png"
+        plots.heldout_plot(rows, path=path, max_series=max_series)
+        pics["heldout_reconstruction"] = path
+    return pics

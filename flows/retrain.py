@@ -14,11 +14,11 @@ from prefect import flow, get_run_logger
 
 from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.model import ModelBundle
-from cricket.pipeline import batched, floor_time, utc
-from flows.runtime import scheduled_time, task_runner
+from cricket.pipeline import batched, floor_time, training_pictures, utc
+from flows.runtime import in_flight_limit, pipelined, scheduled_time, task_runner
 from tasks.extract import discover_series
 from tasks.registry import evaluate_and_promote, log_and_register
-from tasks.train import fit_fleet, train_batch
+from tasks.train import TrainBatch, fit_fleet, train_batch
 
 #: the fleet library is fitted on at most this many points in all
 FLEET_POINTS = 200_000
@@ -57,14 +57,18 @@ def nightly_retrain(
         )
     batches = list(batched(keys, settings.batch_size))
     fleet_cap = max(FLEET_POINTS // len(batches), 1)
-    futures = [
-        train_batch.submit(
+    by_index: dict[int, TrainBatch] = {}
+    for index, _batch, fut in pipelined(
+        lambda batch: train_batch.submit(
             settings, selector, spec, batch, train_start, holdout_start, end,
             min_history_points, fleet_cap,
-        )
-        for batch in batches
-    ]
-    results = [f.result() for f in futures]
+        ),
+        batches,
+        in_flight_limit(settings),
+    ):
+        by_index[index] = fut.result()
+    results = [by_index[i] for i in sorted(by_index)]  # batch order: same fleet sample
+    t_fleet = time.perf_counter()
     trained = [t for r in results for t in r.trained]
     holdouts = {k: v for r in results for k, v in r.holdouts.items()}
     fleet = fit_fleet([r.fleet_sample for r in results], spec)
@@ -90,10 +94,16 @@ def nightly_retrain(
     timings = {
         "extract": sum(r.seconds.get("extract", 0.0) for r in results),
         "fit": sum(r.seconds.get("fit", 0.0) for r in results),
+        "fit_fleet": time.perf_counter() - t_fleet,
     }
+    t_register = time.perf_counter()
+    pictures = training_pictures(
+        detectors, fleet, holdouts, spec, settings.state_dir / "tmp" / f"retrain-{end:%Y%m%dT%H%M}"
+    )
     version = log_and_register(
         settings,
         bundle,
+        artifacts=pictures,
         holdouts=holdouts,
         per_series_metrics=per_series,
         params={
@@ -106,7 +116,10 @@ def nightly_retrain(
             "min_history_points": min_history_points,
         },
     )
+    timings["register"] = time.perf_counter() - t_register
+    t_evaluate = time.perf_counter()
     decision = evaluate_and_promote(settings, bundle, version, holdouts)
+    timings["evaluate"] = time.perf_counter() - t_evaluate
     seconds = time.perf_counter() - t_start
     summary = {
         "model_version": version,
@@ -118,7 +131,8 @@ def nightly_retrain(
         "train_from": train_start.isoformat(),
         "train_to": end.isoformat(),
         "seconds": round(seconds, 2),
-        "timings": timings,
+        "batches": len(batches),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
     }
     log.info(
         "registered version %s of %s (%d series, %d on the fleet library): %s",
