@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from typing import Any, TypeVar
 
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.futures import PrefectFuture
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from cricket.config import Settings
 from cricket.pipeline import utc
+
+T = TypeVar("T")
 
 
 def scheduled_time() -> datetime:
@@ -18,11 +24,134 @@ def scheduled_time() -> datetime:
     return utc(flow_run.scheduled_start_time)
 
 
-def task_runner(settings: Settings | None = None):
-    """Dask when ``CRICKET_DASK_ADDRESS`` is set, else threads on this machine."""
+def default_workers() -> int:
+    """Threads of the local task runner: one per core, at least 2 (a batch waiting on
+    InfluxDB overlaps one that computes), at most 8."""
+    return max(2, min(8, os.cpu_count() or 2))
+
+
+def resolve_task_runner(settings: Settings | None = None, address: str | None = None) -> TaskRunner:
+    """Dask on ``address`` (default ``settings.dask_address``, i.e. ``CRICKET_DASK_ADDRESS``)
+    when set, else threads on this machine."""
     settings = settings or Settings()
-    if settings.dask_address:
+    address = address or settings.dask_address
+    if address:
         from prefect_dask import DaskTaskRunner
 
-        return DaskTaskRunner(address=settings.dask_address)
-    return ThreadPoolTaskRunner(max_workers=2)
+        return DaskTaskRunner(address=address)
+    return ThreadPoolTaskRunner(max_workers=default_workers())
+
+
+class SettingsTaskRunner(TaskRunner):
+    """The flows' task runner: it reads ``CRICKET_DASK_ADDRESS`` (Settings) when a flow
+    run starts, not when the flow module is imported, then hands every submission to a
+    ``DaskTaskRunner`` on that scheduler or to a local ``ThreadPoolTaskRunner``.
+
+    ``address`` fixes the scheduler (``flow.with_options(task_runner=
+    SettingsTaskRunner("tcp://host:8786"))``) regardless of the environment."""
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address
+        self.inner: TaskRunner | None = None
+        super().__init__()
+
+    @property
+    def name(self) -> str:
+        inner = getattr(self, "inner", None)
+        return inner.name if inner is not None else "settings"
+
+    def duplicate(self) -> SettingsTaskRunner:
+        return type(self)(self.address)
+
+    def __enter__(self) -> SettingsTaskRunner:
+        inner = resolve_task_runner(address=self.address)
+        inner.__enter__()
+        self.inner = inner
+        super().__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        inner, self.inner = self.inner, None
+        try:
+            if inner is not None:
+                inner.__exit__(*exc)
+        finally:
+            super().__exit__(*exc)
+
+    def _started_inner(self) -> TaskRunner:
+        if self.inner is None:
+            raise RuntimeError("The task runner must be started before submitting work.")
+        return self.inner
+
+    def submit(  # type: ignore[override]
+        self,
+        task: Any,
+        parameters: dict[str, Any],
+        wait_for: Iterable[Any] | None = None,
+        dependencies: dict[str, set[Any]] | None = None,
+    ) -> Any:
+        return self._started_inner().submit(task, parameters, wait_for, dependencies)
+
+    def map(self, task: Any, parameters: dict[str, Any], wait_for: Iterable[Any] | None = None) -> Any:  # type: ignore[override]
+        return self._started_inner().map(task, parameters, wait_for)
+
+    def cancel_all(self) -> None:
+        inner = self.inner
+        if inner is not None and hasattr(inner, "cancel_all"):
+            inner.cancel_all()
+
+
+def task_runner(settings: Settings | None = None) -> TaskRunner:
+    """For ``@flow(task_runner=task_runner())``: a runner that decides between Dask and
+    local threads when each flow run starts. Given ``settings``, the runner they name now."""
+    if settings is None:
+        return SettingsTaskRunner()
+    return resolve_task_runner(settings)
+
+
+def in_flight_limit(settings: Settings) -> int:
+    """How many batch tasks a flow keeps submitted at once: enough to keep every worker
+    busy with one more queued, few enough that finished batches are written (and their
+    memory freed) while later ones are still being read."""
+    if settings.dask_address:
+        return 64
+    return default_workers() + 1
+
+
+def pipelined(
+    submit: Callable[[T], PrefectFuture[Any]], items: Iterable[T], limit: int
+) -> Iterator[tuple[int, T, PrefectFuture[Any]]]:
+    """Submit ``submit(item)`` for each item, at most ``limit`` in flight, and yield
+    ``(index, item, future)`` as each finishes (completion order), so the caller can
+    start the next stage (e.g. writing) of a batch while later batches still run."""
+    from prefect.futures import as_completed
+
+    todo = iter(enumerate(items))
+    running: dict[PrefectFuture[Any], tuple[int, T]] = {}
+
+    def top_up() -> None:
+        while len(running) < max(1, limit):
+            nxt = next(todo, None)
+            if nxt is None:
+                return
+            running[submit(nxt[1])] = nxt
+
+    top_up()
+    while running:
+        done = next(as_completed(list(running)))
+        index, item = running.pop(done)
+        top_up()
+        yield index, item, done
+
+
+def write_seconds(future: PrefectFuture[Any]) -> float:
+    """How long a finished task run took (its run time as Prefect recorded it), 0.0 when
+    unknown. Used for the time spent writing, a task that returns only a count."""
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            run = client.read_task_run(future.task_run_id)
+        return float(run.total_run_time.total_seconds())
+    except Exception:  # noqa: BLE001 - a timing is never worth failing a flow for
+        return 0.0

@@ -17,11 +17,11 @@ from cricket.config import SeriesSelector, Settings
 from cricket.model import ModelBundle
 from cricket.pipeline import ScoredSeries, batched, score_window, utc
 from cricket.report import Report, SeriesResult
-from flows.runtime import scheduled_time, task_runner
+from flows.runtime import in_flight_limit, pipelined, scheduled_time, task_runner, write_seconds
 from tasks.extract import discover_series
 from tasks.publish import publish_report, write_results
 from tasks.registry import load_model
-from tasks.score import score_batch
+from tasks.score import ScoreBatch, score_batch, sub_bundle
 
 
 def to_result(s: ScoredSeries) -> SeriesResult:
@@ -60,19 +60,32 @@ def score_range(
         )
     if not keys:
         notes.append("no series matched the selector in this window: nothing to score")
-    futures = [
-        score_batch.submit(settings, selector, bundle, batch, start, end)
-        for batch in batched(keys, settings.batch_size)
-    ]
-    scored: list[ScoredSeries] = []
+    batches = list(batched(keys, settings.batch_size))
+    timings = {"extract": 0.0, "score": 0.0, "write": 0.0}
+    results: dict[int, ScoreBatch] = {}
     writes = []
-    for fut in futures:
-        batch_scored, batch_notes = fut.result()
-        notes.extend(batch_notes)
-        scored.extend(batch_scored)
-        if batch_scored:
-            writes.append(write_results.submit(settings, batch_scored, version))
-    written = sum(w.result() for w in writes)
+    # Each batch task gets only its own detectors; a finished batch is written at once,
+    # while later batches are still being read and scored.
+    for index, _batch, fut in pipelined(
+        lambda batch: score_batch.submit(
+            settings, selector, sub_bundle(bundle, batch), batch, start, end
+        ),
+        batches,
+        in_flight_limit(settings),
+    ):
+        res = results[index] = fut.result()
+        for stage, sec in res.seconds.items():
+            timings[stage] = timings.get(stage, 0.0) + sec
+        if res.scored:
+            writes.append(write_results.submit(settings, res.scored, version))
+    written = 0
+    for w in writes:
+        written += w.result()
+        timings["write"] += write_seconds(w)
+    scored: list[ScoredSeries] = []
+    for index in sorted(results):  # batch order, whatever order they finished in
+        notes.extend(results[index].notes)
+        scored.extend(results[index].scored)
     if not any(len(s.frame) for s in scored):
         notes.append(f"no data between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
     n_events = sum(len(s.events) for s in scored)
@@ -86,6 +99,8 @@ def score_range(
         "events": n_events,
         "anomalous_series": sorted(s.key for s in scored if len(s.events)),
         "notes": notes,
+        "batches": len(batches),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
     }
     if report:
         rep = Report(
@@ -98,7 +113,9 @@ def score_range(
             results=[to_result(s) for s in scored],
             notes=notes,
         )
+        t_report = time.perf_counter()
         summary["report"] = str(publish_report(settings, rep))
+        summary["timings"]["report"] = round(time.perf_counter() - t_report, 3)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     log.info(
         "scored %d series from %s to %s with version %s: %d events",

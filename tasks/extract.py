@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from datetime import datetime
 
 import pandas as pd
@@ -32,10 +33,17 @@ def read_window(
     start: datetime,
     stop: datetime,
 ) -> dict[SeriesKey, pd.Series]:
-    """Read [start, stop) for ``keys`` only (one query per range for the selector)."""
+    """Read [start, stop) for ``keys`` only: the query itself names the batch's series
+    (InfluxQL), so a batch never reads the rest of the fleet. A source whose ``read``
+    takes no ``keys`` (Flux) reads the selector's series and is filtered here."""
+    if not keys:
+        return {}
     source = make_source(settings)
     try:
-        data = source.read(selector, start, stop)
+        if "keys" in inspect.signature(source.read).parameters:
+            data = source.read(selector, start, stop, keys=keys)  # type: ignore[call-arg]
+        else:
+            data = source.read(selector, start, stop)
     finally:
         source.close()
     wanted = set(keys)

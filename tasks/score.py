@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from prefect import get_run_logger, task
@@ -12,6 +15,25 @@ from cricket.model import ModelBundle
 from cricket.pipeline import ScoredSeries, score_series
 from tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES
 from tasks.extract import read_window
+
+
+@dataclass
+class ScoreBatch:
+    """What scoring one batch produced: scored series, notes (series without data or
+    without a model) and seconds per stage (``extract``, ``score``)."""
+
+    scored: list[ScoredSeries]
+    notes: list[str]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def sub_bundle(bundle: ModelBundle, keys: Iterable[object]) -> ModelBundle:
+    """The part of ``bundle`` that scores ``keys``: their own detectors and the fleet
+    fallback. What a score task receives (and Dask ships), instead of every series'
+    detector; scoring with it gives exactly what the whole bundle gives."""
+    names = {str(k) for k in keys}
+    mine = {k: d for k, d in bundle.detectors.items() if k in names}
+    return replace(bundle, detectors=mine, extra={})
 
 
 @task(
@@ -28,17 +50,18 @@ def score_batch(
     keys: list[SeriesKey],
     start: datetime,
     end: datetime,
-) -> tuple[list[ScoredSeries], list[str]]:
+) -> ScoreBatch:
     """Score [start, end) of each series in ``keys`` with one segment of left context.
-    Returns the scored series and notes (series without data or without a model)."""
+    ``bundle`` needs only these keys' detectors (see ``sub_bundle``)."""
     log = get_run_logger()
     spec = bundle.spec
-    context = spec.segment_len * selector.every
-    data = read_window(settings, selector, keys, start - context, end)
+    t0 = time.perf_counter()
+    data = read_window(settings, selector, keys, start - context_for(bundle, selector), end)
+    t1 = time.perf_counter()
     scored, notes = [], []
     for key in keys:
         name = str(key)
-        s = data.get(key)
+        s = data.pop(key, None)
         if s is None or s[s.index >= start].notna().sum() == 0:
             notes.append(f"{name}: no data in this window")
             continue
@@ -49,7 +72,8 @@ def score_batch(
             log.warning("%s", exc)
             continue
         scored.append(score_series(key, s, det, source, start, spec))
-    return scored, notes
+    t2 = time.perf_counter()
+    return ScoreBatch(scored, notes, {"extract": t1 - t0, "score": t2 - t1})
 
 
 def context_for(bundle: ModelBundle, selector: SeriesSelector) -> timedelta:

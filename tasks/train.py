@@ -13,7 +13,7 @@ from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.detector import WaveformDetector
 from cricket.influx.base import SeriesKey
 from cricket.pipeline import TrainedSeries, fleet_training_values, train_fleet, train_series
-from tasks.common import CPU_TASK, IO_RETRIES, IO_BACKOFF
+from tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES
 from tasks.extract import read_window
 
 
@@ -54,7 +54,7 @@ def train_batch(
     trained, holdouts, fleet_parts = [], {}, []
     cut = pd.Timestamp(holdout_start)
     for key in keys:
-        s = data.get(key)
+        s = data.pop(key, None)  # drop each raw series once used: memory stays one batch
         name = str(key)
         if s is None or s.notna().sum() == 0:
             trained.append(TrainedSeries(name, None, reason="no data in the training window"))
