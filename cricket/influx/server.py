@@ -76,7 +76,10 @@ bind-address = "127.0.0.1:{rpc_port}"
 
 
 def _port_free(port: int) -> bool:
+    """Whether nothing listens on ``port``. SO_REUSEADDR as influxd itself binds, so the
+    TIME_WAIT connections a killed server leaves behind do not read as "in use"."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
