@@ -7,13 +7,16 @@ Nothing is cached or persisted: bundles and held-out arrays are never hashed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from prefect import get_run_logger, task
 
 from cricket.config import Settings
+from cricket.errors import CricketError
 from cricket.model import ModelBundle, ModelFormatError
 from cricket.registry import CHAMPION, DEFAULT_TOLERANCE, Registry, RegistryError
 from tasks.common import IO_TASK
@@ -33,6 +36,71 @@ def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
     return True
 
 
+class RegistryUnavailableError(CricketError):
+    """The MLflow store could not be read or written (moved, locked, corrupted, down).
+    Retried like any I/O failure; the message names the store."""
+
+
+#: MLflow error codes that are answers about the registry's content, not store failures
+_CONTENT_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS"}
+
+
+def _public_uri(uri: str) -> str:
+    """The tracking URI without any user:password part."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
+def _is_store_failure(exc: BaseException) -> bool:
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if isinstance(exc, SQLAlchemyError | sqlite3.Error | OSError):
+        return True
+    if isinstance(exc, MlflowException):
+        return exc.error_code not in _CONTENT_CODES
+    return False
+
+
+def _probe(settings: Settings) -> BaseException | None:
+    """The error a trivial read of the store raises, or None when the store answers."""
+    try:
+        Registry(settings).client.search_registered_models(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any failure here is the store's
+        return exc
+    return None
+
+
+def _unavailable(settings: Settings, exc: BaseException) -> RegistryUnavailableError:
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return RegistryUnavailableError(
+        f"the MLflow store at {_public_uri(settings.tracking_uri)} cannot be used ({first}): "
+        "check that it exists, is readable and writable and not locked by another process "
+        "(or that the tracking server is up), or set CRICKET_MLFLOW_TRACKING_URI; then run again"
+    )
+
+
+@contextmanager
+def mlflow_store(settings: Settings) -> Iterator[None]:
+    """Turn a broken MLflow store into one clear error. A "no champion" or "no such
+    version" answer is checked against the store first: a store that cannot be read
+    must not read as an empty registry."""
+    try:
+        yield
+    except (RegistryError, ModelFormatError) as exc:
+        if isinstance(exc, RegistryError) and (problem := _probe(settings)) is not None:
+            raise _unavailable(settings, problem) from exc
+        raise
+    except Exception as exc:
+        if _is_store_failure(exc):
+            raise _unavailable(settings, exc) from exc
+        raise
+
+
 _MLFLOW_TASK = {**IO_TASK, "retry_condition_fn": retry_unless_permanent}
 
 
@@ -49,16 +117,17 @@ def log_and_register(
 ) -> str:
     """Log the retrain as an MLflow run and register it; returns the new version."""
     registry = Registry(settings)
-    run_id = registry.log_training_run(
-        bundle,
-        params=params,
-        metrics=metrics,
-        per_series_metrics=per_series_metrics,
-        artifacts=artifacts,
-        held_out=holdouts,
-        run_name=run_name,
-    )
-    version = registry.register(run_id)
+    with mlflow_store(settings):
+        run_id = registry.log_training_run(
+            bundle,
+            params=params,
+            metrics=metrics,
+            per_series_metrics=per_series_metrics,
+            artifacts=artifacts,
+            held_out=holdouts,
+            run_name=run_name,
+        )
+        version = registry.register(run_id)
     get_run_logger().info(
         "logged run %s and registered version %s of %s", run_id, version, registry.name
     )
@@ -78,9 +147,10 @@ def evaluate_and_promote(
     Returns ``{"version", "promote", "reason", "champion_before", "false_alarms",
     "champion_false_alarms"}``.
     """
-    result = Registry(settings).evaluate_and_promote(
-        version, holdouts, tolerance=tolerance, bundle=bundle
-    )
+    with mlflow_store(settings):
+        result = Registry(settings).evaluate_and_promote(
+            version, holdouts, tolerance=tolerance, bundle=bundle
+        )
     get_run_logger().info("version %s: %s", version, result.reason)
     return {
         "version": result.version,
@@ -99,7 +169,8 @@ def load_model(
     settings: Settings, version: str | None = None, alias: str = CHAMPION
 ) -> tuple[ModelBundle, str]:
     """The bundle of ``version`` (default: the one holding ``alias``) and its version."""
-    bundle, resolved = Registry(settings).load_bundle(version=version, alias=alias)
+    with mlflow_store(settings):
+        bundle, resolved = Registry(settings).load_bundle(version=version, alias=alias)
     get_run_logger().info(
         "loaded version %s of %s (%d series, fleet: %s)",
         resolved, settings.model_name, len(bundle.detectors), bundle.fleet is not None,
