@@ -22,6 +22,7 @@ def demo(
     n_clusters: Annotated[int, typer.Option(help="shapes in each library")] = 150,
     ui: Annotated[bool, typer.Option(help="also start the Prefect and MLflow UIs")] = False,
     port: Annotated[int | None, typer.Option(help="port of the local InfluxDB")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Start a local InfluxDB, write a synthetic fleet with anomalies, retrain, score the
     latest hour, backfill the hours before it, and print what was found."""
@@ -29,7 +30,6 @@ def demo(
     from cricket.config import Settings
     from cricket.influx.server import InfluxServer
 
-    base = Settings()
     if not os.environ.get("CRICKET_INFLUX_URL"):
         try:
             server = InfluxServer(port=port).start()
@@ -52,8 +52,12 @@ def demo(
             if message is None:
                 raise
             fail(message)
+    if as_json:
+        import json
+
+        print(json.dumps(summary, default=str))
+        return
     print_summary(summary, settings, urls)
-    del base
 
 
 def print_summary(summary: dict, settings, urls: dict[str, str]) -> None:  # noqa: ANN001

@@ -1,0 +1,3 @@
+from cricket.cli import app
+
+app(prog_name="cricket")
