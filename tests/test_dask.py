@@ -1,0 +1,132 @@
+"""The flows on a real Dask cluster: a ``distributed.LocalCluster`` with two worker
+processes, reached through ``CRICKET_DASK_ADDRESS`` as a production cluster would be.
+
+The same small fleet is written to two databases; the retrain and the hourly score run
+once on the local thread runner and once through Dask, and must give the same model
+(series, centroids, thresholds) and the same scores and events in InfluxDB.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from fixtures.influx import settings_for
+from fixtures.pipeline import apply_env
+
+from cricket.config import DetectorSpec, SeriesSelector
+from cricket.influx.influxql import InfluxQLClient, InfluxQLSource
+from cricket.synth import make_fleet, write_fleet
+
+pytestmark = pytest.mark.slow
+
+SELECTOR = SeriesSelector(measurement="waveform", field="value", group_by=["host"])
+SPEC = DetectorSpec(n_clusters=16)
+END = pd.Timestamp("2026-11-20T00:00:00Z")
+HOURS = 8
+TRAIN_END = END - pd.Timedelta(hours=2)
+HOSTS = 4
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+        silence_logs=40,
+    ) as c, distributed.Client(c) as client:
+        yield c, client
+
+
+def run_pipeline(settings, monkeypatch, dask_address: str | None) -> dict:
+    """Retrain on the hours before TRAIN_END, then score the hour after it."""
+    apply_env(monkeypatch, settings)
+    if dask_address:
+        monkeypatch.setenv("CRICKET_DASK_ADDRESS", dask_address)
+    from flows.retrain import nightly_retrain
+    from flows.score import hourly_score
+
+    trained = nightly_retrain(
+        selector=SELECTOR, spec=SPEC, train_window=timedelta(hours=HOURS - 2),
+        holdout=timedelta(hours=2), end=TRAIN_END.to_pydatetime(), min_history_points=200,
+    )
+    scored = hourly_score(
+        selector=SELECTOR, at=(TRAIN_END + pd.Timedelta(hours=1)).to_pydatetime(),
+        model_version=trained["model_version"],
+    )
+    return {"trained": trained, "scored": scored}
+
+
+def results(settings, run: dict) -> tuple:
+    from cricket.registry import Registry
+
+    bundle, _ = Registry(settings).load_bundle(run["trained"]["model_version"])
+    a, b = TRAIN_END, TRAIN_END + pd.Timedelta(hours=1)
+    with InfluxQLSource(settings) as src:
+        scores = src.read_scores(SELECTOR, a, b).drop(columns=["model_version"])
+        events = src.read_events(SELECTOR, a, b).drop(columns=["model_version"])
+    return bundle, scores.reset_index(), events.reset_index()
+
+
+def test_flows_on_a_two_process_dask_cluster_equal_the_local_runner(
+    influx_server, prefect_api, cluster, tmp_path, monkeypatch
+):
+    from distributed import get_task_stream
+
+    dask_cluster, client = cluster
+    fleet = make_fleet(hosts=HOSTS, days=HOURS / 24, step="10s", start=END - pd.Timedelta(hours=HOURS),
+                       seed=11, anomaly_window=(TRAIN_END, END))
+    runs = {}
+    for mode in ("local", "dask"):
+        db = f"dask_{mode}_{uuid.uuid4().hex[:8]}"
+        settings = settings_for(
+            influx_server, db, tmp_path / mode,
+            mlflow_tracking_uri=f"sqlite:///{(tmp_path / 'mlflow.db').absolute()}",
+            model_name=f"cricket-dask-{mode}", report_dir=tmp_path / mode / "reports",
+            batch_size=1,  # one task per series: the cluster gets several tasks per flow
+        )
+        with InfluxQLClient(settings) as c:
+            c.ensure_database(db)
+        write_fleet(fleet, settings)
+        if mode == "dask":
+            with get_task_stream(client) as stream:
+                run = run_pipeline(settings, monkeypatch, dask_cluster.scheduler_address)
+            ran_on = {t["worker"] for t in stream.data}
+            assert len(stream.data) >= 2 * HOSTS, "train and score batches should run on Dask"
+            assert ran_on <= set(dask_cluster.scheduler_info["workers"])
+        else:
+            run = run_pipeline(settings, monkeypatch, None)
+        runs[mode] = (settings, run)
+        monkeypatch.undo()
+
+    (s_local, local), (s_dask, dask) = runs["local"], runs["dask"]
+    assert local["trained"]["series_models"] == dask["trained"]["series_models"] == HOSTS
+    assert local["scored"]["scored"] == dask["scored"]["scored"] == HOSTS
+    assert local["scored"]["points_written"] == dask["scored"]["points_written"] > 0
+    assert local["scored"]["anomalous_series"] == dask["scored"]["anomalous_series"]
+
+    b_local, scores_local, events_local = results(s_local, local)
+    b_dask, scores_dask, events_dask = results(s_dask, dask)
+    assert b_local.series_keys == b_dask.series_keys == sorted(str(k) for k in fleet.keys)
+    for key in b_local.series_keys:
+        m_local, arr_local = b_local.detectors[key].get_state()
+        m_dask, arr_dask = b_dask.detectors[key].get_state()
+        assert m_local == m_dask, key
+        assert sorted(arr_local) == sorted(arr_dask)
+        for name in arr_local:
+            np.testing.assert_array_equal(arr_local[name], arr_dask[name], err_msg=f"{key} {name}")
+    assert (b_local.fleet is None) == (b_dask.fleet is None)
+
+    assert len(scores_local) == len(scores_dask) > 0
+    pd.testing.assert_frame_equal(
+        scores_local.sort_values(["series", "time"]).reset_index(drop=True),
+        scores_dask.sort_values(["series", "time"]).reset_index(drop=True),
+    )
+    pd.testing.assert_frame_equal(
+        events_local.sort_values(["series", "time"]).reset_index(drop=True),
+        events_dask.sort_values(["series", "time"]).reset_index(drop=True),
+    )
+    assert len(events_local) > 0, "the anomalies after TRAIN_END should raise events"
