@@ -278,28 +278,6 @@ def nearest_shapes(
 # ---------------------------------------------------------------- evaluate for promotion
 
 
-@dataclass
-class HoldoutEval:
-    """How a model does on the evaluation half of the held-out tail of each series."""
-
-    false_alarm_events: dict[str, int]
-    flagged_fraction: dict[str, float]
-    probe_recall: dict[str, float]
-    mean_error: dict[str, float]
-
-    def summary(self) -> dict[str, float]:
-        def mean(d: dict[str, float]) -> float:
-            return float(np.mean(list(d.values()))) if d else float("nan")
-
-        return {
-            "series": float(len(self.false_alarm_events)),
-            "false_alarm_events": float(sum(self.false_alarm_events.values())),
-            "flagged_fraction": mean(self.flagged_fraction),
-            "probe_recall": mean(self.probe_recall),
-            "mean_error": mean(self.mean_error),
-        }
-
-
 def inject_probes(values: np.ndarray, spec: DetectorSpec, seed: int = 0) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Copy ``values`` and plant a few known anomalies (a flat stretch at the minimum and a
     spike) so recall can be measured without labels. Returns the copy and probe ranges."""
@@ -324,40 +302,6 @@ def inject_probes(values: np.ndarray, spec: DetectorSpec, seed: int = 0) -> tupl
             x[at : at + length] = hi + 2.0 * span
         probes.append((at, min(at + length, n) - 1))
     return x, probes
-
-
-def evaluate_holdout(
-    detector_for, holdouts: dict[str, pd.Series], spec: DetectorSpec
-) -> HoldoutEval:
-    """Score the evaluation half of each held-out tail: events there are false alarms
-    (the tail is assumed normal); probes planted in a copy measure recall."""
-    fa: dict[str, int] = {}
-    frac: dict[str, float] = {}
-    rec: dict[str, float] = {}
-    err: dict[str, float] = {}
-    for key, hold in holdouts.items():
-        try:
-            det, source = detector_for(key)
-        except KeyError:
-            continue
-        _, evaluation = split_holdout(prepare(hold, spec))
-        if finite_count(evaluation) < 4 * spec.segment_len:
-            continue
-        start = evaluation.index[0]
-        res = score_series(key, evaluation, det, source, start, spec)
-        fa[key] = len(res.events)
-        frac[key] = float(res.frame["anomalous"].mean()) if len(res.frame) else 0.0
-        scale = float(RobustScaler().fit(evaluation.dropna().to_numpy()).scale_)
-        err[key] = float(res.frame["error"].mean() / scale) if len(res.frame) else float("nan")
-        probed, probes = inject_probes(evaluation.to_numpy(dtype=float), spec)
-        if probes:
-            pres = score_series(
-                key, pd.Series(probed, index=evaluation.index), det, source, start, spec
-            )
-            flags = pres.frame["anomalous"].reindex(evaluation.index, fill_value=False).to_numpy()
-            found = sum(bool(flags[a : b + 1].any()) for a, b in probes)
-            rec[key] = found / len(probes)
-    return HoldoutEval(fa, frac, rec, err)
 
 
 # ---------------------------------------------------------------- pictures for MLflow

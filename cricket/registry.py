@@ -55,14 +55,19 @@ class NoChampionError(RegistryError, LookupError):
 # --------------------------------------------------------------------------- evaluation
 @dataclass
 class EvalSummary:
-    """How a model did on a held-out tail: fraction of points flagged, per series.
+    """How a model did on a held-out tail, per series.
 
-    The held-out tail is data the pipeline believes normal, so every flagged point is a
-    false alarm. ``false_alarms`` holds only the series the model could score.
+    ``false_alarms``: fraction of points flagged. The held-out tail is data the pipeline
+    believes normal, so every flagged point is a false alarm. ``probe_recall``: fraction
+    of the known anomalies planted in a copy of the tail (a flat-lined stretch, a spike)
+    that the model flags: a model that rebuilds anything (say, one trained on garbage)
+    raises no false alarms but finds nothing either. Only series the model could score
+    are present.
     """
 
     false_alarms: dict[str, float] = field(default_factory=dict)
     points: dict[str, int] = field(default_factory=dict)
+    probe_recall: dict[str, float] = field(default_factory=dict)
 
     @property
     def covered(self) -> set[str]:
@@ -74,23 +79,45 @@ class EvalSummary:
         vals = [self.false_alarms[k] for k in keys if k in self.false_alarms]
         return float(np.mean(vals)) if vals else 0.0
 
+    def recall(self, keys: set[str] | None = None) -> float | None:
+        """Mean probe recall over ``keys``; None when no probes were planted."""
+        keys = set(self.probe_recall) if keys is None else keys
+        vals = [self.probe_recall[k] for k in keys if k in self.probe_recall]
+        return float(np.mean(vals)) if vals else None
+
     def to_dict(self) -> dict[str, Any]:
-        return {"false_alarms": self.false_alarms, "points": self.points}
+        return {
+            "false_alarms": self.false_alarms,
+            "points": self.points,
+            "probe_recall": self.probe_recall,
+        }
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> EvalSummary:
-        return cls(dict(doc.get("false_alarms", {})), dict(doc.get("points", {})))
+        return cls(
+            dict(doc.get("false_alarms", {})),
+            dict(doc.get("points", {})),
+            dict(doc.get("probe_recall", {})),
+        )
 
 
 def evaluate_bundle(bundle: ModelBundle, held_out: Mapping[str, Any]) -> EvalSummary:
-    """Score each held-out series with ``bundle`` and count the flagged points."""
+    """Score each held-out series with ``bundle``: flagged points are false alarms; probes
+    planted in a copy measure recall. Series served by the fleet library are scaled by
+    their own median/IQR first, as scoring does."""
+    from cricket.pipeline import inject_probes
+    from cricket.series import RobustScaler
+
     out = EvalSummary()
     for key in sorted(held_out, key=str):
         try:
-            det, _ = bundle.detector_for(str(key))
+            det, source = bundle.detector_for(str(key))
         except UnknownSeriesError:
             continue
         values = np.asarray(held_out[key], dtype=float)
+        finite = values[np.isfinite(values)]
+        if source == "fleet" and finite.size:
+            values = RobustScaler().fit(finite).transform(values)
         frame = det.score(values, context=0)
         scorable = ~np.isnan(np.asarray(frame.score, dtype=float))
         n = int(scorable.sum())
@@ -99,7 +126,17 @@ def evaluate_bundle(bundle: ModelBundle, held_out: Mapping[str, Any]) -> EvalSum
         flagged = np.asarray(frame.anomalous, dtype=bool)[scorable]
         out.false_alarms[str(key)] = float(flagged.mean())
         out.points[str(key)] = n
+        probed, probes = inject_probes(values, bundle.spec)
+        if probes:
+            hits = np.asarray(det.score(probed, context=0).anomalous, dtype=bool)
+            slack = bundle.spec.segment_len
+            found = sum(bool(hits[a : b + 1 + slack].any()) for a, b in probes)
+            out.probe_recall[str(key)] = found / len(probes)
     return out
+
+
+#: a new version may find at most this much less of the planted probes than the champion
+RECALL_TOLERANCE = 0.1
 
 
 def decide_promotion(
@@ -108,29 +145,35 @@ def decide_promotion(
     """Should the new version replace the champion? Returns (promote, reason).
 
     Promote when there is no champion, or when the new version covers every series the
-    champion covers and its false-alarm fraction on those series is at most the
-    champion's plus ``tolerance`` (absolute).
+    champion covers, its false-alarm fraction on those series is at most the champion's
+    plus ``tolerance`` (absolute), and it finds the planted probes at least as well as
+    the champion, less ``RECALL_TOLERANCE``.
     """
     if champion_eval is None:
         return True, "first version: there is no champion yet"
+    if not champion_eval.covered:
+        return True, "the champion could score none of the held-out series"
     missing = sorted(champion_eval.covered - new_eval.covered)
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         return False, (
-            f"covers {len(new_eval.covered)} series but misses "
+            f"not promoted: covers {len(new_eval.covered)} series but misses "
             f"{len(missing)} the champion covers ({shown})"
         )
-    if not champion_eval.covered:
-        return True, "the champion could score none of the held-out series"
-    keys = champion_eval.covered
+    keys = champion_eval.covered or new_eval.covered
     new_rate, old_rate = new_eval.rate(keys), champion_eval.rate(keys)
     numbers = (
-        f"held-out false alarms {new_rate:.2%} vs champion {old_rate:.2%} "
-        f"(tolerance {tolerance:.2%}) over {len(keys)} series"
+        f"held-out false alarms {new_rate:.4%} vs champion {old_rate:.4%} "
+        f"(tolerance {tolerance:.4%}) over {len(keys)} series"
     )
-    if new_rate <= old_rate + tolerance:
-        return True, f"not worse: {numbers}"
-    return False, f"more false alarms: {numbers}"
+    if new_rate > old_rate + tolerance:
+        return False, f"not promoted: more false alarms, {numbers}"
+    new_recall, old_recall = new_eval.recall(keys), champion_eval.recall(keys)
+    if new_recall is not None and old_recall is not None:
+        numbers += f"; planted probes found {new_recall:.0%} vs champion {old_recall:.0%}"
+        if new_recall < old_recall - RECALL_TOLERANCE:
+            return False, f"not promoted: finds fewer planted anomalies, {numbers}"
+    return True, f"promoted: not worse, {numbers}"
 
 
 # --------------------------------------------------------------------------- rows
@@ -460,6 +503,9 @@ class Registry:
         set_tag = self.client.set_model_version_tag
         set_tag(self.name, version, "heldout_false_alarms", f"{new_eval.rate():.6f}")
         set_tag(self.name, version, "heldout_series", str(len(new_eval.covered)))
+        recall = new_eval.recall()
+        if recall is not None:
+            set_tag(self.name, version, "heldout_probe_recall", f"{recall:.3f}")
         set_tag(self.name, version, "compared_with", champion or "")
         if promote:
             self._make_champion(version, "promoted", reason)

@@ -14,7 +14,14 @@ from prefect import flow, get_run_logger
 
 from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.model import ModelBundle
-from cricket.pipeline import batched, floor_time, training_pictures, utc
+from cricket.pipeline import (
+    batched,
+    floor_time,
+    prepare,
+    split_holdout,
+    training_pictures,
+    utc,
+)
 from flows.runtime import in_flight_limit, pipelined, scheduled_time, task_runner
 from tasks.extract import discover_series
 from tasks.registry import evaluate_and_promote, log_and_register
@@ -118,7 +125,10 @@ def nightly_retrain(
     )
     timings["register"] = time.perf_counter() - t_register
     t_evaluate = time.perf_counter()
-    decision = evaluate_and_promote(settings, bundle, version, holdouts)
+    # The first half of each held-out tail calibrated the thresholds; the second half is
+    # scored by both the new version and the champion.
+    evaluation = {k: split_holdout(prepare(v, spec))[1] for k, v in holdouts.items()}
+    decision = evaluate_and_promote(settings, bundle, version, evaluation)
     timings["evaluate"] = time.perf_counter() - t_evaluate
     seconds = time.perf_counter() - t_start
     summary = {
