@@ -143,15 +143,3 @@ def pipelined(
         top_up()
         yield index, item, done
 
-
-def write_seconds(future: PrefectFuture[Any]) -> float:
-    """How long a finished task run took (its run time as Prefect recorded it), 0.0 when
-    unknown. Used for the time spent writing, a task that returns only a count."""
-    try:
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            run = client.read_task_run(future.task_run_id)
-        return float(run.total_run_time.total_seconds())
-    except Exception:  # noqa: BLE001 - a timing is never worth failing a flow for
-        return 0.0

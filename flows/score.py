@@ -17,7 +17,7 @@ from cricket.config import SeriesSelector, Settings
 from cricket.model import ModelBundle
 from cricket.pipeline import ScoredSeries, batched, score_window, utc
 from cricket.report import Report, SeriesResult
-from flows.runtime import in_flight_limit, pipelined, scheduled_time, task_runner, write_seconds
+from flows.runtime import in_flight_limit, pipelined, scheduled_time, task_runner
 from tasks.extract import discover_series
 from tasks.publish import publish_report, write_results
 from tasks.registry import load_model
@@ -61,7 +61,7 @@ def score_range(
     if not keys:
         notes.append("no series matched the selector in this window: nothing to score")
     batches = list(batched(keys, settings.batch_size))
-    timings = {"extract": 0.0, "score": 0.0, "write": 0.0}
+    timings = {"extract": 0.0, "score": 0.0}
     results: dict[int, ScoreBatch] = {}
     writes = []
     # Each batch task gets only its own detectors; a finished batch is written at once,
@@ -78,10 +78,7 @@ def score_range(
             timings[stage] = timings.get(stage, 0.0) + sec
         if res.scored:
             writes.append(write_results.submit(settings, res.scored, version))
-    written = 0
-    for w in writes:
-        written += w.result()
-        timings["write"] += write_seconds(w)
+    written = sum(w.result() for w in writes)
     scored: list[ScoredSeries] = []
     for index in sorted(results):  # batch order, whatever order they finished in
         notes.extend(results[index].notes)
