@@ -368,6 +368,50 @@ class Registry:
                 )
                 return run.info.run_id
 
+    def log_scoring_run(
+        self,
+        report_path: str | Path,
+        kind: str,
+        model_version: str,
+        window_start: datetime,
+        window_end: datetime,
+        metrics: Mapping[str, float] | None = None,
+    ) -> str:
+        """Record a scoring (or backfill) run in the ``<model>-scoring`` experiment with
+        its HTML report as an artifact, so a reviewer finds it beside the model version.
+        Returns the run id."""
+        import mlflow
+
+        experiment = f"{self.name}-scoring"
+        with self._active():
+            exp = self.client.get_experiment_by_name(experiment)
+            exp_id = (
+                exp.experiment_id
+                if exp is not None
+                else self.client.create_experiment(
+                    experiment, artifact_location=self._artifact_root
+                )
+            )
+            run_name = f"{kind} {window_start:%Y-%m-%d %H:%M}"
+            with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
+                mlflow.log_params(
+                    {
+                        "kind": kind,
+                        "model_version": str(model_version),
+                        "window_start": window_start.isoformat(),
+                        "window_end": window_end.isoformat(),
+                    }
+                )
+                clean = {
+                    _metric_name(k): float(v)
+                    for k, v in (metrics or {}).items()
+                    if math.isfinite(float(v))
+                }
+                if clean:
+                    mlflow.log_metrics(clean)
+                mlflow.log_artifact(str(report_path), artifact_path="report")
+                return run.info.run_id
+
     def register(self, run_id: str, tags: Mapping[str, str] | None = None) -> str:
         """Register the run's model as a new version of ``settings.model_name``."""
         import mlflow

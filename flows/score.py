@@ -19,7 +19,7 @@ from cricket.pipeline import ScoredSeries, batched, score_window, utc
 from cricket.report import Report, SeriesResult
 from flows.runtime import in_flight_limit, pipelined, scheduled_time, task_runner
 from tasks.extract import discover_series
-from tasks.publish import publish_report, write_results
+from tasks.publish import log_report_to_mlflow, publish_report, write_results
 from tasks.registry import load_model
 from tasks.score import ScoreBatch, score_batch, sub_bundle
 
@@ -111,7 +111,12 @@ def score_range(
             notes=notes,
         )
         t_report = time.perf_counter()
-        summary["report"] = str(publish_report(settings, rep))
+        path = publish_report(settings, rep)
+        summary["report"] = str(path)
+        summary["mlflow_run"] = log_report_to_mlflow(
+            settings, rep, path,
+            {"series": len(keys), "scored": len(scored), "events": n_events},
+        )
         summary["timings"]["report"] = round(time.perf_counter() - t_report, 3)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     log.info(

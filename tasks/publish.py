@@ -142,3 +142,20 @@ def publish_results(
         "series": len(report.results),
         "report": str(path),
     }
+
+
+@task(name="log-report-to-mlflow", **IO_TASK)
+def log_report_to_mlflow(
+    settings: Settings, report: Report, path: Path, metrics: dict[str, float] | None = None
+) -> str:
+    """Attach the HTML report to an MLflow run of the scoring experiment."""
+    from datetime import datetime
+
+    from cricket.pipeline import utc
+    from cricket.registry import Registry
+
+    start: datetime = utc(report.window_start)
+    end: datetime = utc(report.window_end)
+    return Registry(settings).log_scoring_run(
+        path, report.kind, str(report.model_version), start, end, metrics
+    )
