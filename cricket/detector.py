@@ -66,7 +66,11 @@ _N_QUANTILES = 257  # stored quantiles of the held-out errors
 def surprise_to_score(s: np.ndarray | float) -> np.ndarray:
     """Map a surprise ``-log10 p`` (>= 0) onto 0-100: ``100 s / (s + 3)``."""
     s = np.maximum(np.asarray(s, dtype=np.float64), 0.0)
-    return 100.0 * s / (s + SURPRISE_HALF)
+    with np.errstate(invalid="ignore"):
+        out = 100.0 * s / (s + SURPRISE_HALF)
+    # An error beyond anything ever seen has infinite surprise: the top of the scale,
+    # not inf/inf = NaN (which would leave the largest anomalies unflagged).
+    return np.where(np.isposinf(s), 100.0, out)
 
 
 def score_to_surprise(score: np.ndarray | float) -> np.ndarray:
@@ -320,3 +324,21 @@ class WaveformDetector:
         det.threshold_ = float(meta["threshold"])
         det.n_train_ = int(meta["n_train"])
         return det
+
+
+def alert_scores(score: np.ndarray, hold: int | None = None) -> np.ndarray:
+    """Fire once per anomaly: keep a point's score only where it rises above every
+    score of the ``hold`` points before it, else 0 (NaN stays NaN).
+
+    Causal (uses only earlier points) and independent of any threshold: for every
+    threshold, a stretch of high scores raises at most one alert per rise, instead of
+    one per point. ``hold`` None or 0 returns the scores unchanged.
+    """
+    s = np.asarray(score, dtype=np.float64)
+    if not hold:
+        return s.copy()
+    filled = np.where(np.isnan(s), -np.inf, s)
+    padded = np.concatenate((np.full(int(hold), -np.inf), filled))
+    prev_max = np.lib.stride_tricks.sliding_window_view(padded[:-1], int(hold)).max(axis=1)
+    out = np.where(filled > prev_max, s, 0.0)
+    return np.where(np.isnan(s), np.nan, out)

@@ -134,6 +134,14 @@ def test_threshold_is_swept_and_never_firing_is_an_option() -> None:
     assert res0.normalized == pytest.approx(0.0)
 
 
+def test_file_without_windows_only_costs_false_positives() -> None:
+    # A file with no window (artificialNoAnomaly): every detection costs -fpWeight.
+    quiet = ScoredFile("none/q.csv", np.r_[np.zeros(50), 1.0, np.zeros(49)], [])
+    res = score_corpus([one_file({40: 1.0}, [(40, 49)]), quiet])
+    assert res.raw == pytest.approx(1.0 - 0.11)
+    assert res.per_file["none/q.csv"] == pytest.approx(-0.11)
+
+
 def test_threshold_is_one_number_for_the_corpus() -> None:
     # File A needs t <= 0.3 to hit its window; file B has a FP (no preceding window)
     # at 0.4 and its window's left edge at 0.6. t = 0.6: B hit, A missed -> 0;

@@ -144,7 +144,7 @@ def _prepare(files: Sequence[ScoredFile], profile: Profile):
         wid = wid[start:]
         # Windows with no scored row (inside probation) do not count, as in NAB.
         present = np.unique(wid[wid >= 0])
-        remap = np.full(len(f.windows), -1, dtype=np.int64)
+        remap = np.full(max(len(f.windows), 1), -1, dtype=np.int64)
         remap[present] = np.arange(present.size) + n_windows
         wid = np.where(wid >= 0, remap[np.maximum(wid, 0)], -1)
         n_windows += present.size
