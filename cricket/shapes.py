@@ -18,27 +18,30 @@ format version) and load with ``allow_pickle=False``: loading never executes cod
 from __future__ import annotations
 
 import json
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from cricket.scoring import events_from_mask, quantile_threshold
-from cricket.segments import (
-    overlap_add,
-    pad_for_reconstruction,
-    sliding_segments,
-    windowed_segments,
-)
+from cricket.segments import window, windowed_segments
 from cricket.series import BadSeriesError
 
 FORMAT_VERSION = 1
-_CHUNK_ELEMENTS = 1 << 21  # distance-matrix elements per chunk (16 MiB of float64)
+# Score-matrix elements per chunk of the nearest-centroid search: 2**18 float32 scores
+# (1 MiB) stay in a core's L2 cache through the GEMM, argmin and near-tie check.
+_CHUNK_ELEMENTS = 1 << 18
+# Largest table of centroid half-pairs that overlap-add precomputes (elements).
+_PAIR_TABLE_ELEMENTS = 1 << 20
 
 __all__ = [
     "FORMAT_VERSION",
@@ -91,8 +94,10 @@ def as_clean_values(values: Any, min_len: int = 1, what: str = "values") -> np.n
     if arr.ndim != 1:
         raise BadSeriesError(f"{what} must be a 1-D series (got shape {arr.shape})")
     arr = arr.astype(np.float64, copy=False)
-    bad = ~np.isfinite(arr)
-    if bad.any():
+    # One pass without a temporary: the sum is finite when every value is (it can also
+    # overflow to inf for huge finite values; the exact check below then finds nothing).
+    bad = None if np.isfinite(np.add.reduce(arr)) else ~np.isfinite(arr)
+    if bad is not None and bad.any():
         n_nan = int(np.isnan(arr).sum())
         n_inf = int(bad.sum()) - n_nan
         first = int(np.flatnonzero(bad)[0])
@@ -149,6 +154,173 @@ class Analysis:
     residual: np.ndarray
     score: np.ndarray
     segment_errors: np.ndarray
+
+
+@dataclass(frozen=True)
+class _SearchTables:
+    """What the nearest-centroid search and overlap-add derive from the centroids."""
+
+    centroids: np.ndarray  # a private copy, to notice when the library changes
+    window: np.ndarray  # (n,) the sin² window
+    shift: np.ndarray  # (n,) mean centroid, subtracted from both sides
+    c0: np.ndarray  # (k, n) shifted centroids
+    c_sq: np.ndarray  # (k,) |c0|²
+    ct2: np.ndarray  # (n, k) -2 c0ᵀ
+    ct2_32: np.ndarray
+    c_sq32: np.ndarray
+    tol_c: float
+    eps: float
+    first: np.ndarray  # (k, h) first halves (+0.0, as overlap-add onto zeros gives)
+    second: np.ndarray  # (k, h) second halves
+    pairs: np.ndarray | None  # (k*k, h): first[a] + second[b] at row a*k + b
+
+    @classmethod
+    def build(cls, c: np.ndarray, n: int) -> _SearchTables:
+        k = len(c)
+        h = n // 2
+        v = c.mean(axis=0)
+        c0 = c - v
+        c_sq = np.einsum("ij,ij->i", c0, c0)
+        ct2 = -2.0 * c0.T
+        first = c[:, :h] + 0.0
+        second = np.ascontiguousarray(c[:, h:])
+        pairs = None
+        if k * k * h <= _PAIR_TABLE_ELEMENTS:
+            pairs = (first[:, None, :] + second[None, :, :]).reshape(k * k, h)
+        return cls(
+            centroids=c.copy(),
+            window=window(n),
+            shift=v,
+            c0=c0,
+            c_sq=c_sq,
+            ct2=ct2,
+            ct2_32=np.ascontiguousarray(ct2, dtype=np.float32),
+            c_sq32=c_sq.astype(np.float32),
+            tol_c=float(c_sq.max()),
+            eps=8.0 * (n + 2) * float(np.finfo(np.float32).eps),
+            first=first,
+            second=second,
+            pairs=pairs,
+        )
+
+    def matches(self, c: np.ndarray) -> bool:
+        return c.shape == self.centroids.shape and np.array_equal(c, self.centroids)
+
+    def overlap_add(self, idx: np.ndarray, length: int) -> np.ndarray:
+        """Overlap-add at hop h of centroids ``idx`` (segments of the series padded by
+        h at each end, as :func:`cricket.segments.overlap_add` would place them),
+        returning the ``length`` points of the series itself: block q of the series is
+        the first half of segment q+1 plus the second half of segment q."""
+        k, h = self.first.shape
+        q = len(idx) - 1
+        if self.pairs is not None:
+            out = np.take(self.pairs, idx[1:] * k + idx[:-1], axis=0)
+        else:
+            out = np.take(self.first, idx[1:], axis=0)
+            out += np.take(self.second, idx[:-1], axis=0)
+        return out.reshape(q * h)[:length]
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limiter: Any = None
+_blas_controller: Any = None
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Run the block with BLAS on one thread, as scikit-learn's KMeans does for its
+    chunked distance products: each chunk's product is small, and waking BLAS
+    threads for it costs more than it saves (much more on a loaded machine, where a
+    product waits for its slowest thread to be scheduled). The limit covers only the
+    block; concurrent callers share it and the last one out restores the original."""
+    global _blas_users, _blas_limiter, _blas_controller
+    with _blas_lock:
+        if _blas_users == 0:
+            if _blas_controller is None:
+                from threadpoolctl import ThreadpoolController
+
+                _blas_controller = ThreadpoolController()
+            _blas_limiter = _blas_controller.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
+def _search(
+    t: _SearchTables, rows: np.ndarray, w: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of each row of ``rows`` (multiplied by ``w`` first when given):
+    ``(index, squared euclidean distance)``.
+
+    Both sides are shifted by the mean centroid (distances do not change) so that the
+    numbers are small, and the search runs in float32, several times faster than
+    float64. Rows whose best and second-best scores lie within float32 rounding of
+    each other are searched again in float64, so the answer equals a float64 search.
+    Chunks of rows keep the score matrix in cache, through preallocated buffers.
+    """
+    m = len(rows)
+    if m * len(t.c_sq) < _CHUNK_ELEMENTS:
+        return _search_chunks(t, rows, w)
+    with _one_blas_thread():
+        return _search_chunks(t, rows, w)
+
+
+def _search_chunks(
+    t: _SearchTables, rows: np.ndarray, w: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    m, n = rows.shape
+    k = len(t.c_sq)
+    idx = np.empty(m, dtype=np.intp)
+    d2 = np.empty(m, dtype=np.float64)
+    if m == 0:
+        return idx, d2
+    step = min(m, max(64, _CHUNK_ELEMENTS // max(k, 1)))
+    s0_buf = np.empty((step, n))
+    s32_buf = np.empty((step, n), dtype=np.float32)
+    g_buf = np.empty((step, k), dtype=np.float32)
+    le_buf = np.empty((step, k), dtype=bool)
+    diff_buf = np.empty((step, n))
+    for lo in range(0, m, step):
+        hi = min(lo + step, m)
+        b = hi - lo
+        s0 = s0_buf[:b]
+        if w is None:
+            np.subtract(rows[lo:hi], t.shift, out=s0)
+        else:
+            np.multiply(rows[lo:hi], w, out=s0)
+            s0 -= t.shift
+        s_sq = np.einsum("ij,ij->i", s0, s0)
+        s32 = s32_buf[:b]
+        np.copyto(s32, s0, casting="same_kind")
+        g = g_buf[:b]
+        np.matmul(s32, t.ct2_32, out=g)
+        g += t.c_sq32
+        j = np.argmin(g, axis=1)
+        best = np.take_along_axis(g, j[:, None], axis=1)[:, 0]
+        thresh = best + (t.eps * (s_sq + t.tol_c)).astype(np.float32)
+        le = le_buf[:b]
+        np.less_equal(g, thresh[:, None], out=le)
+        # Every row counts its best score; a total above one per row means a near tie
+        # somewhere (the per-row count is only taken then, or when NaN is about).
+        if np.count_nonzero(le) != b or not np.all(best <= thresh):
+            ambiguous = np.count_nonzero(le, axis=1) > 1
+            if ambiguous.any():
+                g64 = s0[ambiguous] @ t.ct2
+                g64 += t.c_sq
+                j[ambiguous] = np.argmin(g64, axis=1)
+        idx[lo:hi] = j
+        diff = diff_buf[:b]
+        np.take(t.c0, j, axis=0, out=diff)
+        np.subtract(s0, diff, out=diff)
+        d2[lo:hi] = np.einsum("ij,ij->i", diff, diff)
+    return idx, d2
 
 
 class ShapeLibrary(BaseEstimator):
@@ -361,81 +533,80 @@ class ShapeLibrary(BaseEstimator):
         return lib
 
     # ----------------------------------------------------------------- scoring
+    def _tables(self) -> _SearchTables:
+        """Arrays derived from ``centroids_`` for the search, built once and reused
+        while the centroids are unchanged (checked by value on every call)."""
+        self._check_fitted()
+        c = self.centroids_
+        cached = getattr(self, "_search_tables", None)
+        if cached is not None and cached.matches(c):
+            return cached
+        tables = _SearchTables.build(np.asarray(c, dtype=np.float64), int(self.segment_len))
+        self._search_tables = tables
+        return tables
+
     def nearest(self, segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Nearest centroid of each (windowed) segment: ``(index, euclidean distance)``.
 
         One batched search: ``|a-b|² = |a|² - 2 a·b + |b|²`` as a matrix product, in
-        chunks that bound the distance matrix to a few MiB; the result equals a
-        float64 search (see the comments), distances are exact float64.
+        chunks that keep the score matrix in cache; the result equals a float64
+        search (see :func:`_search`), distances are exact float64.
         """
         self._check_fitted()
         segs = np.asarray(segments, dtype=np.float64)
         if segs.ndim != 2 or segs.shape[1] != self.segment_len:
             raise ValueError(f"segments must have shape (m, {self.segment_len}) (got {segs.shape})")
-        # Shift both sides by the mean centroid (distances do not change) so that the
-        # numbers are small, then search in float32, which is twice as fast as float64.
-        # Rows whose best and second-best scores lie within float32 rounding of each
-        # other are searched again in float64, so the answer equals a float64 search.
-        c = self.centroids_
-        v = c.mean(axis=0)
-        c0 = c - v
-        c_sq = np.einsum("ij,ij->i", c0, c0)
-        ct2 = -2.0 * c0.T  # (n, k)
-        ct2_32 = ct2.astype(np.float32)
-        c_sq32 = c_sq.astype(np.float32)
-        tol_c = float(c_sq.max())
-        eps = 8.0 * (self.segment_len + 2) * float(np.finfo(np.float32).eps)
-        m = len(segs)
-        idx = np.empty(m, dtype=np.intp)
-        d2 = np.empty(m, dtype=np.float64)
-        step = max(256, _CHUNK_ELEMENTS // max(len(c), 1))
-        for lo in range(0, m, step):
-            s0 = segs[lo : lo + step] - v
-            s_sq = np.einsum("ij,ij->i", s0, s0)
-            g = s0.astype(np.float32) @ ct2_32
-            g += c_sq32
-            j = np.argmin(g, axis=1)
-            best = np.take_along_axis(g, j[:, None], axis=1)
-            tol = (eps * (s_sq + tol_c)).astype(np.float32)[:, None]
-            ambiguous = np.count_nonzero(g <= best + tol, axis=1) > 1
-            if ambiguous.any():
-                g64 = s0[ambiguous] @ ct2
-                g64 += c_sq
-                j[ambiguous] = np.argmin(g64, axis=1)
-            idx[lo : lo + step] = j
-            diff = s0 - c0[j]
-            d2[lo : lo + step] = np.einsum("ij,ij->i", diff, diff)
-        return idx, np.sqrt(d2)
+        idx, d2 = _search(self._tables(), segs, None)
+        return idx, np.sqrt(d2, out=d2)
 
     def _rebuild(self, values: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(clean values, reconstruction, per-segment distance)."""
-        self._check_fitted()
+        """(clean values, reconstruction, per-segment distance).
+
+        Equivalent to padding the series by ``h = segment_len // 2`` at each end
+        (:func:`cricket.segments.pad_for_reconstruction`), windowing its segments at hop
+        ``h``, replacing each by its nearest centroid and overlap-adding them. Done
+        without the padded copy: the segments that lie inside the series are windowed
+        straight from it, chunk by chunk, inside the search; only the (at most three)
+        segments that reach into the padding are built apart.
+        """
+        tables = self._tables()
         x = as_clean_values(values, self.segment_len, "values")
         n = self.segment_len
-        padded, left = pad_for_reconstruction(x, n)
-        segs = windowed_segments(padded, n, n // 2)
-        idx, dist = self.nearest(segs)
-        # The (at most three) segments that reach into the padding are matched on their
-        # real points only: the padded values are made up and must not pick the shape.
-        real = np.zeros(len(padded), dtype=bool)
-        real[left : left + len(x)] = True
-        real_segs = sliding_segments(real, n, n // 2)
-        edge = np.flatnonzero(~real_segs.all(axis=1))
-        if edge.size:
-            m = real_segs[edge][:, None, :]  # (e, 1, n)
-            diff = (segs[edge][:, None, :] - self.centroids_[None, :, :]) * m
-            d2 = np.einsum("ekn,ekn->ek", diff, diff)
-            j = np.argmin(d2, axis=1)
-            idx[edge] = j
-            dist[edge] = np.sqrt(d2[np.arange(edge.size), j])
-        rec = overlap_add(self.centroids_[idx], n, len(padded))[left : left + len(x)]
-        return x, rec, dist
+        h = n // 2
+        length = len(x)
+        r = (-length) % h
+        m = (length + r) // h + 1  # segments of the padded series (its length is (m+1)*h)
+        inner = (length - n) // h + 1  # segments 1..inner lie inside the series
+        idx = np.empty(m, dtype=np.intp)
+        d2 = np.empty(m, dtype=np.float64)
+        rows = sliding_window_view(x, n)[::h][:inner]
+        idx[1 : inner + 1], d2[1 : inner + 1] = _search(tables, rows, tables.window)
+        # The segments that reach into the padding are matched on their real points
+        # only: the padded values are made up and must not pick the shape.
+        edge = np.r_[0, inner + 1 : m]
+        tail = np.concatenate([x[inner * h :], np.zeros(h + r)])
+        head = np.concatenate([np.zeros(h), x[:h]])
+        segs = np.stack([head] + [tail[(k - inner - 1) * h :][:n] for k in edge[1:]])
+        real = np.stack(
+            [np.r_[np.zeros(h, bool), np.ones(h, bool)]]
+            + [(np.arange(n) + (k - 1) * h) < length for k in edge[1:]]
+        )
+        segs = segs * tables.window
+        mask = real[:, None, :]  # (e, 1, n)
+        diff = (segs[:, None, :] - self.centroids_[None, :, :]) * mask
+        e2 = np.einsum("ekn,ekn->ek", diff, diff)
+        j = np.argmin(e2, axis=1)
+        idx[edge] = j
+        d2[edge] = e2[np.arange(edge.size), j]
+        rec = tables.overlap_add(idx, length)
+        return x, rec, np.sqrt(d2, out=d2)
 
     def analyze(self, values: Any) -> Analysis:
         """Everything scoring needs from one reconstruction pass: reconstruction,
         per-point absolute error, per-point score and per-segment errors."""
         x, rec, dist = self._rebuild(values)
-        residual = np.abs(x - rec)
+        residual = np.subtract(x, rec)
+        np.abs(residual, out=residual)
         score = _moving_average(residual, self._score_window)
         return Analysis(rec, residual, score, dist)
 
