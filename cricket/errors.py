@@ -16,9 +16,9 @@ def user_facing(exc: BaseException) -> str | None:
     known: tuple[type[BaseException], ...] = (CricketError, InfluxError, ValueError, KeyError)
     try:
         from cricket.model import ModelFormatError
-        from cricket.registry import NoChampionError
+        from cricket.registry import NoChampionError, RegistryError
 
-        known = known + (NoChampionError, ModelFormatError)
+        known = known + (NoChampionError, RegistryError, ModelFormatError)
     except ImportError:  # pragma: no cover - registry optional in minimal installs
         pass
     if isinstance(exc, ValidationError):
