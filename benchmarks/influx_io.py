@@ -4,9 +4,15 @@ Starts its own influxd (the project's launcher, a temporary folder, a free port)
 ``--series`` series x ``--days`` days at 10 s, then measures:
 
 * read:  ``InfluxQLSource.read`` of every series (one GROUP BY time query per chunk)
-* bare read: the same queries as bare ``httpx`` GETs plus JSON decode (orjson)
+* bare read: the same queries as bare ``httpx`` GETs plus decode, three ways: JSON with
+  ``json``, JSON with ``orjson``, and MessagePack (what Cricket asks for); the fraction
+  is taken against the fastest of the three
 * write: ``InfluxQLSink.write_scores`` of the same number of score points
-* bare write: POSTs of the same line protocol bytes in the same batches
+* bare write: POSTs of the same line protocol bytes in the same batches (formatted
+  before the clock starts)
+
+Cricket and bare runs alternate (A/B/A/B...) and each keeps its best of ``--repeat``, so
+both see the same server state and the same load from other processes on the machine.
 
 Usage: .venv/bin/python benchmarks/influx_io.py [--series 100] [--days 1] [--repeat 3]
 The last line printed is a JSON object with read_points_per_s, write_points_per_s,
@@ -17,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -37,6 +45,7 @@ from cricket.influx.influxql import (  # noqa: E402
     InfluxQLSink,
     InfluxQLSource,
     _loads,
+    _unpack,
 )
 from cricket.influx.server import InfluxServer, find_free_port  # noqa: E402
 
@@ -101,15 +110,28 @@ def main() -> None:
                 lo = hi
             bare = httpx.Client(base_url=server.url, timeout=120)
 
-            def bare_read() -> None:
-                for q, params in queries:
-                    r = bare.get("/query", params={"db": "bench", "q": q, "epoch": "ns",
-                                                   "params": json.dumps(params)})
-                    _loads(r.content)
+            def bare_reader(accept: str, decode: Callable[[bytes], object]) -> Callable[[], None]:
+                def run() -> None:
+                    for q, params in queries:
+                        r = bare.get("/query", params={"db": "bench", "q": q, "epoch": "ns",
+                                                       "params": json.dumps(params)},
+                                     headers={"Accept": accept})
+                        decode(r.content)
+                return run
 
-            bare_read()  # warm the server's caches for both
-            t_read = best(read, args.repeat)
-            t_bare_read = best(bare_read, args.repeat)
+            bare_reads = {
+                "json": bare_reader("application/json", json.loads),
+                "orjson": bare_reader("application/json", _loads),
+                "msgpack": bare_reader("application/x-msgpack", _unpack),
+            }
+            bare_reads["msgpack"]()  # warm the server's caches for all
+            t_read = float("inf")
+            t_bare = dict.fromkeys(bare_reads, float("inf"))
+            for _ in range(args.repeat):  # A/B/A/B: same server state and machine load
+                t_read = min(t_read, best(read, 1))
+                for name, fn in bare_reads.items():
+                    t_bare[name] = min(t_bare[name], best(fn, 1))
+            t_bare_read = min(t_bare.values())
             assert len(got) == args.series and sum(int(s.notna().sum()) for s in got.values()) == total
             src.close()
 
@@ -153,12 +175,17 @@ def main() -> None:
         "points": total,
         "read_s": round(t_read, 3),
         "bare_read_s": round(t_bare_read, 3),
+        **{f"bare_read_{k}_s": round(v, 3) for k, v in t_bare.items()},
         "write_s": round(t_write, 3),
         "bare_write_s": round(t_bare_write, 3),
         "read_points_per_s": round(total / t_read),
         "write_points_per_s": round(total / t_write),
         "read_fraction_of_bare": round(t_bare_read / t_read, 3),
         "write_fraction_of_bare": round(t_bare_write / t_write, 3),
+        "bare_read_points_per_s": round(total / t_bare_read),
+        "bare_write_points_per_s": round(total / t_bare_write),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
         "run": uuid.uuid4().hex[:8],
     }
     print(json.dumps(result))

@@ -24,12 +24,30 @@ from cricket.config import SeriesSelector, Settings
 from cricket.influx import lineprotocol as lp
 from cricket.influx.base import InfluxError, InfluxWriteError, SeriesKey
 
-try:  # orjson decodes InfluxDB's JSON several times faster than json
+try:  # orjson decodes InfluxDB's JSON faster than json
     import orjson
 
     _loads: Callable[[bytes], Any] = orjson.loads
-except ImportError:  # pragma: no cover - orjson is optional
+except ImportError:  # pragma: no cover - orjson is a dependency; keep working without it
     _loads = json.loads
+
+try:  # InfluxDB 1.x/2.x answer MessagePack when asked: half the server CPU of JSON
+    import msgpack
+
+    def _unpack(body: bytes) -> Any:
+        return msgpack.unpackb(body, use_list=False)
+
+    QUERY_ACCEPT = "application/x-msgpack"
+except ImportError:  # pragma: no cover - msgpack is a dependency; keep working without it
+    QUERY_ACCEPT = "application/json"
+
+
+def decode_body(r: httpx.Response) -> Any:
+    """A /query answer by its Content-Type: MessagePack (rows as tuples) or JSON (a server
+    that ignores our Accept header answers JSON, which is always understood)."""
+    if r.headers.get("content-type", "").startswith("application/x-msgpack"):
+        return _unpack(r.content)
+    return _loads(r.content)
 
 
 #: at most this many series keys in one query's WHERE clause (bounds the URL length)
@@ -134,6 +152,7 @@ class InfluxQLClient:
         params: dict[str, str] | None = None,
         content: bytes | None = None,
         what: str = "request",
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """One request with retries (backoff) on connection errors and 5xx."""
         retries = self.settings.influx_retries
@@ -142,7 +161,9 @@ class InfluxQLClient:
             if attempt:
                 time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
             try:
-                r = self._http.request(method, path, params=params, content=content)
+                r = self._http.request(
+                    method, path, params=params, content=content, headers=headers
+                )
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 continue
@@ -165,14 +186,16 @@ class InfluxQLClient:
         args = {"db": db, "q": q, "epoch": "ns"}
         if params:
             args["params"] = json.dumps(params)
-        r = self.request(method, "/query", params=args, what="query")
+        r = self.request(
+            method, "/query", params=args, what="query", headers={"Accept": QUERY_ACCEPT}
+        )
         if r.status_code in (401, 403):
             raise InfluxError(
                 f"InfluxDB at {self.url} refused the credentials (HTTP {r.status_code}): "
                 "check CRICKET_INFLUX_TOKEN or CRICKET_INFLUX_USERNAME/PASSWORD"
             )
         try:
-            body = _loads(r.content)
+            body = decode_body(r)
         except ValueError as exc:
             raise InfluxError(
                 f"InfluxDB at {self.url} answered HTTP {r.status_code} with non-JSON: "

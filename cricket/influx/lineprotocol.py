@@ -19,14 +19,22 @@ Same time + same tags overwrite, so writing a window twice leaves one copy.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
 
 from cricket.influx.base import InfluxError, SeriesKey
+
+try:  # orjson writes numpy arrays of numbers to text several times faster than repr
+    import orjson
+
+    _OPT = orjson.OPT_SERIALIZE_NUMPY
+    _dumps = orjson.dumps
+except ImportError:  # pragma: no cover - orjson is a dependency; keep working without it
+    _dumps = None
 
 SCORE_MEASUREMENT = "cricket_score"
 EVENT_MEASUREMENT = "cricket_event"
@@ -109,8 +117,22 @@ def to_ns(index: pd.Index | Sequence[object]) -> np.ndarray:
     return idx.as_unit("ns").asi8
 
 
-def _fmt_field(name: str, value: float) -> str:
-    return f"{name}={value!r}"
+def _float_texts(col: np.ndarray) -> list[str]:
+    """``repr`` of every float (non-finite entries: any placeholder). orjson's text is
+    the same shortest round-trip digits and is byte-identical to ``repr`` for 0 and
+    1e-4 <= |x| < 1e16 (outside that, repr writes ``1e-05`` where orjson writes
+    ``0.00001``), so it is used only when every finite value is in that range."""
+    if _dumps is not None and len(col):
+        a = np.abs(col[np.isfinite(col)])
+        if ((a == 0) | ((a >= 1e-4) & (a < 1e16))).all():
+            return _dumps(np.ascontiguousarray(col), option=_OPT)[1:-1].decode().split(",")
+    return list(map(float.__repr__, col.tolist()))
+
+
+def _int_texts(col: np.ndarray) -> list[str]:
+    if _dumps is not None and len(col):
+        return _dumps(np.ascontiguousarray(col, dtype=np.int64), option=_OPT)[1:-1].decode().split(",")
+    return list(map(int.__str__, col.tolist()))
 
 
 def float_lines(
@@ -120,44 +142,51 @@ def float_lines(
     int_columns: dict[str, np.ndarray] | None = None,
 ) -> list[str]:
     """One line per row: ``prefix f1=..,f2=..,i1=..i <ns>``. Non-finite floats are left
-    out of their row; a row left with no field at all is dropped."""
+    out of their row; a row left with no field at all is dropped.
+
+    Floats are written as ``repr`` writes them (shortest round-trip). Numbers are turned
+    to text a column at a time and the lines assembled by C-level ``map``/``zip``/
+    ``str.join`` (no Python bytecode per row): several times faster than a format call
+    per row, which matters when writing millions of points."""
     int_columns = int_columns or {}
     names = [escape_key(n, "field") for n in columns]
     inames = [escape_key(n, "field") for n in int_columns]
     fl = [np.asarray(c, dtype=np.float64) for c in columns.values()]
     il = [np.asarray(c).astype(np.int64) for c in int_columns.values()]
     n = len(times_ns)
+    if n == 0:
+        return []
     finite = np.ones(n, dtype=bool)
     for c in fl:
         finite &= np.isfinite(c)
-    # fast path: one format string for every complete row
-    def brace(text: str) -> str:
-        return text.replace("{", "{{").replace("}", "}}")
-
-    template = (
-        brace(prefix)
-        + " "
-        + ",".join([f"{brace(nm)}={{}}" for nm in names] + [f"{brace(nm)}={{}}i" for nm in inames])
-        + " {}"
-    )
-    fmt = template.format
-    rows_f = [c.tolist() for c in fl]
-    rows_i = [c.tolist() for c in il]
-    ts = times_ns.tolist()
+    # pieces of a complete row, in order: literal, value, literal, value, ..., time
+    literals = [f"{nm}=" for nm in names] + [f"{nm}=" for nm in inames]
+    literals[0] = f"{prefix} {literals[0]}"
+    literals[1:] = ["," + x for x in literals[1:]]
+    texts_f = [_float_texts(c) for c in fl]
+    texts_i = [_int_texts(c) for c in il]
+    ts = _int_texts(np.asarray(times_ns, dtype=np.int64))
+    cols: list[Iterable[str]] = []
+    for i, (lit, txt) in enumerate(zip(literals, [*texts_f, *texts_i], strict=True)):
+        if i > len(texts_f):  # the previous field was an integer: it ends in "i"
+            lit = "i" + lit
+        cols += [repeat(lit, n), txt]
+    cols += [repeat("i " if texts_i else " ", n), ts]
+    out = list(map("".join, zip(*cols, strict=False)))  # repeat() is endless
     if finite.all():
-        return [fmt(*vals) for vals in zip(*rows_f, *rows_i, ts, strict=True)]
-    out: list[str] = []
-    for j in range(n):
-        if finite[j]:
-            out.append(fmt(*(r[j] for r in rows_f), *(r[j] for r in rows_i), ts[j]))
-            continue
+        return out
+    # rows with a NaN/inf: rebuild them without the non-finite fields (rare)
+    keep = np.ones(n, dtype=bool)
+    for j in np.flatnonzero(~finite).tolist():
         parts = [
-            _fmt_field(nm, r[j]) for nm, r in zip(names, rows_f, strict=True) if math.isfinite(r[j])
+            f"{nm}={t[j]}" for nm, c, t in zip(names, fl, texts_f, strict=True) if np.isfinite(c[j])
         ]
-        parts += [f"{nm}={r[j]}i" for nm, r in zip(inames, rows_i, strict=True)]
+        parts += [f"{nm}={t[j]}i" for nm, t in zip(inames, texts_i, strict=True)]
         if parts:
-            out.append(f"{prefix} {','.join(parts)} {ts[j]}")
-    return out
+            out[j] = f"{prefix} {','.join(parts)} {ts[j]}"
+        else:
+            keep[j] = False
+    return out if keep.all() else [x for x, k in zip(out, keep.tolist(), strict=True) if k]
 
 
 def score_lines(key: SeriesKey, frame: pd.DataFrame, model_version: str) -> list[str]:
