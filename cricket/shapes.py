@@ -127,8 +127,9 @@ def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
     lo_i, hi_i = min(a, n), max(min(n - width + a + 1, n), min(a, n))
     # interior: full windows, by slicing
     if hi_i > lo_i:
-        out[lo_i:hi_i] = c[lo_i - a + width : hi_i - a + width] - c[lo_i - a : hi_i - a]
-        out[lo_i:hi_i] /= width
+        mid = out[lo_i:hi_i]
+        np.subtract(c[lo_i - a + width : hi_i - a + width], c[lo_i - a : hi_i - a], out=mid)
+        mid /= width
     # ends: shrinking windows
     ends = np.r_[np.arange(0, lo_i), np.arange(hi_i, n)].astype(np.intp)
     lo = np.maximum(ends - a, 0)
@@ -168,6 +169,10 @@ class _SearchTables:
     ct2: np.ndarray  # (n, k) -2 c0ᵀ
     ct2_32: np.ndarray
     c_sq32: np.ndarray
+    # ct2_32 with |c0|² folded into row 0, for windowed rows: the window is 0 at i=0,
+    # so every windowed row is -shift[0] there, a constant that folds in too, and the
+    # product then needs a column of ones where that constant was.
+    ct2_32_folded: np.ndarray
     tol_c: float
     eps: float
     first: np.ndarray  # (k, h) first halves (+0.0, as overlap-add onto zeros gives)
@@ -196,6 +201,9 @@ class _SearchTables:
             ct2=ct2,
             ct2_32=np.ascontiguousarray(ct2, dtype=np.float32),
             c_sq32=c_sq.astype(np.float32),
+            ct2_32_folded=np.ascontiguousarray(
+                np.vstack([c_sq + (-v[0]) * ct2[0], ct2[1:]]), dtype=np.float32
+            ),
             tol_c=float(c_sq.max()),
             eps=8.0 * (n + 2) * float(np.finfo(np.float32).eps),
             first=first,
@@ -282,11 +290,15 @@ def _search_chunks(
     if m == 0:
         return idx, d2
     step = min(m, max(64, _CHUNK_ELEMENTS // max(k, 1)))
+    # Windowed rows have 0 in column 0 (window(n)[0] == 0): fold |c0|² into the product.
+    folded = w is not None and w[0] == 0.0
+    ct = t.ct2_32_folded if folded else t.ct2_32
     s0_buf = np.empty((step, n))
     s32_buf = np.empty((step, n), dtype=np.float32)
     g_buf = np.empty((step, k), dtype=np.float32)
     le_buf = np.empty((step, k), dtype=bool)
     diff_buf = np.empty((step, n))
+    row_start = np.arange(step) * k  # flat index of each row's first score
     for lo in range(0, m, step):
         hi = min(lo + step, m)
         b = hi - lo
@@ -300,24 +312,34 @@ def _search_chunks(
         s32 = s32_buf[:b]
         np.copyto(s32, s0, casting="same_kind")
         g = g_buf[:b]
-        np.matmul(s32, t.ct2_32, out=g)
-        g += t.c_sq32
+        if folded:
+            s32[:, 0] = 1.0
+            np.matmul(s32, ct, out=g)
+        else:
+            np.matmul(s32, ct, out=g)
+            g += t.c_sq32
         j = np.argmin(g, axis=1)
-        best = np.take_along_axis(g, j[:, None], axis=1)[:, 0]
-        thresh = best + (t.eps * (s_sq + t.tol_c)).astype(np.float32)
+        best = np.take(g_buf.reshape(-1), row_start[:b] + j)
+        thresh = s_sq
+        thresh += t.tol_c
+        thresh *= t.eps
+        thresh = best + thresh.astype(np.float32)
         le = le_buf[:b]
         np.less_equal(g, thresh[:, None], out=le)
-        # Every row counts its best score; a total above one per row means a near tie
-        # somewhere (the per-row count is only taken then, or when NaN is about).
+        # Every row counts its best score (or nothing, where NaN made thresh NaN); a
+        # total of one per row means no near tie. Otherwise the rows holding another
+        # score within thresh are the near ties.
         if np.count_nonzero(le) != b or not np.all(best <= thresh):
-            ambiguous = np.count_nonzero(le, axis=1) > 1
-            if ambiguous.any():
+            le_flat = le.reshape(-1)
+            le_flat[row_start[:b] + j] = False
+            ambiguous = np.unique(np.flatnonzero(le_flat) // k)
+            if ambiguous.size:
                 g64 = s0[ambiguous] @ t.ct2
                 g64 += t.c_sq
                 j[ambiguous] = np.argmin(g64, axis=1)
         idx[lo:hi] = j
         diff = diff_buf[:b]
-        np.take(t.c0, j, axis=0, out=diff)
+        np.take(t.c0, j, axis=0, out=diff, mode="clip")  # "raise" would buffer
         np.subtract(s0, diff, out=diff)
         d2[lo:hi] = np.einsum("ij,ij->i", diff, diff)
     return idx, d2
