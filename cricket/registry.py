@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
 from cricket.config import Settings
+from cricket.errors import CricketError
 from cricket.model import BUNDLE_JSON, ModelBundle, ModelFormatError, UnknownSeriesError
 
 if TYPE_CHECKING:
@@ -50,6 +52,72 @@ class RegistryError(RuntimeError):
 
 class NoChampionError(RegistryError, LookupError):
     """No model version holds the requested alias (by default ``champion``)."""
+
+
+# --------------------------------------------------------------------------- store failures
+class RegistryUnavailableError(CricketError):
+    """The MLflow store could not be read or written (moved, locked, corrupted, down).
+    Retried like any I/O failure; the message names the store."""
+
+
+#: MLflow error codes that are answers about the registry's content, not store failures
+_CONTENT_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS"}
+
+
+def _public_uri(uri: str) -> str:
+    """The tracking URI without any user:password part."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
+def _is_store_failure(exc: BaseException) -> bool:
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if isinstance(exc, SQLAlchemyError | sqlite3.Error | OSError):
+        return True
+    if isinstance(exc, MlflowException):
+        return exc.error_code not in _CONTENT_CODES
+    return False
+
+
+def _probe(settings: Settings) -> BaseException | None:
+    """The error a trivial read of the store raises, or None when the store answers."""
+    try:
+        Registry(settings).client.search_registered_models(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any failure here is the store's
+        return exc
+    return None
+
+
+def _unavailable(settings: Settings, exc: BaseException) -> RegistryUnavailableError:
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return RegistryUnavailableError(
+        f"the MLflow store at {_public_uri(settings.tracking_uri)} cannot be used ({first}): "
+        "check that it exists, is readable and writable and not locked by another process "
+        "(or that the tracking server is up), or set CRICKET_MLFLOW_TRACKING_URI; then run again"
+    )
+
+
+@contextmanager
+def mlflow_store(settings: Settings) -> Iterator[None]:
+    """Turn a broken MLflow store into one clear error. A "no champion" or "no such
+    version" answer is checked against the store first: a store that cannot be read
+    must not read as an empty registry."""
+    try:
+        yield
+    except (RegistryError, ModelFormatError) as exc:
+        if isinstance(exc, RegistryError) and (problem := _probe(settings)) is not None:
+            raise _unavailable(settings, problem) from exc
+        raise
+    except Exception as exc:
+        if _is_store_failure(exc):
+            raise _unavailable(settings, exc) from exc
+        raise
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -287,8 +355,10 @@ class Registry:
 
         try:
             return str(self.client.get_model_version_by_alias(self.name, alias).version)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            if exc.error_code in _CONTENT_CODES:
+                return None  # no such model or alias: an answer, not a failure
+            raise
 
     # -- logging and registering
     def log_training_run(
