@@ -24,9 +24,13 @@ def events_from_mask(mask: np.ndarray, scores: np.ndarray, min_gap: int = 0) -> 
         )
     if min_gap < 0:
         raise ValueError(f"min_gap must be >= 0 (got {min_gap})")
-    d = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
-    starts = np.flatnonzero(d == 1)
-    stops = np.flatnonzero(d == -1)  # exclusive
+    # Interval edges: where the mask, padded with False at both ends, changes. They
+    # alternate start, stop, start, stop... (one byte per point, no int64 copies).
+    padded = np.zeros(mask.size + 2, dtype=bool)
+    padded[1:-1] = mask
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    starts = edges[0::2]
+    stops = edges[1::2]  # exclusive
     if starts.size == 0:
         return pd.DataFrame(
             {
@@ -41,17 +45,22 @@ def events_from_mask(mask: np.ndarray, scores: np.ndarray, min_gap: int = 0) -> 
         new = np.concatenate(([True], gaps >= min_gap))
         starts = starts[new]
         stops = np.concatenate((stops[:-1][new[1:]], stops[-1:]))
-    s = np.where(np.isnan(scores), -np.inf, scores)
-    finite = ~np.isnan(scores)
     # peak, sum and count over each [start, stop): reduceat over interleaved boundaries
+    # (the last stop is left out when it is the end: reduceat then runs to the end)
     bounds = np.empty(2 * starts.size, dtype=np.int64)
     bounds[0::2] = starts
     bounds[1::2] = stops
-    vals = np.concatenate((np.where(finite, scores, 0.0), [0.0]))
-    sums = np.add.reduceat(vals, bounds)[0::2]
-    counts = np.add.reduceat(np.concatenate((finite, [False])).astype(np.int64), bounds)[0::2]
-    s_ext = np.concatenate((s, [-np.inf]))
-    peak = np.maximum.reduceat(s_ext, bounds)[0::2]
+    if stops[-1] == scores.size:
+        bounds = bounds[:-1]
+    if not np.isnan(np.add.reduce(scores)):  # no NaN (one pass, no copy)
+        sums = np.add.reduceat(scores, bounds)[0::2]
+        counts = stops - starts
+        peak = np.maximum.reduceat(scores, bounds)[0::2]
+    else:
+        finite = ~np.isnan(scores)
+        sums = np.add.reduceat(np.where(finite, scores, 0.0), bounds)[0::2]
+        counts = np.add.reduceat(finite.astype(np.int64), bounds)[0::2]
+        peak = np.maximum.reduceat(np.where(finite, scores, -np.inf), bounds)[0::2]
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     peak = np.where(np.isneginf(peak), np.nan, peak)
