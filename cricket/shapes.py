@@ -129,7 +129,10 @@ def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
     if hi_i > lo_i:
         mid = out[lo_i:hi_i]
         np.subtract(c[lo_i - a + width : hi_i - a + width], c[lo_i - a : hi_i - a], out=mid)
-        mid /= width
+        if width & (width - 1):
+            mid /= width
+        else:  # a power of two: the product is the same number, and faster
+            mid *= 1.0 / width
     # ends: shrinking windows
     ends = np.r_[np.arange(0, lo_i), np.arange(hi_i, n)].astype(np.intp)
     lo = np.maximum(ends - a, 0)
@@ -296,9 +299,12 @@ def _search_chunks(
     s0_buf = np.empty((step, n))
     s32_buf = np.empty((step, n), dtype=np.float32)
     g_buf = np.empty((step, k), dtype=np.float32)
-    le_buf = np.empty((step, k), dtype=bool)
+    g_flat = g_buf.reshape(-1)
     diff_buf = np.empty((step, n))
     row_start = np.arange(step) * k  # flat index of each row's first score
+    if w is not None:  # the window and the shift, repeated for a whole chunk (flat ops)
+        w_rep = np.tile(w, step)
+        shift_rep = np.tile(t.shift, step)
     for lo in range(0, m, step):
         hi = min(lo + step, m)
         b = hi - lo
@@ -306,8 +312,10 @@ def _search_chunks(
         if w is None:
             np.subtract(rows[lo:hi], t.shift, out=s0)
         else:
-            np.multiply(rows[lo:hi], w, out=s0)
-            s0 -= t.shift
+            np.copyto(s0, rows[lo:hi])
+            s0_flat = s0.reshape(-1)
+            np.multiply(s0_flat, w_rep[: b * n], out=s0_flat)
+            np.subtract(s0_flat, shift_rep[: b * n], out=s0_flat)
         s_sq = np.einsum("ij,ij->i", s0, s0)
         s32 = s32_buf[:b]
         np.copyto(s32, s0, casting="same_kind")
@@ -319,24 +327,21 @@ def _search_chunks(
             np.matmul(s32, ct, out=g)
             g += t.c_sq32
         j = np.argmin(g, axis=1)
-        best = np.take(g_buf.reshape(-1), row_start[:b] + j)
+        pos = row_start[:b] + j
+        best = np.take(g_flat, pos)
         thresh = s_sq
         thresh += t.tol_c
         thresh *= t.eps
         thresh = best + thresh.astype(np.float32)
-        le = le_buf[:b]
-        np.less_equal(g, thresh[:, None], out=le)
-        # Every row counts its best score (or nothing, where NaN made thresh NaN); a
-        # total of one per row means no near tie. Otherwise the rows holding another
-        # score within thresh are the near ties.
-        if np.count_nonzero(le) != b or not np.all(best <= thresh):
-            le_flat = le.reshape(-1)
-            le_flat[row_start[:b] + j] = False
-            ambiguous = np.unique(np.flatnonzero(le_flat) // k)
-            if ambiguous.size:
-                g64 = s0[ambiguous] @ t.ct2
-                g64 += t.c_sq
-                j[ambiguous] = np.argmin(g64, axis=1)
+        # Near ties: the second-best score within thresh of the best. (A NaN score
+        # makes the row's best and thresh NaN, and the row no near tie.)
+        g_flat[pos] = np.inf
+        pos = row_start[:b] + np.argmin(g, axis=1)
+        ambiguous = np.flatnonzero(np.take(g_flat, pos) <= thresh)
+        if ambiguous.size:
+            g64 = s0[ambiguous] @ t.ct2
+            g64 += t.c_sq
+            j[ambiguous] = np.argmin(g64, axis=1)
         idx[lo:hi] = j
         diff = diff_buf[:b]
         np.take(t.c0, j, axis=0, out=diff, mode="clip")  # "raise" would buffer
