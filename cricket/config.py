@@ -152,6 +152,16 @@ class DetectorSpec(BaseModel):
     short_gap: int = Field(
         3, ge=0, description="gaps of at most this many missing steps are interpolated"
     )
+    period_scale: bool = Field(
+        False,
+        description=(
+            "also learn a second library whose segments span the series' dominant period "
+            "(found by autocorrelation at fit time); the score takes the more surprising scale"
+        ),
+    )
+    max_period: int = Field(
+        512, ge=8, description="longest period (in samples) the period scale may use"
+    )
 
     @field_validator("segment_len")
     @classmethod

@@ -57,10 +57,13 @@ from cricket.scoring import events_from_mask
 from cricket.segments import window
 from cricket.series import RobustScaler, fill_short_gaps, split_at_gaps
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+MIN_BETA = 0.01  # smallest tail scale (robust-scaled units)
 SURPRISE_HALF = 3.0  # surprise (-log10 p) that maps to a score of 50
 TAIL_FROM = 0.9  # quantile above which the exponential tail is fitted
-_N_QUANTILES = 257  # stored quantiles of the held-out errors
+_N_QUANTILES = 257
+GPD = False
+MAX_XI = 0.9  # stored quantiles of the held-out errors
 
 
 def surprise_to_score(s: np.ndarray | float) -> np.ndarray:
@@ -87,9 +90,10 @@ class TailCalibrator:
     quantiles; above it an exponential tail (mean excess ``beta``) extrapolates.
     """
 
-    def __init__(self, quantiles: np.ndarray, beta: float) -> None:
+    def __init__(self, quantiles: np.ndarray, beta: float, xi: float = 0.0) -> None:
         self.quantiles = np.asarray(quantiles, dtype=np.float64)
         self.beta = float(beta)
+        self.xi = float(xi)
 
     @classmethod
     def fit(cls, errors: np.ndarray, min_beta: float) -> TailCalibrator:
@@ -100,8 +104,14 @@ class TailCalibrator:
         q = np.quantile(e, np.linspace(0.0, 1.0, _N_QUANTILES))
         u = float(np.quantile(e, TAIL_FROM))
         excess = e[e > u] - u
-        beta = float(excess.mean()) if excess.size else 0.0
-        return cls(q, max(beta, float(min_beta)))
+        if excess.size < 2:
+            return cls(q, float(min_beta), 0.0)
+        # Generalised Pareto tail, method of moments (xi = 0 is the exponential tail).
+        m, v = float(excess.mean()), float(excess.var())
+        xi = 0.5 * (1.0 - m * m / v) if v > 0 else 0.0
+        xi = min(max(xi, 0.0), MAX_XI) if GPD else 0.0
+        beta = m * (1.0 - xi)
+        return cls(q, max(beta, float(min_beta)), xi)
 
     def surprise(self, errors: np.ndarray) -> np.ndarray:
         e = np.asarray(errors, dtype=np.float64)
@@ -112,7 +122,12 @@ class TailCalibrator:
         q = np.maximum.accumulate(self.quantiles)
         cdf = np.interp(e, q, probs, left=0.0, right=1.0)
         surv = np.clip(1.0 - cdf, 1.0 - TAIL_FROM, 1.0)
-        tail = (1.0 - TAIL_FROM) * np.exp(-(np.maximum(e - u, 0.0)) / self.beta)
+        z = np.maximum(e - u, 0.0) / self.beta
+        if self.xi > 0:
+            with np.errstate(invalid="ignore"):
+                tail = (1.0 - TAIL_FROM) * (1.0 + self.xi * z) ** (-1.0 / self.xi)
+        else:
+            tail = (1.0 - TAIL_FROM) * np.exp(-z)
         p = np.where(e > u, tail, surv)
         with np.errstate(divide="ignore", invalid="ignore"):
             out = -np.log10(p)
@@ -177,17 +192,39 @@ class WaveformDetector:
     def _pieces(self, scaled: np.ndarray) -> list[tuple[int, np.ndarray]]:
         return split_at_gaps(fill_short_gaps(scaled, self.spec.short_gap), self.segment_len)
 
-    def _trailing_error(self, scaled: np.ndarray) -> np.ndarray:
+    def _trailing_error(self, scaled: np.ndarray, k: int = 0) -> np.ndarray:
         """Distance of the windowed segment ending at each point to its nearest shape
-        (scaled units); NaN where no full segment ends (start of a piece, gaps)."""
-        n = self.segment_len
+        in library ``k`` (scaled units); NaN where no full segment ends (start of a
+        piece, gaps)."""
+        lib = self.libraries_[k]
+        n = int(lib.segment_len)
         out = np.full(len(scaled), np.nan)
         w = window(n)
-        for start, piece in self._pieces(scaled):
+        pieces = split_at_gaps(fill_short_gaps(scaled, self.spec.short_gap), n)
+        for start, piece in pieces:
             segs = np.lib.stride_tricks.sliding_window_view(piece, n) * w
-            _, dist = self.library_.nearest(segs)
+            _, dist = lib.nearest(segs)
             out[start + n - 1 : start + len(piece)] = dist
         return out
+
+    def _surprise(self, scaled: np.ndarray) -> np.ndarray:
+        """Per-point surprise: the largest over the scales (NaN where no scale scores)."""
+        out = None
+        for k, cal in enumerate(self.calibrators_):
+            s = cal.surprise(self._trailing_error(scaled, k))
+            out = s if out is None else np.fmax(out, s)
+        return out
+
+    @property
+    def library_(self):  # noqa: ANN201
+        """The base-scale shape library (``spec.segment_len``)."""
+        return self.libraries_[0]
+
+    @property
+    def context_len(self) -> int:
+        """Points of left context a score needs (longest segment - 1)."""
+        self._check_fitted()
+        return max(int(lib.segment_len) for lib in self.libraries_) - 1
 
     def _reconstruct(self, scaled: np.ndarray) -> np.ndarray:
         rec = np.full(len(scaled), np.nan)
@@ -205,7 +242,7 @@ class WaveformDetector:
         if holdout is None:
             cut = int(round(len(x) * (1 - self.spec.holdout_fraction)))
             train, held = x[:cut], x[cut:]
-            held_context = x[max(cut - n + 1, 0) : cut]
+            held_context = x[max(cut - self.spec.max_period, 0) : cut]
         else:
             train = x
             held = _as_float_1d(holdout, "holdout")
@@ -218,41 +255,54 @@ class WaveformDetector:
             )
         self.scaler_ = RobustScaler().fit(train)
         scaled = self.scaler_.transform(train)
-        pieces = [p for _, p in self._pieces(scaled)]
-        if not pieces:
+        if not self._pieces(scaled):
             raise ValueError(
                 f"no gap-free stretch of {n} points in the training data: fill gaps or use a "
                 "shorter segment_len"
             )
         spec = self.spec
-        self.library_ = ShapeLibrary(
-            segment_len=n,
-            train_slide=spec.train_slide,
-            n_clusters=spec.n_clusters,
-            n_init=spec.n_init,
-            random_state=spec.random_state,
-            algorithm=spec.algorithm,
-            holdout_fraction=0.0,
-        )
+        scales = [n]
+        if spec.period_scale:
+            period = dominant_period(scaled, spec.max_period)
+            if period is not None and period > n:
+                scales.append(period)
         import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # fewer distinct segments than clusters is fine
-            self.library_.fit(pieces)
-        held_err = self._trailing_error(self.scaler_.transform(np.r_[held_context, held]))[
-            len(held_context) :
-        ]
-        if np.count_nonzero(~np.isnan(held_err)) < 8:
-            # Too little held-out data: fall back to the training errors (optimistic).
-            held_err = self._trailing_error(scaled)
-        self.calibrator_ = TailCalibrator.fit(held_err, min_beta=0.01)
+        self.libraries_, self.calibrators_ = [], []
+        held_scaled = self.scaler_.transform(np.r_[held_context, held])
+        for m in scales:
+            lib = ShapeLibrary(
+                segment_len=m,
+                train_slide=spec.train_slide,
+                n_clusters=spec.n_clusters,
+                n_init=spec.n_init,
+                random_state=spec.random_state,
+                algorithm=spec.algorithm,
+                holdout_fraction=0.0,
+            )
+            train_pieces = [p for _, p in split_at_gaps(fill_short_gaps(scaled, spec.short_gap), m)]
+            if not train_pieces:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # fewer distinct segments than clusters is fine
+                lib.fit(train_pieces)
+            self.libraries_.append(lib)
+            k = len(self.libraries_) - 1
+            held_err = self._trailing_error(held_scaled, k)[len(held_context) :]
+            if np.count_nonzero(~np.isnan(held_err)) < 8:
+                if k > 0:  # a long scale the held-out data cannot calibrate: drop it
+                    self.libraries_.pop()
+                    continue
+                # Too little held-out data: fall back to the training errors (optimistic).
+                held_err = self._trailing_error(scaled, k)
+            self.calibrators_.append(TailCalibrator.fit(held_err, min_beta=MIN_BETA))
         self.threshold_ = float(surprise_to_score(-math.log10(1.0 - spec.threshold_quantile)))
         self.n_train_ = int(np.count_nonzero(~np.isnan(train)))
         return self
 
     # -------------------------------------------------------------------- score
     def _check_fitted(self) -> None:
-        if not hasattr(self, "library_"):
+        if not hasattr(self, "libraries_"):
             from sklearn.exceptions import NotFittedError
 
             raise NotFittedError(
@@ -267,10 +317,9 @@ class WaveformDetector:
         if not 0 <= context <= len(x):
             raise ValueError(f"context must be in [0, {len(x)}] (got {context})")
         scaled = self.scaler_.transform(x)
-        err = self._trailing_error(scaled)
-        surprise = self.calibrator_.surprise(err)
+        surprise = self._surprise(scaled)
         score = surprise_to_score(surprise)
-        score[np.isnan(err)] = np.nan
+        score[np.isnan(surprise)] = np.nan
         rec = self.scaler_.inverse_transform(self._reconstruct(scaled))
         sl = slice(context, None)
         with np.errstate(invalid="ignore"):
@@ -287,19 +336,21 @@ class WaveformDetector:
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """JSON-safe parameters and scalars, and the arrays (exact round trip)."""
         self._check_fitted()
-        lib_meta, lib_arrays = self.library_.get_state()
+        libs, arrays = [], {}
+        for k, (lib, cal) in enumerate(zip(self.libraries_, self.calibrators_, strict=True)):
+            lib_meta, lib_arrays = lib.get_state()
+            libs.append({"library": lib_meta, "beta": cal.beta, "xi": cal.xi})
+            arrays.update({f"scale{k}.{name}": v for name, v in lib_arrays.items()})
+            arrays[f"scale{k}.quantiles"] = cal.quantiles.copy()
         meta = {
             "format_version": FORMAT_VERSION,
             "kind": "WaveformDetector",
             "spec": self.spec.model_dump(mode="json"),
-            "library": lib_meta,
+            "scales": libs,
             "scaler": self.scaler_.get_state()[0],
-            "calibrator": {"beta": self.calibrator_.beta},
             "threshold": self.threshold_,
             "n_train": self.n_train_,
         }
-        arrays = {f"library.{k}": v for k, v in lib_arrays.items()}
-        arrays["calibrator.quantiles"] = self.calibrator_.quantiles.copy()
         return meta, arrays
 
     @classmethod
@@ -315,30 +366,75 @@ class WaveformDetector:
                 f"Cricket reads version {FORMAT_VERSION}: retrain the model"
             )
         det = cls(DetectorSpec(**meta["spec"]))
-        lib_arrays = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("library.")}
-        det.library_ = ShapeLibrary.from_state(meta["library"], lib_arrays)
+        det.libraries_, det.calibrators_ = [], []
+        for k, sc in enumerate(meta["scales"]):
+            prefix = f"scale{k}."
+            lib_arrays = {
+                name[len(prefix) :]: v
+                for name, v in arrays.items()
+                if name.startswith(prefix) and name != prefix + "quantiles"
+            }
+            det.libraries_.append(ShapeLibrary.from_state(sc["library"], lib_arrays))
+            det.calibrators_.append(
+                TailCalibrator(
+                    np.array(arrays[prefix + "quantiles"], dtype=np.float64), sc["beta"], sc["xi"]
+                )
+            )
         det.scaler_ = RobustScaler.from_state(meta["scaler"])
-        det.calibrator_ = TailCalibrator(
-            np.array(arrays["calibrator.quantiles"], dtype=np.float64), meta["calibrator"]["beta"]
-        )
         det.threshold_ = float(meta["threshold"])
         det.n_train_ = int(meta["n_train"])
         return det
 
 
-def alert_scores(score: np.ndarray, hold: int | None = None) -> np.ndarray:
+def alert_scores(score: np.ndarray, hold: int | None = None, margin: float = 10.0) -> np.ndarray:
     """Fire once per anomaly: keep a point's score only where it rises above every
-    score of the ``hold`` points before it, else 0 (NaN stays NaN).
+    score of the ``hold`` points before it and either no alert was kept in the last
+    ``hold`` points or it beats the last kept one by ``margin`` (0-100 units);
+    other points get 0 (NaN stays NaN).
 
-    Causal (uses only earlier points) and independent of any threshold: for every
-    threshold, a stretch of high scores raises at most one alert per rise, instead of
-    one per point. ``hold`` None or 0 returns the scores unchanged.
+    Causal (uses only earlier points) and independent of any threshold: a stretch of
+    high scores (a ramp, a long anomaly) raises one alert, or a few when it keeps
+    getting much worse, instead of one per point. ``hold`` None or 0 returns the
+    scores unchanged.
     """
     s = np.asarray(score, dtype=np.float64)
     if not hold:
         return s.copy()
+    hold = int(hold)
     filled = np.where(np.isnan(s), -np.inf, s)
-    padded = np.concatenate((np.full(int(hold), -np.inf), filled))
-    prev_max = np.lib.stride_tricks.sliding_window_view(padded[:-1], int(hold)).max(axis=1)
-    out = np.where(filled > prev_max, s, 0.0)
-    return np.where(np.isnan(s), np.nan, out)
+    padded = np.concatenate((np.full(hold, -np.inf), filled))
+    prev_max = np.lib.stride_tricks.sliding_window_view(padded[:-1], hold).max(axis=1)
+    rising = np.flatnonzero(filled > prev_max)
+    out = np.where(np.isnan(s), np.nan, 0.0)
+    last_t, last_v = -(10**12), -np.inf
+    for t in rising.tolist():
+        v = filled[t]
+        if t - last_t > hold or v >= last_v + margin:
+            out[t] = v
+            last_t, last_v = t, v
+    return out
+
+
+def dominant_period(values: np.ndarray, max_period: int, min_period: int = 8) -> int | None:
+    """The series' dominant period in samples (even), from the autocorrelation's highest
+    peak between ``min_period`` and ``max_period`` lags; None when nothing repeats
+    (peak autocorrelation below 0.3). NaN are read as the mean."""
+    x = np.asarray(values, dtype=np.float64)
+    x = np.where(np.isnan(x), np.nanmean(x) if np.isfinite(x).any() else 0.0, x)
+    x = x - x.mean()
+    n = len(x)
+    max_lag = min(int(max_period), n // 3)
+    if max_lag <= min_period or not np.any(x):
+        return None
+    f = np.fft.rfft(x, 2 * n)
+    acf = np.fft.irfft(f * np.conj(f))[: max_lag + 2]
+    acf = acf / acf[0]
+    lags = np.arange(min_period, max_lag + 1)
+    a = acf[lags]
+    peaks = (a > acf[lags - 1]) & (a >= acf[lags + 1])
+    if not peaks.any():
+        return None
+    best = lags[peaks][np.argmax(a[peaks])]
+    if acf[best] < 0.3:
+        return None
+    return int(best + (best % 2))

@@ -43,7 +43,9 @@ from cricket.evaluate.nab import (
 class RunConfig:
     """One configuration for the whole corpus (never per file or category)."""
 
-    spec: DetectorSpec = field(default_factory=lambda: DetectorSpec(n_clusters=64))
+    spec: DetectorSpec = field(
+        default_factory=lambda: DetectorSpec(n_clusters=64, period_scale=True)
+    )
     retrain_every: int = 1000  # grid steps between refits
     max_history: int = 5000  # most recent grid steps used for a refit
     alert_hold: int | None = 200  # grid steps: fire once per rise (detector.alert_scores)
@@ -82,7 +84,6 @@ def run_file(f: NabFile, config: RunConfig) -> np.ndarray:
     history_bins = max(history_bins, 1)
 
     spec = config.spec
-    ctx = spec.segment_len - 1
     bin_score = np.full(n_bins, np.nan)
     start = history_bins
     while start < n_bins:
@@ -95,7 +96,7 @@ def run_file(f: NabFile, config: RunConfig) -> np.ndarray:
             # Too little usable history yet: no opinion until the next refit.
             start = stop
             continue
-        c0 = max(0, start - ctx)
+        c0 = max(0, start - det.context_len)
         frame = det.score(values[c0:stop], context=start - c0)
         bin_score[start:stop] = frame.score
         start = stop
