@@ -10,6 +10,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from cricket.cli import app
+from cricket.evaluate.nab import probation_length
 
 
 def _make_corpus(root: Path) -> None:
@@ -51,7 +52,7 @@ def test_evaluate_nab_writes_results_and_scores(tmp_path: Path) -> None:
         assert list(df.columns) == ["timestamp", "value", "anomaly_score", "label"]
         assert len(df) == len(src)
         assert df.anomaly_score.between(0, 1).all()
-        assert (df.anomaly_score[:180] == 0).all()  # probation: history only
+        assert (df.anomaly_score[: probation_length(len(df))] == 0).all()  # history only
         assert df.label.sum() > 0
 
 
