@@ -40,7 +40,7 @@ FORMAT_VERSION = 1
 # Score-matrix elements per chunk of the nearest-centroid search: 2**18 float32 scores
 # (1 MiB) stay in a core's L2 cache through the GEMM, argmin and near-tie check.
 _CHUNK_ELEMENTS = 1 << 18
-# Largest table of centroid half-pairs that overlap-add precomputes (elements).
+# Largest table of centroid half-pairs that overlap-add builds for a call (elements).
 _PAIR_TABLE_ELEMENTS = 1 << 20
 
 __all__ = [
@@ -180,21 +180,14 @@ class _SearchTables:
     eps: float
     first: np.ndarray  # (k, h) first halves (+0.0, as overlap-add onto zeros gives)
     second: np.ndarray  # (k, h) second halves
-    pairs: np.ndarray | None  # (k*k, h): first[a] + second[b] at row a*k + b
 
     @classmethod
     def build(cls, c: np.ndarray, n: int) -> _SearchTables:
-        k = len(c)
         h = n // 2
         v = c.mean(axis=0)
         c0 = c - v
         c_sq = np.einsum("ij,ij->i", c0, c0)
         ct2 = -2.0 * c0.T
-        first = c[:, :h] + 0.0
-        second = np.ascontiguousarray(c[:, h:])
-        pairs = None
-        if k * k * h <= _PAIR_TABLE_ELEMENTS:
-            pairs = (first[:, None, :] + second[None, :, :]).reshape(k * k, h)
         return cls(
             centroids=c.copy(),
             window=window(n),
@@ -209,9 +202,8 @@ class _SearchTables:
             ),
             tol_c=float(c_sq.max()),
             eps=8.0 * (n + 2) * float(np.finfo(np.float32).eps),
-            first=first,
-            second=second,
-            pairs=pairs,
+            first=c[:, :h] + 0.0,
+            second=np.ascontiguousarray(c[:, h:]),
         )
 
     def matches(self, c: np.ndarray) -> bool:
@@ -221,11 +213,14 @@ class _SearchTables:
         """Overlap-add at hop h of centroids ``idx`` (segments of the series padded by
         h at each end, as :func:`cricket.segments.overlap_add` would place them),
         returning the ``length`` points of the series itself: block q of the series is
-        the first half of segment q+1 plus the second half of segment q."""
+        the first half of segment q+1 plus the second half of segment q. For long
+        series, a table of every (first half + second half) pair makes that one
+        gather per block instead of two and an add."""
         k, h = self.first.shape
         q = len(idx) - 1
-        if self.pairs is not None:
-            out = np.take(self.pairs, idx[1:] * k + idx[:-1], axis=0)
+        if k * k <= q and k * k * h <= _PAIR_TABLE_ELEMENTS:
+            pairs = self.first[:, None, :] + self.second[None, :, :]
+            out = np.take(pairs.reshape(k * k, h), idx[1:] * k + idx[:-1], axis=0)
         else:
             out = np.take(self.first, idx[1:], axis=0)
             out += np.take(self.second, idx[:-1], axis=0)

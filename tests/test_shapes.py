@@ -229,3 +229,49 @@ def test_bad_parameters_and_too_little_data():
         warnings.simplefilter("ignore")
         lib = ShapeLibrary(segment_len=16, n_clusters=3, holdout_fraction=0).fit(np.arange(40.0))
     assert lib.n_holdout_points_ == 0 and np.isfinite(lib.threshold_)
+
+
+def test_chunked_search_with_near_ties_matches_brute_force():
+    # Enough rows for several chunks (and the one-BLAS-thread block). A duplicated
+    # centroid makes exact ties (argmin takes the first); two centroids 3e-6 apart
+    # make differences float32 cannot see, which the float64 re-check must settle.
+    rng = np.random.default_rng(7)
+    c = rng.normal(size=(150, 16))
+    c[1] = c[0]
+    c[7] = c[5] + 3e-6 * rng.normal(size=16)
+    lib = ShapeLibrary.from_centroids(c, segment_len=16)
+    segs = rng.normal(size=(3000, 16)) * 1.5
+    segs[::5] = c[0] + 1e-9 * rng.normal(size=(600, 16))
+    frac = rng.choice([0.3, 0.45, 0.55, 0.7], size=(len(segs[1::7]), 1))
+    segs[1::7] = c[5] + frac * (c[7] - c[5])
+    idx, dist = lib.nearest(segs)
+    diff = segs[:, None, :] - c[None]
+    full = np.sqrt(np.einsum("mkn,mkn->mk", diff, diff))
+    np.testing.assert_array_equal(idx, full.argmin(axis=1))
+    np.testing.assert_allclose(dist, full.min(axis=1), rtol=1e-9, atol=1e-12)
+
+
+def test_search_leaves_blas_threads_as_they_were():
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+
+    before = blas_threads()
+    lib = ShapeLibrary.from_centroids(
+        np.random.default_rng(3).normal(size=(150, 16)), segment_len=16
+    )
+    x = waveform(40_000)
+    want = lib.reconstruct(x)
+    results = []
+    workers = [
+        threading.Thread(target=lambda: results.append(lib.reconstruct(x))) for _ in range(3)
+    ]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert blas_threads() == before
+    assert len(results) == 3 and all(np.array_equal(r, want) for r in results)
