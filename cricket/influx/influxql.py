@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import httpx
@@ -375,21 +376,53 @@ class InfluxQLSource:
         start_ns: int,
         stop_ns: int,
         keys: Sequence[SeriesKey] | None = None,
+        raw_limit: int | None = None,
     ) -> tuple[str, dict[str, Any]]:
+        """The GROUP BY time query for [start_ns, stop_ns); with ``raw_limit`` instead the
+        raw points (same filters, grouped by the same tags), at most that many per series."""
         params: dict[str, Any] = {"start": start_ns, "stop": stop_ns}
         conds = ["time >= $start", "time < $stop", *self._where(selector, params)]
         if keys is not None:
             restrict = self._key_filter(selector, keys, params)
             if restrict is not None:
                 conds.append(restrict)
+        tags = [quote_ident(g) for g in selector.group_by]
+        where = " AND ".join(conds)
+        if raw_limit is not None:
+            q = (
+                f"SELECT {quote_ident(selector.field)} FROM {quote_ident(selector.measurement)} "
+                f"WHERE {where}{' GROUP BY ' + ', '.join(tags) if tags else ''} "
+                f"LIMIT {int(raw_limit)}"
+            )
+            return q, params
         every_ns = int(pd.Timedelta(selector.every).value)
-        group = [f"time({every_ns}ns)"] + [quote_ident(g) for g in selector.group_by]
+        group = [f"time({every_ns}ns)", *tags]
         q = (
             f"SELECT {_AGG[selector.aggregate]}({quote_ident(selector.field)}) "
             f"FROM {quote_ident(selector.measurement)} "
-            f"WHERE {' AND '.join(conds)} GROUP BY {', '.join(group)} fill(none)"
+            f"WHERE {where} GROUP BY {', '.join(group)} fill(none)"
         )
         return q, params
+
+    @staticmethod
+    def _one_per_bucket(series: list[dict[str, Any]], g0: int, every: int, limit: int) -> bool:
+        """Whether raw points can stand for the aggregate: numbers only (no bool/string:
+        the server's own error is kept for those) and at most one point per bucket.
+        (The aggregate of one point is that point.) ``limit`` rows back means the
+        series may hold more: by pigeonhole one bucket then has two."""
+        for s in series:
+            rows = s.get("values") or ()
+            if len(rows) >= limit:
+                return False
+            if not rows:
+                continue
+            if not set(map(type, map(itemgetter(1), rows))) <= {float, int}:
+                return False
+            t = np.fromiter(map(itemgetter(0), rows), dtype=np.int64, count=len(rows))
+            b = (t - g0) // every
+            if len(b) > 1 and not (np.diff(b) > 0).all():
+                return False
+        return True
 
     def read(
         self,
@@ -424,13 +457,27 @@ class InfluxQLSource:
                 {k for k in keys if (k.measurement, k.field) == (selector.measurement, selector.field)}
             )
             groups = [wanted[i : i + KEYS_PER_QUERY] for i in range(0, len(wanted), KEYS_PER_QUERY)]
+        # Regular data at (or coarser than) the step has at most one point per bucket;
+        # then the raw points ARE the aggregates, and influxd sends them for about half
+        # the CPU of a GROUP BY time query. The first chunk that has two points in a
+        # bucket (or a non-numeric value) switches this read to GROUP BY time queries.
+        raw = True
         for group in groups:
             lo = s_ns
             while lo < e_ns:
                 hi = min(e_ns, ((lo - g0) // chunk + 1) * chunk + g0)
-                q, params = self.build_query(selector, lo, hi, group)
-                for s in self.client.query(q, params):
-                    self._fill(selector, s, g0, every, n, out)
+                series = None
+                if raw:
+                    limit = -(-(hi - g0) // every) - (lo - g0) // every + 1
+                    q, params = self.build_query(selector, lo, hi, group, raw_limit=limit)
+                    series = self.client.query(q, params)
+                    if not self._one_per_bucket(series, g0, every, limit):
+                        raw, series = False, None
+                if series is None:
+                    q, params = self.build_query(selector, lo, hi, group)
+                    series = self.client.query(q, params)
+                for s in series:
+                    self._fill(selector, s, g0, every, n, out, normalize_zero=raw)
                 lo = hi
         index = pd.date_range(
             pd.Timestamp(g0, unit="ns", tz="UTC"), periods=n, freq=pd.Timedelta(every, unit="ns")
@@ -448,6 +495,7 @@ class InfluxQLSource:
         every: int,
         n: int,
         out: dict[SeriesKey, np.ndarray],
+        normalize_zero: bool = False,
     ) -> None:
         tags = s.get("tags") or {}
         key = SeriesKey.make(
@@ -466,12 +514,16 @@ class InfluxQLSource:
             ) from exc
         if arr.ndim != 2 or arr.shape[1] < 2:
             return
-        # times are exact bucket starts; float64 rounding is far below one step
-        pos = np.rint((arr[:, 0] - g0) / every).astype(np.int64)
+        # integer times (float64 would round them by ~100 ns): GROUP BY answers bucket
+        # starts, raw points any time inside their bucket
+        t = np.fromiter(map(itemgetter(0), rows), dtype=np.int64, count=len(rows))
+        pos = (t - g0) // every
         ok = (pos >= 0) & (pos < n)
         vals = out.get(key)
         if vals is None:
             vals = out[key] = np.full(n, np.nan)
+        if normalize_zero and selector.aggregate in ("mean", "sum"):
+            arr[:, 1] += 0.0  # influxd's mean/sum of one -0.0 is 0.0 (its sum starts at 0)
         vals[pos[ok]] = arr[ok, 1]
         if not np.isfinite(vals[pos[ok]]).all():  # inf stored in the database
             bad = ~np.isfinite(vals)
