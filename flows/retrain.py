@@ -22,7 +22,7 @@ from cricket.pipeline import (
     training_pictures,
     utc,
 )
-from flows.runtime import in_flight_limit, pipelined, scheduled_time, task_runner
+from flows.runtime import batch_size_for, in_flight_limit, pipelined, scheduled_time, task_runner
 from tasks.extract import discover_series
 from tasks.registry import evaluate_and_promote, log_and_register
 from tasks.train import TrainBatch, fit_fleet, train_batch
@@ -62,7 +62,7 @@ def nightly_retrain(
             f"{settings.influx_database!r}: check the selector or write data first "
             "(cricket synth --write)"
         )
-    batches = list(batched(keys, settings.batch_size))
+    batches = list(batched(keys, batch_size_for(settings, len(keys))))
     fleet_cap = max(FLEET_POINTS // len(batches), 1)
     by_index: dict[int, TrainBatch] = {}
     for index, _batch, fut in pipelined(

@@ -143,3 +143,13 @@ def pipelined(
         top_up()
         yield index, item, done
 
+
+
+def batch_size_for(settings: Settings, n_series: int) -> int:
+    """Series per batch task: ``settings.batch_size`` at most, but on this machine no more
+    than an even share per worker thread, so a small fleet still uses every core. On Dask
+    the setting is used as is (the cluster's size is not known here)."""
+    size = settings.batch_size
+    if settings.dask_address or n_series <= 0:
+        return size
+    return max(1, min(size, -(-n_series // default_workers())))

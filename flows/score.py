@@ -17,7 +17,7 @@ from cricket.config import SeriesSelector, Settings
 from cricket.model import ModelBundle
 from cricket.pipeline import ScoredSeries, batched, score_window, utc
 from cricket.report import Report, SeriesResult
-from flows.runtime import in_flight_limit, pipelined, scheduled_time, task_runner
+from flows.runtime import batch_size_for, in_flight_limit, pipelined, scheduled_time, task_runner
 from tasks.extract import discover_series
 from tasks.publish import log_report_to_mlflow, publish_report, write_results
 from tasks.registry import load_model
@@ -60,7 +60,7 @@ def score_range(
         )
     if not keys:
         notes.append("no series matched the selector in this window: nothing to score")
-    batches = list(batched(keys, settings.batch_size))
+    batches = list(batched(keys, batch_size_for(settings, len(keys))))
     timings = {"extract": 0.0, "score": 0.0}
     results: dict[int, ScoreBatch] = {}
     writes = []

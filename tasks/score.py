@@ -13,7 +13,7 @@ from cricket.config import SeriesSelector, Settings
 from cricket.influx.base import SeriesKey
 from cricket.model import ModelBundle
 from cricket.pipeline import ScoredSeries, score_series
-from tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES
+from tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES, compact
 from tasks.extract import read_window
 
 
@@ -71,7 +71,10 @@ def score_batch(
             notes.append(f"{name}: {exc}")
             log.warning("%s", exc)
             continue
-        scored.append(score_series(key, s, det, source, start, spec))
+        # A fresh copy per series: what scoring caches on a detector (search tables,
+        # ~3 MB each at 150 shapes) is freed with it, so memory stays one series' worth
+        # instead of growing with every detector the flow's bundle holds.
+        scored.append(score_series(key, s, compact(det), source, start, spec))
     t2 = time.perf_counter()
     return ScoreBatch(scored, notes, {"extract": t1 - t0, "score": t2 - t1})
 

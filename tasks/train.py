@@ -13,7 +13,7 @@ from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.detector import WaveformDetector
 from cricket.influx.base import SeriesKey
 from cricket.pipeline import TrainedSeries, fleet_training_values, train_fleet, train_series
-from tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES
+from tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES, compact
 from tasks.extract import read_window
 
 
@@ -61,6 +61,8 @@ def train_batch(
             continue
         train, hold = s[s.index < cut], s[s.index >= cut]
         res = train_series(name, train, hold, spec, min_points)
+        if res.detector is not None:  # ship and keep the learned state only, no caches
+            res.detector = compact(res.detector)
         if res.detector is None:
             log.warning("%s: %s", name, res.reason)
         trained.append(res)

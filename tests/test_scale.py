@@ -110,3 +110,23 @@ def test_the_task_runner_is_chosen_when_a_run_starts_not_at_import(monkeypatch):
 
     assert isinstance(resolve_task_runner(), DaskTaskRunner)
     assert resolve_task_runner().address == "tcp://127.0.0.1:1"
+
+
+def test_a_compact_detector_scores_the_same_and_ships_small():
+    import pickle
+
+    from cricket.detector import WaveformDetector
+    from cricket.pipeline import score_series
+    from tasks.common import compact
+
+    spec = DetectorSpec(n_clusters=16)
+    rng = np.random.default_rng(1)
+    x = np.sin(np.arange(3000) / 4) + 0.05 * rng.standard_normal(3000)
+    det = WaveformDetector(spec).fit(x[:2500], holdout=x[2500:])
+    s = pd.Series(x[2500:], index=pd.date_range(T0, periods=500, freq="10s"))
+    a = score_series(key("a"), s, det, "series", s.index[32], spec)  # builds caches on det
+    small = compact(det)
+    assert len(pickle.dumps(small)) <= len(pickle.dumps(det))
+    b = score_series(key("a"), s, small, "series", s.index[32], spec)
+    pd.testing.assert_frame_equal(a.frame, b.frame)
+    pd.testing.assert_frame_equal(a.events, b.events)

@@ -1,0 +1,405 @@
+"""Fleet scale: hourly scoring and nightly retrain through the real flows, against a real
+local InfluxDB, with a synthetic fleet at 10 s.
+
+What it does, in one run:
+
+1. starts its own influxd (the project's launcher, a temporary folder, a free port), an
+   MLflow SQLite store and a Prefect home in the same folder (Prefect's ephemeral API);
+2. writes two synthetic fleets (each from a child process, so the writer's memory is
+   not counted): ``--score-hosts`` series of ``--score-train-hours`` + 2 hours for
+   scoring, and ``--retrain-hosts`` series of ``--train-days`` days for the retrain;
+3. **score**: a champion for the score fleet is trained on a short window in a child
+   process (not timed, its memory not counted), then ``hourly_score`` of the hour
+   after it is timed end to end (load model, discover, extract the hour plus one
+   segment of context, score, write scores and events, the HTML report):
+   ``score_1000_series_s`` when ``--score-hosts`` is 1000;
+4. **retrain**: ``nightly_retrain`` over ``--train-days`` (last day held out) of the
+   retrain fleet: ``retrain_s`` at that size, and ``retrain_1000_series_s_extrapolated``
+   = retrain_s x 1000 / hosts (labelled: per-series fitting dominates and is linear in
+   the number of series; the measured size is in ``retrain_size``).
+
+Before timing, Prefect's ephemeral API is started and the MLflow tables are created
+(``warm_up_s``): scheduled runs meet both already running.
+
+Shares of time (``*_shares``): each stage's task-seconds (summed over batch tasks,
+which run ``workers`` at a time) divided by ``workers x wall``; steps that run alone
+(fleet library, MLflow register, held-out evaluation, the report) count their wall time
+x ``workers``. ``orchestration`` is the rest: Prefect task and flow bookkeeping, idle
+worker slots, the flow's own work (discovery, loading the model). Retrain: ``fit``
+includes the fleet library, ``score`` is the held-out evaluation of challenger and
+champion, ``write`` is logging and registering in MLflow. Score: ``write`` is writing
+scores and events to InfluxDB, ``report`` the HTML report and its artifacts.
+``prepare`` (validation, gap filling) and the InfluxDB writes are timed by wrapping
+``cricket.pipeline.prepare`` and ``tasks.publish.write_with_sink`` in this process
+(measurement only); prepare is taken out of fit/score.
+``peak_rss_mb``: this process's peak resident memory during each phase (VmHWM, reset
+between phases); influxd and Prefect's API server are separate processes
+(``influxd_peak_rss_mb`` is reported apart).
+
+Usage::
+
+    .venv/bin/python benchmarks/fleet.py            # 1000 series scored, 20 x 7 d retrained
+    .venv/bin/python benchmarks/fleet.py --quick    # 100 series scored, 5 x 2 d retrained
+
+The last line printed is a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+END = pd.Timestamp("2026-11-20T00:00:00Z")
+
+
+# ---------------------------------------------------------------- memory
+def _status_kb(field: str, pid: str = "self") -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak() -> bool:
+    """Reset this process's peak RSS (VmHWM) so each phase reports its own peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    kb = _status_kb("VmHWM")
+    if not kb:
+        import resource
+
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / 1024, 1)
+
+
+# ---------------------------------------------------------------- stage timing
+class Timed:
+    """Wraps ``module.attr`` (looked up at call time by its callers) and sums its
+    seconds per Prefect task name (``flow`` outside tasks). Measurement only: the
+    wrapped function runs unchanged."""
+
+    def __init__(self, module: object, attr: str) -> None:
+        self.module, self.attr = module, attr
+        self.original = getattr(module, attr)
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.lock = threading.Lock()
+        original = self.original
+
+        def timed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                dt = time.perf_counter() - t0
+                name = "flow"
+                try:
+                    from prefect.context import TaskRunContext
+
+                    ctx = TaskRunContext.get()
+                    if ctx is not None:
+                        name = ctx.task.name
+                except Exception:  # noqa: BLE001
+                    pass
+                with self.lock:
+                    self.seconds[name] += dt
+
+        setattr(module, attr, timed)
+
+    def take(self) -> dict[str, float]:
+        with self.lock:
+            out = dict(self.seconds)
+            self.seconds.clear()
+        return out
+
+
+def warm_up(settings_uri: str) -> float:
+    """Start Prefect's ephemeral API and create the MLflow tables before timing
+    anything: a nightly or hourly run meets both already running."""
+    from mlflow import MlflowClient
+    from prefect import flow
+
+    @flow(name="warm-up")
+    def _noop() -> int:
+        return 1
+
+    t0 = time.perf_counter()
+    _noop()
+    MlflowClient(tracking_uri=settings_uri).search_registered_models()
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- data
+def _write_fleet(settings_json: str, hosts: int, days: float, start: str, seed: int,
+                 anomaly_from: str, out: mp.Queue) -> None:
+    from cricket.config import Settings
+    from cricket.synth import make_fleet, write_fleet
+
+    settings = Settings.model_validate_json(settings_json)
+    t0 = time.perf_counter()
+    fleet = make_fleet(hosts=hosts, days=days, step="10s", start=start, seed=seed,
+                       anomaly_window=(anomaly_from, END))
+    n = write_fleet(fleet, settings)
+    out.put({"points": n, "seconds": time.perf_counter() - t0, "hosts": hosts, "days": days})
+
+
+def write_in_children(jobs: list[tuple]) -> list[dict]:
+    ctx = mp.get_context("spawn")
+    q: mp.Queue = ctx.Queue()
+    procs = [ctx.Process(target=_write_fleet, args=(*job, q)) for job in jobs]
+    for p in procs:
+        p.start()
+    got = [q.get(timeout=3600) for _ in procs]
+    for p in procs:
+        p.join()
+        if p.exitcode:
+            raise SystemExit(f"a fleet writer exited with code {p.exitcode}")
+    return got
+
+
+def _train_child(env: dict, kw: dict, out: mp.Queue) -> None:
+    os.environ.clear()
+    os.environ.update(env)
+    from cricket.config import DetectorSpec, SeriesSelector
+    from flows.retrain import nightly_retrain
+
+    summary = nightly_retrain(
+        selector=SeriesSelector(measurement="waveform", field="value", group_by=["host"]),
+        spec=DetectorSpec(n_clusters=kw["n_clusters"]),
+        train_window=timedelta(hours=kw["train_window_h"]), holdout=timedelta(hours=1),
+        end=pd.Timestamp(kw["end"]).to_pydatetime(),
+        min_history_points=kw["min_history_points"],
+    )
+    out.put(summary["model_version"])
+
+
+def train_in_child(env: dict, kw: dict) -> str:
+    """Train the scoring champion in a child process: its memory is not the score's."""
+    ctx = mp.get_context("spawn")
+    q: mp.Queue = ctx.Queue()
+    p = ctx.Process(target=_train_child, args=(env, kw, q))
+    p.start()
+    version = q.get(timeout=7200)
+    p.join()
+    return version
+
+
+# ---------------------------------------------------------------- shares
+def shares(stage_seconds: dict[str, float], wall: float, workers: int) -> dict[str, float]:
+    capacity = max(wall * workers, 1e-9)
+    out = {k: round(v / capacity, 4) for k, v in stage_seconds.items()}
+    out["orchestration"] = round(max(0.0, 1.0 - sum(out.values())), 4)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small fleet (100 scored, 5 x 2 d retrained)")
+    ap.add_argument("--score-hosts", type=int, default=None)
+    ap.add_argument("--score-train-hours", type=float, default=4.0,
+                    help="history the scoring champion is trained on (not timed)")
+    ap.add_argument("--retrain-hosts", type=int, default=None)
+    ap.add_argument("--train-days", type=float, default=None)
+    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--n-clusters", type=int, default=150)
+    ap.add_argument("--skip-retrain", action="store_true")
+    args = ap.parse_args(argv)
+    score_hosts = args.score_hosts or (100 if args.quick else 1000)
+    retrain_hosts = args.retrain_hosts or (5 if args.quick else 20)
+    train_days = args.train_days or (2.0 if args.quick else 7.0)
+
+    tmp = Path(tempfile.mkdtemp(prefix="cricket-fleet-bench-"))
+    os.environ.update({
+        "PREFECT_HOME": str(tmp / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    })
+    for name in list(os.environ):
+        if name.startswith("CRICKET_"):
+            del os.environ[name]
+
+    from cricket.config import DetectorSpec, SeriesSelector, Settings
+    from cricket.influx.influxql import ensure_database
+    from cricket.influx.server import InfluxServer, find_free_port
+
+    server = InfluxServer(port=find_free_port(), data_dir=tmp / "influx").start(timeout=60)
+    result: dict = {
+        "cores": os.cpu_count(),
+        "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+        "batch_size": args.batch_size,
+    }
+    try:
+        def settings_for(db: str, model: str) -> Settings:
+            env = {
+                "CRICKET_STATE_DIR": str(tmp / "state"),
+                "CRICKET_INFLUX_URL": server.url,
+                "CRICKET_INFLUX_DATABASE": db,
+                "CRICKET_MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+                "CRICKET_MODEL_NAME": model,
+                "CRICKET_REPORT_DIR": str(tmp / "reports"),
+                "CRICKET_BATCH_SIZE": str(args.batch_size),
+                "CRICKET_INFLUX_TIMEOUT_S": "300",
+            }
+            os.environ.update(env)
+            s = Settings()
+            ensure_database(s)
+            return s
+
+        selector = SeriesSelector(measurement="waveform", field="value", group_by=["host"])
+        spec = DetectorSpec(n_clusters=args.n_clusters)
+        score_at = END - pd.Timedelta(hours=1)  # score [END-2h, END-1h)
+        score_start = END - pd.Timedelta(hours=2 + args.score_train_hours)
+        retrain_start = END - pd.Timedelta(days=train_days)
+
+        s_score = settings_for("fleet_score", "fleet-score")
+        s_retrain = settings_for("fleet_retrain", "fleet-retrain")
+        jobs = [(s_score.model_dump_json(), score_hosts,
+                 (END - score_start) / pd.Timedelta(days=1), str(score_start), 1,
+                 str(END - pd.Timedelta(hours=2)))]
+        if not args.skip_retrain:
+            jobs.append((s_retrain.model_dump_json(), retrain_hosts, train_days,
+                         str(retrain_start), 2, str(END - pd.Timedelta(hours=12))))
+        t0 = time.perf_counter()
+        written = write_in_children(jobs)
+        result["write_fleet"] = {"seconds": round(time.perf_counter() - t0, 1),
+                                 "points": sum(w["points"] for w in written)}
+        print(f"wrote {result['write_fleet']['points']:,} points in "
+              f"{result['write_fleet']['seconds']} s", file=sys.stderr, flush=True)
+
+        # ------------------------------------------------ the scoring champion (not timed)
+        settings_for("fleet_score", "fleet-score")
+        t0 = time.perf_counter()
+        version = train_in_child(dict(os.environ), {
+            "train_window_h": args.score_train_hours, "end": str(END - pd.Timedelta(hours=2)),
+            "n_clusters": args.n_clusters,
+            "min_history_points": min(1000, int(args.score_train_hours * 360 * 0.6)),
+        })
+        result["score_model_train_s"] = round(time.perf_counter() - t0, 1)
+        print(f"trained the scoring champion in {result['score_model_train_s']} s",
+              file=sys.stderr, flush=True)
+
+        import cricket.pipeline
+        import tasks.publish
+
+        timer = Timed(cricket.pipeline, "prepare")
+        writes = Timed(tasks.publish, "write_with_sink")
+        result["warm_up_s"] = round(warm_up(s_score.tracking_uri), 1)
+        from flows.retrain import nightly_retrain
+        from flows.runtime import default_workers
+        from flows.score import hourly_score
+
+        workers = default_workers()
+        result["workers"] = workers
+
+        # ------------------------------------------------ hourly score of the fleet
+        timer.take()
+        writes.take()
+        result["score_rss_at_start_mb"] = round(_status_kb("VmRSS") / 1024, 1)
+        reset_peak()
+        t0 = time.perf_counter()
+        summary = hourly_score(selector=selector, at=score_at.to_pydatetime(),
+                               model_version=version)
+        wall = time.perf_counter() - t0
+        prep = timer.take()
+        t = dict(summary["timings"])
+        t["write"] = sum(writes.take().values())
+        stages = {
+            "extract": t.get("extract", 0.0),
+            "prepare": sum(prep.values()),
+            "score": t.get("score", 0.0) - prep.get("score-batch", 0.0),
+            "write": t["write"],
+            "report": t.get("report", 0.0) * workers,
+        }
+        result["score_size"] = {"series": score_hosts, "hours": 1,
+                                "points": summary["points_written"]}
+        result["score_s"] = round(wall, 1)
+        result["score_1000_series_s"] = round(wall, 1) if score_hosts == 1000 else None
+        result["score_seconds"] = {k: round(v, 2) for k, v in t.items()}
+        result["score_shares"] = shares(stages, wall, workers)
+        result["score_peak_rss_mb"] = peak_rss_mb()
+        result["score_events"] = summary["events"]
+        print(f"hourly score of {score_hosts} series: {wall:.1f} s", file=sys.stderr, flush=True)
+
+        # ------------------------------------------------ nightly retrain
+        if not args.skip_retrain:
+            settings_for("fleet_retrain", "fleet-retrain")
+            timer.take()
+            result["retrain_rss_at_start_mb"] = round(_status_kb("VmRSS") / 1024, 1)
+            reset_peak()
+            t0 = time.perf_counter()
+            summary = nightly_retrain(
+                selector=selector, spec=spec, train_window=timedelta(days=train_days),
+                holdout=timedelta(hours=24), end=END.to_pydatetime(), min_history_points=1000,
+            )
+            wall = time.perf_counter() - t0
+            prep = timer.take()
+            t = summary["timings"]
+            # fit_fleet, register and evaluate run alone (one task): they hold the whole
+            # machine for their wall time, hence x workers in task-seconds.
+            stages = {
+                "extract": t.get("extract", 0.0),
+                "prepare": sum(prep.values()),
+                "fit": t.get("fit", 0.0) - prep.get("train-batch", 0.0)
+                + t.get("fit_fleet", 0.0) * workers,
+                "score": t.get("evaluate", 0.0) * workers - prep.get("evaluate-and-promote", 0.0),
+                "write": t.get("register", 0.0) * workers,
+            }
+            result["retrain_size"] = {"series": retrain_hosts, "days": train_days,
+                                      "points": retrain_hosts * int(train_days * 8640)}
+            result["retrain_s"] = round(wall, 1)
+            result["retrain_1000_series_s"] = round(wall, 1) if retrain_hosts == 1000 else None
+            result["retrain_1000_series_s_extrapolated"] = round(wall * 1000 / retrain_hosts, 1)
+            result["retrain_seconds"] = {k: round(v, 2) for k, v in t.items()}
+            result["retrain_shares"] = shares(stages, wall, workers)
+            result["retrain_peak_rss_mb"] = peak_rss_mb()
+            result["retrain_series_models"] = summary["series_models"]
+            print(f"retrain {retrain_hosts} x {train_days} d: {wall:.1f} s", file=sys.stderr,
+                  flush=True)
+
+        result["peak_rss_mb"] = max(result.get("retrain_peak_rss_mb", 0.0),
+                                    result["score_peak_rss_mb"])
+        result["influxd_peak_rss_mb"] = round(_status_kb("VmHWM", str(server.pid)) / 1024, 1)
+        result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+        result["targets"] = {
+            "score_1000_series_s<=60": None if result["score_1000_series_s"] is None
+            else result["score_1000_series_s"] <= 60,
+            "retrain_1000_series_s<=900 (extrapolated)":
+                result.get("retrain_1000_series_s_extrapolated", float("inf")) <= 900
+                if "retrain_1000_series_s_extrapolated" in result else None,
+            "peak_rss_mb<=2000": result["peak_rss_mb"] <= 2000,
+        }
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+if __name__ == "__main__":
+    out = main()
+    print(json.dumps(out))
