@@ -604,7 +604,8 @@ class ShapeLibrary(BaseEstimator):
         rows = sliding_window_view(x, n)[::h][:inner]
         idx[1 : inner + 1], d2[1 : inner + 1] = _search(tables, rows, tables.window)
         # The segments that reach into the padding are matched on their real points
-        # only: the padded values are made up and must not pick the shape.
+        # only: the padded values are made up and must not pick the shape (they are
+        # masked out, so zeros here give what the mirrored padding gives).
         edge = np.r_[0, inner + 1 : m]
         tail = np.concatenate([x[inner * h :], np.zeros(h + r)])
         head = np.concatenate([np.zeros(h), x[:h]])
