@@ -11,7 +11,8 @@ Starts its own influxd (the project's launcher, a temporary folder, a free port)
 * bare write: POSTs of the same line protocol bytes in the same batches (formatted
   before the clock starts)
 
-Cricket and bare runs alternate (A/B/A/B...) and each keeps its best of ``--repeat``, so
+Cricket and bare runs alternate (A/B/B/A..., order rotated each round) and each keeps
+its best of ``--repeat``, so
 both see the same server state and the same load from other processes on the machine.
 
 Usage: .venv/bin/python benchmarks/influx_io.py [--series 100] [--days 1] [--repeat 3]
@@ -101,18 +102,24 @@ def main() -> None:
                 got.update(src.read(sel, T0, stop))
 
             # the same queries, bare
-            queries = []
+            # (regular data at the step: Cricket reads raw points, LIMIT buckets + 1)
+            queries, groupby_queries = [], []
             lo, e = T0.value, stop.value
             chunk = int(pd.Timedelta(settings.influx_read_chunk).value)
+            every = int(pd.Timedelta(sel.every).value)
             while lo < e:
                 hi = min(e, lo + chunk)
-                queries.append(src.build_query(sel, lo, hi))
+                limit = -(-(hi - T0.value) // every) - (lo - T0.value) // every + 1
+                queries.append(src.build_query(sel, lo, hi, raw_limit=limit))
+                groupby_queries.append(src.build_query(sel, lo, hi))
                 lo = hi
             bare = httpx.Client(base_url=server.url, timeout=120)
 
-            def bare_reader(accept: str, decode: Callable[[bytes], object]) -> Callable[[], None]:
+            def bare_reader(
+                accept: str, decode: Callable[[bytes], object], qs: list = queries
+            ) -> Callable[[], None]:
                 def run() -> None:
-                    for q, params in queries:
+                    for q, params in qs:
                         r = bare.get("/query", params={"db": "bench", "q": q, "epoch": "ns",
                                                        "params": json.dumps(params)},
                                      headers={"Accept": accept})
@@ -124,13 +131,22 @@ def main() -> None:
                 "orjson": bare_reader("application/json", _loads),
                 "msgpack": bare_reader("application/x-msgpack", _unpack),
             }
+            # context only (not in the fraction): what GROUP BY time costs the server
+            groupby = bare_reader("application/x-msgpack", _unpack, groupby_queries)
+            t_groupby = float("inf")
             bare_reads["msgpack"]()  # warm the server's caches for all
             t_read = float("inf")
             t_bare = dict.fromkeys(bare_reads, float("inf"))
-            for _ in range(args.repeat):  # A/B/A/B: same server state and machine load
-                t_read = min(t_read, best(read, 1))
-                for name, fn in bare_reads.items():
-                    t_bare[name] = min(t_bare[name], best(fn, 1))
+            runs = [("cricket", read), *bare_reads.items(), ("groupby", groupby)]
+            for rep in range(args.repeat):  # A/B/A/B, order rotated each round
+                for name, fn in runs[rep % len(runs):] + runs[: rep % len(runs)]:
+                    dt = best(fn, 1)
+                    if name == "cricket":
+                        t_read = min(t_read, dt)
+                    elif name == "groupby":
+                        t_groupby = min(t_groupby, dt)
+                    else:
+                        t_bare[name] = min(t_bare[name], dt)
             t_bare_read = min(t_bare.values())
             assert len(got) == args.series and sum(int(s.notna().sum()) for s in got.values()) == total
             src.close()
@@ -163,9 +179,16 @@ def main() -> None:
 
             # alternate so both see the same server state (growing shards, compactions)
             t_write, t_bare_write = float("inf"), float("inf")
-            for _ in range(args.repeat):
-                t_write = min(t_write, best(write, 1))
-                t_bare_write = min(t_bare_write, best(bare_write, 1))
+            cpu_write, cpu_bare_write = float("inf"), float("inf")
+            for rep in range(args.repeat):  # A/B/A/B, order swapped each round
+                for name in ("cricket", "bare")[:: 1 if rep % 2 == 0 else -1]:
+                    c = time.process_time()
+                    if name == "cricket":
+                        t_write = min(t_write, best(write, 1))
+                        cpu_write = min(cpu_write, time.process_time() - c)
+                    else:
+                        t_bare_write = min(t_bare_write, best(bare_write, 1))
+                        cpu_bare_write = min(cpu_bare_write, time.process_time() - c)
             sink.close()
             bare.close()
         finally:
@@ -176,8 +199,11 @@ def main() -> None:
         "read_s": round(t_read, 3),
         "bare_read_s": round(t_bare_read, 3),
         **{f"bare_read_{k}_s": round(v, 3) for k, v in t_bare.items()},
+        "bare_read_groupby_msgpack_s": round(t_groupby, 3),
         "write_s": round(t_write, 3),
         "bare_write_s": round(t_bare_write, 3),
+        "write_client_cpu_s": round(cpu_write, 3),
+        "bare_write_client_cpu_s": round(cpu_bare_write, 3),
         "read_points_per_s": round(total / t_read),
         "write_points_per_s": round(total / t_write),
         "read_fraction_of_bare": round(t_bare_read / t_read, 3),
