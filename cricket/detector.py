@@ -386,7 +386,7 @@ class WaveformDetector:
         return det
 
 
-def alert_scores(score: np.ndarray, hold: int | None = None, margin: float = 10.0) -> np.ndarray:
+def alert_scores(score: np.ndarray, hold: int | None = None, margin: float = 20.0) -> np.ndarray:
     """Fire once per anomaly: keep a point's score only where it rises above every
     score of the ``hold`` points before it and either no alert was kept in the last
     ``hold`` points or it beats the last kept one by ``margin`` (0-100 units);

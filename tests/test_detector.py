@@ -135,3 +135,21 @@ def test_bad_input_errors() -> None:
     with pytest.raises(ValueError, match="format version"):
         meta, arrays = WaveformDetector(SPEC).fit(wave(1000)).get_state()
         WaveformDetector.from_state({**meta, "format_version": 99}, arrays)
+
+
+def test_alert_scores_fire_once_per_anomaly() -> None:
+    from cricket.detector import alert_scores
+
+    s = np.zeros(400)
+    s[100:150] = np.linspace(40, 60, 50)  # a slow ramp: one alert, at its start
+    s[300] = 90.0  # a new anomaly after the hold: a second alert
+    out = alert_scores(s, hold=100, margin=20.0)
+    assert np.flatnonzero(out).tolist() == [100, 300]
+    assert out[100] == 40.0 and out[300] == 90.0
+    s[160] = 85.0  # within the hold but 45 points worse than the last alert: fires
+    assert 160 in np.flatnonzero(alert_scores(s, hold=100, margin=20.0))
+    # Causal: changing the future never changes an earlier alert.
+    t = s.copy()
+    t[250:] = 99.0
+    assert np.array_equal(alert_scores(t, 100)[:250], alert_scores(s, 100)[:250])
+    assert np.array_equal(alert_scores(s, None), s)
