@@ -142,10 +142,12 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch, delay: float = 0.2) -> None:
 
 class OnRequest:
     """Call ``action`` once, just before the ``nth`` request whose path is ``path``
-    (``/query`` or ``/write``) and whose query text contains ``contains``."""
+    (``/query`` or ``/write``) and whose query text contains ``contains`` (or, when
+    ``contains`` is None, is a read of the raw metric: ``SELECT ... FROM "waveform"``,
+    whichever form the source chose: raw points or GROUP BY time)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, path: str, action: Callable[[], None],
-                 nth: int = 1, contains: str = "") -> None:
+                 nth: int = 1, contains: str | None = "") -> None:
         self.seen = 0
         self.fired = False
         original = InfluxQLClient.request
@@ -153,7 +155,12 @@ class OnRequest:
 
         def request(client: InfluxQLClient, method: str, p: str, **kw: Any):  # noqa: ANN202
             q = (kw.get("params") or {}).get("q", "")
-            if p == path and contains in q and not me.fired:
+            hit = (
+                q.startswith("SELECT") and 'FROM "waveform"' in q
+                if contains is None
+                else contains in q
+            )
+            if p == path and hit and not me.fired:
                 me.seen += 1
                 if me.seen == nth:
                     me.fired = True
