@@ -16,14 +16,21 @@ from cricket.cli import app
 from cricket.cli.common import console, fail, parse_time, run_flow, selector_options
 
 DurationOpt = Annotated[str, typer.Option(help="a duration such as 30min, 1h, 7d")]
+# What to watch: the same options on every flow command.
+MeasurementOpt = Annotated[str, typer.Option(help="measurement to watch")]
+FieldOpt = Annotated[str, typer.Option(help="numeric field")]
+GroupByOpt = Annotated[str, typer.Option(help="comma-separated tags naming a series")]
+TagOpt = Annotated[list[str] | None, typer.Option(help="tag filter KEY=VALUE (repeatable)")]
+VersionOpt = Annotated[str | None, typer.Option(help="model version; default champion")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the summary as JSON")]
 
 
 @app.command()
 def retrain(
-    measurement: Annotated[str, typer.Option(help="measurement to watch")] = "waveform",
-    field: Annotated[str, typer.Option(help="numeric field")] = "value",
-    group_by: Annotated[str, typer.Option(help="comma-separated tags naming a series")] = "host",
-    tag: Annotated[list[str] | None, typer.Option(help="tag filter KEY=VALUE (repeatable)")] = None,
+    measurement: MeasurementOpt = "waveform",
+    field: FieldOpt = "value",
+    group_by: GroupByOpt = "host",
+    tag: TagOpt = None,
     every: DurationOpt = "10s",
     train_window: DurationOpt = "7d",
     holdout: DurationOpt = "24h",
@@ -31,7 +38,7 @@ def retrain(
     segment_len: Annotated[int, typer.Option(help="samples per segment")] = 32,
     n_clusters: Annotated[int, typer.Option(help="shapes in each library")] = 150,
     min_history_points: Annotated[int, typer.Option(help="less history: fleet library")] = 1000,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run the nightly retrain now: fit, log to MLflow, register, promote if not worse."""
     from cricket.config import DetectorSpec, parse_duration
@@ -66,13 +73,13 @@ def retrain(
 def score(
     at: Annotated[str | None, typer.Option(help="score the hour before this time (UTC)")] = None,
     window: DurationOpt = "1h",
-    version: Annotated[str | None, typer.Option(help="model version; default champion")] = None,
-    measurement: Annotated[str, typer.Option(help="measurement to watch")] = "waveform",
-    field: Annotated[str, typer.Option(help="numeric field")] = "value",
-    group_by: Annotated[str, typer.Option(help="comma-separated tags naming a series")] = "host",
-    tag: Annotated[list[str] | None, typer.Option(help="tag filter KEY=VALUE (repeatable)")] = None,
+    version: VersionOpt = None,
+    measurement: MeasurementOpt = "waveform",
+    field: FieldOpt = "value",
+    group_by: GroupByOpt = "host",
+    tag: TagOpt = None,
     every: DurationOpt = "10s",
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Score the last complete window before --at (default now) and publish the report."""
     from cricket.config import parse_duration
@@ -98,14 +105,14 @@ def backfill(
     start: Annotated[str, typer.Option(help="range start (UTC), e.g. 2026-11-20T00:00")],
     end: Annotated[str, typer.Option(help="range end (UTC, exclusive)")],
     chunk: DurationOpt = "1h",
-    version: Annotated[str | None, typer.Option(help="model version; default champion")] = None,
+    version: VersionOpt = None,
     redo: Annotated[bool, typer.Option(help="score chunks already done again")] = False,
-    measurement: Annotated[str, typer.Option(help="measurement to watch")] = "waveform",
-    field: Annotated[str, typer.Option(help="numeric field")] = "value",
-    group_by: Annotated[str, typer.Option(help="comma-separated tags naming a series")] = "host",
-    tag: Annotated[list[str] | None, typer.Option(help="tag filter KEY=VALUE (repeatable)")] = None,
+    measurement: MeasurementOpt = "waveform",
+    field: FieldOpt = "value",
+    group_by: GroupByOpt = "host",
+    tag: TagOpt = None,
     every: DurationOpt = "10s",
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Score a past range chunk by chunk; resumes where an interrupted run stopped."""
     from cricket.config import parse_duration
