@@ -607,11 +607,23 @@ class Registry:
         new_bundle = bundle if bundle is not None else self.load_bundle(version=version)[0]
         new_eval = evaluate_bundle(new_bundle, held_out)
         champion_eval = None
+        unreadable = None
         if champion is not None and champion != version:
-            old_bundle, _ = self.load_bundle(version=champion)
-            champion_eval = evaluate_bundle(old_bundle, held_out)
+            try:
+                old_bundle, _ = self.load_bundle(version=champion)
+            except ModelFormatError as exc:
+                # Written by another Cricket (or damaged): scoring cannot load it either,
+                # so it cannot stand in the way of a version that works.
+                unreadable = str(exc).splitlines()[0][:300]
+            else:
+                champion_eval = evaluate_bundle(old_bundle, held_out)
         if champion == version:
             promote, reason = True, f"version {version} is already the champion"
+        elif unreadable is not None:
+            promote, reason = True, (
+                f"promoted: the champion (version {champion}) cannot be loaded by this "
+                f"Cricket ({unreadable})"
+            )
         else:
             promote, reason = decide_promotion(new_eval, champion_eval, tolerance)
         set_tag = self.client.set_model_version_tag
