@@ -243,6 +243,28 @@ def score_series(
     )
 
 
+def merge_by_series(parts: Iterable[ScoredSeries]) -> list[ScoredSeries]:
+    """Join the chunks of each series (in time order) into one result per series."""
+    by_key: dict[str, list[ScoredSeries]] = {}
+    for p in parts:
+        by_key.setdefault(p.key, []).append(p)
+    out = []
+    for key, group in by_key.items():
+        group.sort(key=lambda p: p.frame.index[0] if len(p.frame) else pd.Timestamp.min.tz_localize("UTC"))
+        out.append(
+            ScoredSeries(
+                key,
+                pd.concat([p.frame for p in group]),
+                pd.concat([p.events for p in group], ignore_index=True),
+                group[-1].threshold,
+                group[-1].source,
+                [pair for p in group for pair in p.nearest_shapes],
+                group[-1].series_key,
+            )
+        )
+    return out
+
+
 def nearest_shapes(
     detector: WaveformDetector,
     values: np.ndarray,

@@ -14,9 +14,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from cricket.config import SeriesSelector, Settings
-from cricket.pipeline import chunks, utc
+from cricket.pipeline import ScoredSeries, chunks, merge_by_series, utc
 from flows.runtime import task_runner
-from flows.score import score_range
+from flows.score import publish_window, score_range
 from tasks.ledger import done_chunks, mark_chunk_done
 from tasks.registry import load_model
 
@@ -56,8 +56,12 @@ def backfill(
         description=f"backfill {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
     )
     summaries = []
+    anomalous_parts: list[ScoredSeries] = []
     for i, (a, b) in enumerate(todo, start=1):
-        summary = score_range(settings, selector, bundle, version, a, b, kind="backfill", report=False)
+        summary = score_range(
+            settings, selector, bundle, version, a, b,
+            kind="backfill", report=False, collect=anomalous_parts,
+        )
         mark_chunk_done(settings, version, scope, a, b, summary["points_written"])
         summaries.append(summary)
         update_progress_artifact(
@@ -66,7 +70,14 @@ def backfill(
         )
     events = sum(s["events"] for s in summaries)
     anomalous = sorted({k for s in summaries for k in s["anomalous_series"]})
+    notes = [n for s in summaries for n in s["notes"]][:50]
+    if len(todo) < len(parts):
+        notes.insert(0, f"{len(parts) - len(todo)} chunks were scored before and are not in this report")
+    published = publish_window(
+        settings, "backfill", start, end, version, merge_by_series(anomalous_parts), notes
+    )
     return {
+        **published,
         "model_version": version,
         "start": start.isoformat(),
         "end": end.isoformat(),

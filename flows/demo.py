@@ -125,7 +125,8 @@ def demo(
         "model_version": version,
         "promoted": trained["promoted"],
         "decision": trained["decision"],
-        "report": scored.get("report"),
+        "report": filled.get("report"),
+        "hourly_report": scored.get("report"),
         "scored_window": [scored["window_start"], scored["window_end"]],
         "backfill": {"chunks": filled["chunks"], "scored": filled["scored"]},
         "seconds": {

@@ -45,9 +45,11 @@ def score_range(
     end: datetime,
     kind: str = "score",
     report: bool = True,
+    collect: list[ScoredSeries] | None = None,
 ) -> dict:
     """Score [start, end) of every series the selector matches and write the results.
-    Must run inside a flow. Returns a summary; writes the HTML report when ``report``."""
+    Must run inside a flow. Returns a summary; writes the HTML report when ``report``;
+    appends the series that had events to ``collect`` when given (for a longer report)."""
     log = get_run_logger()
     t0 = time.perf_counter()
     keys = discover_series(settings, selector)
@@ -99,24 +101,11 @@ def score_range(
         "batches": len(batches),
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
+    if collect is not None:
+        collect.extend(s for s in scored if len(s.events))
     if report:
-        rep = Report(
-            title=f"Cricket {kind} {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
-            kind=kind,  # type: ignore[arg-type]
-            window_start=start,
-            window_end=end,
-            model_name=settings.model_name,
-            model_version=version,
-            results=[to_result(s) for s in scored],
-            notes=notes,
-        )
         t_report = time.perf_counter()
-        path = publish_report(settings, rep)
-        summary["report"] = str(path)
-        summary["mlflow_run"] = log_report_to_mlflow(
-            settings, rep, path,
-            {"series": len(keys), "scored": len(scored), "events": n_events},
-        )
+        summary.update(publish_window(settings, kind, start, end, version, scored, notes))
         summary["timings"]["report"] = round(time.perf_counter() - t_report, 3)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     log.info(
@@ -124,6 +113,34 @@ def score_range(
         len(scored), start.isoformat(), end.isoformat(), version, n_events,
     )
     return summary
+
+
+def publish_window(
+    settings: Settings,
+    kind: str,
+    start: datetime,
+    end: datetime,
+    version: str,
+    scored: list[ScoredSeries],
+    notes: list[str],
+) -> dict[str, str]:
+    """The HTML report of a window, its Prefect artifacts and its MLflow run."""
+    rep = Report(
+        title=f"Cricket {kind} {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
+        kind=kind,  # type: ignore[arg-type]
+        window_start=start,
+        window_end=end,
+        model_name=settings.model_name,
+        model_version=version,
+        results=[to_result(s) for s in scored],
+        notes=notes,
+    )
+    path = publish_report(settings, rep)
+    run = log_report_to_mlflow(
+        settings, rep, path,
+        {"scored": len(scored), "events": sum(len(s.events) for s in scored)},
+    )
+    return {"report": str(path), "mlflow_run": run}
 
 
 @flow(name="hourly-score", log_prints=True, task_runner=task_runner())

@@ -83,6 +83,7 @@ def print_summary(summary: dict, settings, urls: dict[str, str]) -> None:  # noq
     for line in summary["false_events"][:10]:
         console.print(f"    false   {line}", markup=False)
     console.print(f"  report:          {summary['report']}", markup=False)
+    console.print(f"  latest hour:     {summary['hourly_report']}", markup=False)
     console.print(
         f"  time:            {s['total']} s (write {s['write']}, retrain {s['retrain']}, "
         f"score {s['score']}, backfill {s['backfill']})"
