@@ -275,3 +275,33 @@ def test_search_leaves_blas_threads_as_they_were():
         t.join()
     assert blas_threads() == before
     assert len(results) == 3 and all(np.array_equal(r, want) for r in results)
+
+
+def test_training_segments_are_capped_by_a_seeded_subset():
+    x = waveform(6000)
+    kw = dict(segment_len=16, n_clusters=10, random_state=0, holdout_fraction=0)
+    capped = ShapeLibrary(max_train_segments=500, **kw).fit(x)
+    assert capped.n_train_segments_ == 500
+    again = ShapeLibrary(max_train_segments=500, **kw).fit(x)
+    np.testing.assert_array_equal(capped.centroids_, again.centroids_)  # same seed, same subset
+    full = ShapeLibrary(max_train_segments=None, **kw).fit(x)
+    assert full.n_train_segments_ == (6000 - 16) // 2 + 1
+    # The subset learns the same shapes: rebuilding the series is about as good.
+    err_full = full.residuals(x).mean()
+    assert capped.residuals(x).mean() < 1.2 * err_full
+    # A cap above the segment count changes nothing.
+    big = ShapeLibrary(max_train_segments=10_000, **kw).fit(x)
+    np.testing.assert_array_equal(big.centroids_, full.centroids_)
+    with pytest.raises(ValueError, match="max_train_segments"):
+        ShapeLibrary(max_train_segments=0, **kw).fit(x)
+
+
+def test_fit_leaves_thread_limits_as_they_were():
+    from threadpoolctl import threadpool_info
+
+    def threads() -> list[tuple[str, int]]:
+        return sorted((d["user_api"], d["num_threads"]) for d in threadpool_info())
+
+    before = threads()
+    ShapeLibrary(segment_len=16, n_clusters=10, random_state=0).fit(waveform(3000))
+    assert threads() == before
