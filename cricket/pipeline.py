@@ -243,8 +243,35 @@ def score_series(
     )
 
 
-def merge_by_series(parts: Iterable[ScoredSeries]) -> list[ScoredSeries]:
-    """Join the chunks of each series (in time order) into one result per series."""
+def join_events(events: pd.DataFrame, max_gap: pd.Timedelta) -> pd.DataFrame:
+    """Merge events (sorted by start) that are at most ``max_gap`` apart: an anomaly that
+    spans a chunk boundary is scored as two events, one per chunk."""
+    if len(events) < 2:
+        return events.reset_index(drop=True)
+    ev = events.sort_values("start").reset_index(drop=True)
+    rows = [ev.iloc[0].to_dict()]
+    for row in ev.iloc[1:].to_dict("records"):
+        last = rows[-1]
+        if row["start"] - last["end"] <= max_gap:
+            # duration_s is end - start plus one step: keep that step.
+            step = last["duration_s"] - (last["end"] - last["start"]).total_seconds()
+            weight = (last["duration_s"] + row["duration_s"]) or 1.0
+            last["mean"] = (
+                last["mean"] * last["duration_s"] + row["mean"] * row["duration_s"]
+            ) / weight
+            last["end"] = max(last["end"], row["end"])
+            last["peak"] = max(last["peak"], row["peak"])
+            last["duration_s"] = (last["end"] - last["start"]).total_seconds() + step
+        else:
+            rows.append(row)
+    return pd.DataFrame(rows, columns=EVENT_COLUMNS)
+
+
+def merge_by_series(
+    parts: Iterable[ScoredSeries], max_gap: pd.Timedelta | None = None
+) -> list[ScoredSeries]:
+    """Join the chunks of each series (in time order) into one result per series; events
+    closer than ``max_gap`` across a chunk boundary become one."""
     by_key: dict[str, list[ScoredSeries]] = {}
     for p in parts:
         by_key.setdefault(p.key, []).append(p)
@@ -255,7 +282,10 @@ def merge_by_series(parts: Iterable[ScoredSeries]) -> list[ScoredSeries]:
             ScoredSeries(
                 key,
                 pd.concat([p.frame for p in group]),
-                pd.concat([p.events for p in group], ignore_index=True),
+                join_events(
+                    pd.concat([p.events for p in group], ignore_index=True),
+                    max_gap if max_gap is not None else pd.Timedelta(0),
+                ),
                 group[-1].threshold,
                 group[-1].source,
                 [pair for p in group for pair in p.nearest_shapes],

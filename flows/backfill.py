@@ -74,7 +74,9 @@ def backfill(
     if len(todo) < len(parts):
         notes.insert(0, f"{len(parts) - len(todo)} chunks were scored before and are not in this report")
     published = publish_window(
-        settings, "backfill", start, end, version, merge_by_series(anomalous_parts), notes
+        settings, "backfill", start, end, version, merge_by_series(
+            anomalous_parts, selector.every * (bundle.spec.min_event_gap + 1)
+        ), notes
     )
     return {
         **published,

@@ -1,0 +1,65 @@
+"""The pipeline's plain functions (cricket/pipeline.py): windows, chunks, event joins."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from cricket.pipeline import chunks, floor_time, join_events, score_window, utc
+
+T = pd.Timestamp("2026-01-01T00:00Z")
+
+
+def test_a_run_scheduled_at_five_past_scores_the_previous_full_hour():
+    start, end = score_window(datetime(2026, 1, 1, 10, 5, tzinfo=UTC), timedelta(hours=1))
+    assert (start, end) == (datetime(2026, 1, 1, 9, tzinfo=UTC), datetime(2026, 1, 1, 10, tzinfo=UTC))
+
+
+def test_naive_times_are_taken_as_utc_and_floored_on_the_epoch_grid():
+    assert utc("2026-01-01 10:00") == datetime(2026, 1, 1, 10, tzinfo=UTC)
+    assert floor_time(datetime(2026, 1, 1, 10, 59, tzinfo=UTC), timedelta(minutes=15)) == datetime(
+        2026, 1, 1, 10, 45, tzinfo=UTC
+    )
+
+
+def test_chunks_cover_the_range_exactly_and_the_last_may_be_short():
+    parts = chunks(T, T + pd.Timedelta("2h30min"), timedelta(hours=1))
+    assert [(a - T, b - T) for a, b in parts] == [
+        (pd.Timedelta(0), pd.Timedelta("1h")),
+        (pd.Timedelta("1h"), pd.Timedelta("2h")),
+        (pd.Timedelta("2h"), pd.Timedelta("2h30min")),
+    ]
+
+
+def test_chunks_refuse_a_start_after_the_end_with_the_fix():
+    with pytest.raises(ValueError, match="not before end.*swap"):
+        chunks(T + pd.Timedelta("1h"), T, timedelta(hours=1))
+
+
+def ev(start: str, end: str, peak: float, mean: float, step_s: float = 10.0) -> dict:
+    a, b = T + pd.Timedelta(start), T + pd.Timedelta(end)
+    return {"start": a, "end": b, "peak": peak, "mean": mean,
+            "duration_s": (b - a).total_seconds() + step_s}
+
+
+def test_an_event_cut_by_a_chunk_boundary_is_joined_and_far_ones_are_not():
+    events = pd.DataFrame([
+        ev("2h", "2h1min", 70, 70),
+        ev("0s", "59min50s", 90, 80),
+        ev("1h", "1h4min", 95, 60),
+    ])
+    out = join_events(events, pd.Timedelta("170s"))
+    assert len(out) == 2
+    first = out.iloc[0]
+    assert first["start"] == T and first["end"] == T + pd.Timedelta("1h4min")
+    assert first["peak"] == 95
+    assert first["duration_s"] == pd.Timedelta("1h4min").total_seconds() + 10
+    assert 60 < first["mean"] < 80  # weighted by duration
+    assert out.iloc[1]["start"] == T + pd.Timedelta("2h")
+
+
+def test_events_further_apart_than_the_gap_stay_apart():
+    events = pd.DataFrame([ev("0s", "10min", 90, 80), ev("20min", "30min", 90, 80)])
+    assert len(join_events(events, pd.Timedelta("170s"))) == 2
