@@ -345,7 +345,7 @@ class Registry:
             return self.client.get_model_version(self.name, str(version))
         except MlflowException as exc:
             raise RegistryError(
-                f"model {self.name!r} has no version {version!r} in {self.uri}: "
+                f"model {self.name!r} has no version {version!r} in {_public_uri(self.uri)}: "
                 "see the versions with `cricket models list`"
             ) from exc
 
@@ -505,8 +505,21 @@ class Registry:
         return str(mv.version)
 
     # -- loading
+    def _check_store_exists(self) -> None:
+        """Reading from a SQLite store that is not there would silently create an empty
+        one and answer 'no champion': say that the store itself is missing."""
+        if self.uri.startswith("sqlite:///"):
+            db = Path(self.uri.removeprefix("sqlite:///"))
+            if not db.is_file():
+                raise RegistryUnavailableError(
+                    f"the MLflow store {db} does not exist, so there is no champion model: "
+                    "run the nightly retrain first (cricket retrain), or set "
+                    "CRICKET_MLFLOW_TRACKING_URI to where the store is (it may have moved)"
+                )
+
     def resolve(self, version: str | None = None, alias: str = CHAMPION) -> str:
         """The version number for an explicit ``version`` or for ``alias``."""
+        self._check_store_exists()
         if version is not None:
             return str(self._version(str(version)).version)
         found = self.alias_version(alias)
@@ -514,11 +527,11 @@ class Registry:
             if alias == CHAMPION:
                 raise NoChampionError(
                     f"no version of model {self.name!r} has the alias 'champion' "
-                    f"(registry {self.uri}): run the nightly retrain first (cricket retrain)"
+                    f"(registry {_public_uri(self.uri)}): run the nightly retrain first (cricket retrain)"
                 )
             raise NoChampionError(
                 f"no version of model {self.name!r} has the alias {alias!r} "
-                f"(registry {self.uri}): see `cricket models list`"
+                f"(registry {_public_uri(self.uri)}): see `cricket models list`"
             )
         return found
 

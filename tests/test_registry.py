@@ -301,3 +301,15 @@ def test_load_model_task_fails_fast_without_champion(
     # no retries: their backoff (2 + 5 + 15 s, jitter at most halves it: >= 11 s)
     # would only delay an error that waiting cannot fix
     assert time.perf_counter() - t0 < 8.0
+
+
+def test_a_missing_store_is_named_and_not_silently_created(tmp_path: Path) -> None:
+    """A store that moved away must not read as an empty registry ('no champion'), and
+    looking for the champion must not leave an empty database behind."""
+    from cricket.registry import RegistryUnavailableError
+
+    db = tmp_path / "moved" / "mlflow.db"
+    settings = Settings(state_dir=tmp_path, mlflow_tracking_uri=f"sqlite:///{db}")
+    with pytest.raises(RegistryUnavailableError, match="does not exist.*cricket retrain"):
+        Registry(settings).load_bundle()
+    assert not db.exists()
