@@ -16,7 +16,8 @@ What it does, in one run:
 4. **retrain**: ``nightly_retrain`` over ``--train-days`` (last day held out) of the
    retrain fleet: ``retrain_s`` at that size, and ``retrain_1000_series_s_extrapolated``
    = retrain_s x 1000 / hosts (labelled: per-series fitting dominates and is linear in
-   the number of series; the measured size is in ``retrain_size``).
+   the number of series; the measured size is in ``retrain_size``);
+   ``retrain_1000_series_s`` is measured when ``--retrain-hosts 1000``.
 
 Before timing, Prefect's ephemeral API is started and the MLflow tables are created
 (``warm_up_s``): scheduled runs meet both already running.
@@ -40,6 +41,7 @@ Usage::
 
     .venv/bin/python benchmarks/fleet.py            # 1000 series scored, 20 x 7 d retrained
     .venv/bin/python benchmarks/fleet.py --quick    # 100 series scored, 5 x 2 d retrained
+    .venv/bin/python benchmarks/fleet.py --retrain-hosts 1000   # the full target (~15 min)
 
 The last line printed is a JSON object.
 """
@@ -389,9 +391,12 @@ def main(argv: list[str] | None = None) -> dict:
         result["targets"] = {
             "score_1000_series_s<=60": None if result["score_1000_series_s"] is None
             else result["score_1000_series_s"] <= 60,
-            "retrain_1000_series_s<=900 (extrapolated)":
-                result.get("retrain_1000_series_s_extrapolated", float("inf")) <= 900
-                if "retrain_1000_series_s_extrapolated" in result else None,
+            # measured when 1000 series were retrained, else the labelled extrapolation
+            "retrain_1000_series_s<=900" + (
+                "" if result.get("retrain_1000_series_s") is not None else " (extrapolated)"):
+                None if "retrain_s" not in result
+                else (result["retrain_1000_series_s"]
+                      or result["retrain_1000_series_s_extrapolated"]) <= 900,
             "peak_rss_mb<=2000": result["peak_rss_mb"] <= 2000,
         }
     finally:
