@@ -121,7 +121,39 @@ def train_series(
             reason=f"too little history ({n} points, need {min_points}): served by the fleet library",
         )
     det = WaveformDetector(spec).fit(x.to_numpy(), holdout=calib.to_numpy())
-    return TrainedSeries(key, det, {"n_train": float(n), "threshold": float(det.threshold_)})
+    return TrainedSeries(key, det, training_metrics(det, calib.to_numpy(), n))
+
+
+def training_metrics(det: WaveformDetector, calib: np.ndarray, n_train: int) -> dict[str, float]:
+    """What a reviewer wants per series: how well k-means fitted (inertia per training
+    segment), how big held-out errors are, the threshold, how much of the held-out
+    calibration half the detector would flag."""
+    sf = det.score(calib)
+    err = np.asarray(sf.error, dtype=float)
+    err = err[np.isfinite(err)]
+    lib = det.library_
+    segments = max(int(getattr(lib, "n_train_segments_", 0) or 0), 1)
+    metrics = {
+        "n_train": float(n_train),
+        "threshold": float(det.threshold_),
+        "inertia_per_segment": float(getattr(lib, "inertia_", np.nan)) / segments,
+        "heldout_flagged_fraction": float(np.mean(sf.anomalous)) if len(sf.anomalous) else 0.0,
+    }
+    if err.size:
+        for q in (50, 99):
+            metrics[f"heldout_error_p{q}"] = float(np.percentile(err, q))
+    return metrics
+
+
+def overall_metrics(per_series: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Means over the series that have each metric (the run's headline numbers)."""
+    names = sorted({k for m in per_series.values() for k in m})
+    out: dict[str, float] = {"series": float(len(per_series))}
+    for name in names:
+        vals = [m[name] for m in per_series.values() if name in m and np.isfinite(m[name])]
+        if vals:
+            out[f"mean_{name}"] = float(np.mean(vals))
+    return out
 
 
 def fleet_training_values(series: Iterable[pd.Series], spec: DetectorSpec, cap: int) -> np.ndarray:

@@ -7,6 +7,7 @@ the champion on the same held-out tail -> log to MLflow, register, promote if no
 
 from __future__ import annotations
 
+import tempfile
 import time
 from datetime import datetime, timedelta
 
@@ -17,6 +18,7 @@ from cricket.model import ModelBundle
 from cricket.pipeline import (
     batched,
     floor_time,
+    overall_metrics,
     prepare,
     split_holdout,
     training_pictures,
@@ -104,25 +106,25 @@ def nightly_retrain(
         "fit_fleet": time.perf_counter() - t_fleet,
     }
     t_register = time.perf_counter()
-    pictures = training_pictures(
-        detectors, fleet, holdouts, spec, settings.state_dir / "tmp" / f"retrain-{end:%Y%m%dT%H%M}"
-    )
-    version = log_and_register(
-        settings,
-        bundle,
-        artifacts=pictures,
-        holdouts=holdouts,
-        per_series_metrics=per_series,
-        params={
-            "selector": selector.model_dump(mode="json"),
-            "spec": spec.model_dump(mode="json"),
-            "train_window": str(train_window),
-            "holdout": str(holdout),
-            "train_from": train_start.isoformat(),
-            "train_to": end.isoformat(),
-            "min_history_points": min_history_points,
-        },
-    )
+    with tempfile.TemporaryDirectory(prefix="cricket-pictures-") as pictures_dir:
+        pictures = training_pictures(detectors, fleet, holdouts, spec, pictures_dir)
+        version = log_and_register(
+            settings,
+            bundle,
+            artifacts=pictures,
+            holdouts=holdouts,
+            per_series_metrics=per_series,
+            metrics=overall_metrics(per_series),
+            params={
+                "selector": selector.model_dump(mode="json"),
+                "spec": spec.model_dump(mode="json"),
+                "train_window": str(train_window),
+                "holdout": str(holdout),
+                "train_from": train_start.isoformat(),
+                "train_to": end.isoformat(),
+                "min_history_points": min_history_points,
+            },
+        )
     timings["register"] = time.perf_counter() - t_register
     t_evaluate = time.perf_counter()
     # The first half of each held-out tail calibrated the thresholds; the second half is

@@ -78,7 +78,16 @@ def test_first_retrain_registers_a_champion_with_one_library_per_series(trained)
     assert summary["promoted"] is True
     from cricket.registry import Registry
 
-    assert Registry(settings).alias_version("champion") == summary["model_version"]
+    registry = Registry(settings)
+    assert registry.alias_version("champion") == summary["model_version"]
+    mv = registry.client.get_model_version(settings.model_name, summary["model_version"])
+    run = registry.client.get_run(mv.run_id)
+    assert run.data.metrics["series"] == len(fleet.series)
+    assert 0 < run.data.metrics["mean_threshold"] <= 100
+    assert "mean_heldout_error_p99" in run.data.metrics
+    assert run.data.params["spec.n_clusters"] == str(SPEC.n_clusters)
+    figures = {a.path for a in registry.client.list_artifacts(mv.run_id, "figures")}
+    assert figures == {"figures/centroid_gallery.png", "figures/heldout_reconstruction.png"}
 
 
 def test_every_injected_anomaly_is_covered_by_an_event_and_clean_series_stay_quiet(trained):
