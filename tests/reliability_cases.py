@@ -60,6 +60,13 @@ CASES: list[Case] = [
          "hourly-score has concurrency limit 1 with CANCEL_NEW in prefect.yaml and serve.py "
          "(registered on a real API by tests/test_deployments.py)",
          f"{TF}::test_hourly_deployment_keeps_one_run_at_a_time"),
+    Case(F, "two runs of hourly-score for the same window, both queued before `cricket serve` "
+         "starts and picked up in its first poll",
+         "the Prefect server admits one (COMPLETED) and cancels the other at Pending "
+         "(\"Deployment concurrency limit reached.\"; it never runs a task); one score per "
+         "series per step, one MLflow scoring run; the slot is free afterwards",
+         "tests/test_concurrency.py::"
+         "test_two_served_hourly_runs_of_one_window_one_completes_the_other_is_cancelled_nothing_written_twice"),
     # ------------------------------------------------------------------ bad input
     Case(B, "non-numeric (string) field", "exit 1: 'non-numeric ... select a numeric field'; nothing written",
          f"{TB}::test_non_numeric_field_fails_the_score_naming_the_field_and_writes_nothing"),
