@@ -67,6 +67,11 @@ CASES: list[Case] = [
          "series per step, one MLflow scoring run; the slot is free afterwards",
          "tests/test_concurrency.py::"
          "test_two_served_hourly_runs_of_one_window_one_completes_the_other_is_cancelled_nothing_written_twice"),
+    Case(F, "MLflow SQLite store moved away (scoring looks for the champion)",
+         "RegistryUnavailableError: the store does not exist, so there is no champion; run "
+         "the retrain or point CRICKET_MLFLOW_TRACKING_URI at the moved store; no empty "
+         "store is created in its place",
+         "tests/test_registry.py::test_a_missing_store_is_named_and_not_silently_created"),
     # ------------------------------------------------------------------ bad input
     Case(B, "non-numeric (string) field", "exit 1: 'non-numeric ... select a numeric field'; nothing written",
          f"{TB}::test_non_numeric_field_fails_the_score_naming_the_field_and_writes_nothing"),
