@@ -130,12 +130,12 @@ class DetectorSpec(BaseModel):
 
     segment_len: int = Field(32, ge=4, description="samples per segment (even)")
     train_slide: int = Field(2, ge=1, description="training segments slide by this many samples")
-    n_clusters: int = Field(150, ge=1, description="shapes in the library (k of k-means)")
+    n_clusters: int = Field(250, ge=1, description="shapes in the library (k of k-means)")
     n_init: int = Field(1, ge=1, description="k-means restarts")
     algorithm: Literal["auto", "kmeans", "minibatch"] = "auto"
     random_state: int | None = 0
     holdout_fraction: float = Field(
-        0.2, gt=0, lt=1, description="tail of the training data kept back to set the threshold"
+        0.3, gt=0, lt=1, description="tail of the training data kept back to set the threshold"
     )
     threshold_quantile: float = Field(
         0.99999,
@@ -153,7 +153,7 @@ class DetectorSpec(BaseModel):
         3, ge=0, description="gaps of at most this many missing steps are interpolated"
     )
     period_scale: bool = Field(
-        False,
+        True,
         description=(
             "also learn a second library whose segments span the series' dominant period "
             "(found by autocorrelation at fit time); the score takes the more surprising scale"

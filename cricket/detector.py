@@ -196,7 +196,9 @@ class WaveformDetector:
         """Distance of the windowed segment ending at each point to its nearest shape
         in library ``k`` (scaled units); NaN where no full segment ends (start of a
         piece, gaps)."""
-        lib = self.libraries_[k]
+        return self._error_with(self.libraries_[k], scaled)
+
+    def _error_with(self, lib: Any, scaled: np.ndarray) -> np.ndarray:
         n = int(lib.segment_len)
         out = np.full(len(scaled), np.nan)
         w = window(n)
@@ -235,7 +237,6 @@ class WaveformDetector:
     # ---------------------------------------------------------------------- fit
     def fit(self, values: Any, holdout: Any = None) -> WaveformDetector:
         """Learn the shapes from ``values`` and calibrate the score on held-out data."""
-        from cricket.shapes import ShapeLibrary
 
         x = _as_float_1d(values, "values")
         n = self.segment_len
@@ -266,26 +267,13 @@ class WaveformDetector:
             period = dominant_period(scaled, spec.max_period)
             if period is not None and period > n:
                 scales.append(period)
-        import warnings
 
         self.libraries_, self.calibrators_ = [], []
         held_scaled = self.scaler_.transform(np.r_[held_context, held])
         for m in scales:
-            lib = ShapeLibrary(
-                segment_len=m,
-                train_slide=spec.train_slide,
-                n_clusters=spec.n_clusters,
-                n_init=spec.n_init,
-                random_state=spec.random_state,
-                algorithm=spec.algorithm,
-                holdout_fraction=0.0,
-            )
-            train_pieces = [p for _, p in split_at_gaps(fill_short_gaps(scaled, spec.short_gap), m)]
-            if not train_pieces:
+            lib = self._fit_library(m, scaled)
+            if lib is None:
                 continue
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # fewer distinct segments than clusters is fine
-                lib.fit(train_pieces)
             self.libraries_.append(lib)
             k = len(self.libraries_) - 1
             held_err = self._trailing_error(held_scaled, k)[len(held_context) :]
@@ -299,6 +287,31 @@ class WaveformDetector:
         self.threshold_ = float(surprise_to_score(-math.log10(1.0 - spec.threshold_quantile)))
         self.n_train_ = int(np.count_nonzero(~np.isnan(train)))
         return self
+
+    def _fit_library(self, m: int, scaled: np.ndarray) -> Any:
+        """A shape library of segment length ``m`` fitted on ``scaled`` (None: no
+        gap-free stretch of ``m`` points)."""
+        import warnings
+
+        from cricket.shapes import ShapeLibrary
+
+        spec = self.spec
+        pieces = [p for _, p in split_at_gaps(fill_short_gaps(scaled, spec.short_gap), m)]
+        if not pieces:
+            return None
+        lib = ShapeLibrary(
+            segment_len=m,
+            train_slide=spec.train_slide,
+            n_clusters=spec.n_clusters,
+            n_init=spec.n_init,
+            random_state=spec.random_state,
+            algorithm=spec.algorithm,
+            holdout_fraction=0.0,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fewer distinct segments than clusters is fine
+            lib.fit(pieces)
+        return lib
 
     # -------------------------------------------------------------------- score
     def _check_fitted(self) -> None:

@@ -68,7 +68,7 @@ def demo(
     hosts: int = 12,
     days: float = 3.0,
     anomaly_hours: int = 12,
-    n_clusters: int = 150,
+    n_clusters: int = 250,
     seed: int = 7,
 ) -> dict:
     """Write a synthetic fleet, retrain, score the latest hour, backfill the hours

@@ -1,7 +1,7 @@
 """Hourly score: score the last complete window with the champion model and publish.
 
 The story: work out the window from the run's scheduled time -> load the model ->
-find the series -> for each batch, extract the window plus one segment of context and
+find the series -> for each batch, extract the window plus the detectors' context and
 score it, writing results back as each batch finishes -> publish the report.
 The backfill flow scores each of its chunks through ``score_range`` below.
 """

@@ -51,7 +51,7 @@ def score_batch(
     start: datetime,
     end: datetime,
 ) -> ScoreBatch:
-    """Score [start, end) of each series in ``keys`` with one segment of left context.
+    """Score [start, end) of each series in ``keys`` with its detector's left context.
     ``bundle`` needs only these keys' detectors (see ``sub_bundle``)."""
     log = get_run_logger()
     spec = bundle.spec
@@ -80,4 +80,8 @@ def score_batch(
 
 
 def context_for(bundle: ModelBundle, selector: SeriesSelector) -> timedelta:
-    return bundle.spec.segment_len * selector.every
+    """Left context the bundle's detectors need: their longest segment (a detector with
+    a dominant-period scale needs more than ``spec.segment_len``)."""
+    dets = [*bundle.detectors.values(), *([bundle.fleet] if bundle.fleet is not None else [])]
+    steps = max((d.context_len + 1 for d in dets), default=bundle.spec.segment_len)
+    return max(steps, bundle.spec.segment_len) * selector.every

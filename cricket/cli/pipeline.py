@@ -36,7 +36,7 @@ def retrain(
     holdout: DurationOpt = "24h",
     end: Annotated[str | None, typer.Option(help="end of training (UTC); default now")] = None,
     segment_len: Annotated[int, typer.Option(help="samples per segment")] = 32,
-    n_clusters: Annotated[int, typer.Option(help="shapes in each library")] = 150,
+    n_clusters: Annotated[int, typer.Option(help="shapes in each library")] = 250,
     min_history_points: Annotated[int, typer.Option(help="less history: fleet library")] = 1000,
     as_json: JsonOpt = False,
 ) -> None:

@@ -43,9 +43,7 @@ from cricket.evaluate.nab import (
 class RunConfig:
     """One configuration for the whole corpus (never per file or category)."""
 
-    spec: DetectorSpec = field(
-        default_factory=lambda: DetectorSpec(n_clusters=64, period_scale=True)
-    )
+    spec: DetectorSpec = field(default_factory=DetectorSpec)  # the product's defaults
     retrain_every: int = 1000  # grid steps between refits
     max_history: int = 5000  # most recent grid steps used for a refit
     alert_hold: int | None = 200  # grid steps: fire once per rise (detector.alert_scores)
