@@ -299,6 +299,34 @@ def join_events(events: pd.DataFrame, max_gap: pd.Timedelta) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)
 
 
+def continue_event(
+    events: pd.DataFrame,
+    previous: pd.DataFrame | None,
+    window_start: pd.Timestamp,
+    max_gap: pd.Timedelta,
+) -> pd.DataFrame:
+    """An event that opens a window may be the rest of one that closed the window before
+    (an anomaly does not stop at the hour). When the previous window's last event ended
+    within ``max_gap`` of this window's first event, the two become one event that keeps
+    the earlier start; written back (an event point's time is its start), it replaces the
+    earlier, shorter record instead of adding a second event."""
+    if events.empty or previous is None or previous.empty:
+        return events
+    window_start = pd.Timestamp(window_start)
+    first = events.sort_values("start").iloc[0]
+    if first["start"] - window_start > max_gap:
+        return events
+    before = previous[previous["end"] < window_start].sort_values("end")
+    if before.empty:
+        return events
+    last = before.iloc[-1]
+    if first["start"] - last["end"] > max_gap:
+        return events
+    joined = join_events(pd.concat([last.to_frame().T[EVENT_COLUMNS], events[EVENT_COLUMNS]],
+                                   ignore_index=True), max_gap)
+    return joined[joined["end"] >= window_start].reset_index(drop=True)
+
+
 def merge_by_series(
     parts: Iterable[ScoredSeries], max_gap: pd.Timedelta | None = None
 ) -> list[ScoredSeries]:

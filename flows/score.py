@@ -70,7 +70,7 @@ def score_range(
     # while later batches are still being read and scored.
     for index, _batch, fut in pipelined(
         lambda batch: score_batch.submit(
-            settings, selector, sub_bundle(bundle, batch), batch, start, end
+            settings, selector, sub_bundle(bundle, batch), batch, start, end, version
         ),
         batches,
         in_flight_limit(settings),

@@ -7,12 +7,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+import pandas as pd
 from prefect import get_run_logger, task
 
 from cricket.config import SeriesSelector, Settings
+from cricket.influx import make_source
 from cricket.influx.base import SeriesKey
 from cricket.model import ModelBundle
-from cricket.pipeline import ScoredSeries, score_series
+from cricket.pipeline import ScoredSeries, continue_event, score_series
 from tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES, compact
 from tasks.extract import read_window
 
@@ -50,9 +52,12 @@ def score_batch(
     keys: list[SeriesKey],
     start: datetime,
     end: datetime,
+    model_version: str | None = None,
 ) -> ScoreBatch:
     """Score [start, end) of each series in ``keys`` with its detector's left context.
-    ``bundle`` needs only these keys' detectors (see ``sub_bundle``)."""
+    ``bundle`` needs only these keys' detectors (see ``sub_bundle``). With
+    ``model_version``, an event that opens the window continues the event of the same
+    version that closed the previous window (see ``continue_event``)."""
     log = get_run_logger()
     spec = bundle.spec
     t0 = time.perf_counter()
@@ -75,8 +80,35 @@ def score_batch(
         # ~3 MB each at 150 shapes) is freed with it, so memory stays one series' worth
         # instead of growing with every detector the flow's bundle holds.
         scored.append(score_series(key, s, compact(det), source, start, spec))
+    if model_version is not None:
+        gap = selector.every * (spec.min_event_gap + 1)
+        for i, res in enumerate(scored):
+            if res.events.empty or res.events["start"].min() - pd.Timestamp(start) > gap:
+                continue
+            previous = previous_events(settings, res.series_key or res.key, start, model_version)
+            events = continue_event(res.events, previous, pd.Timestamp(start), gap)
+            scored[i] = replace(res, events=events)
     t2 = time.perf_counter()
     return ScoreBatch(scored, notes, {"extract": t1 - t0, "score": t2 - t1})
+
+
+#: how far back an event that continues into a window may have started
+EVENT_LOOKBACK = timedelta(days=7)
+
+
+def previous_events(
+    settings: Settings, key: SeriesKey | str, start: datetime, model_version: str
+) -> pd.DataFrame | None:
+    """Events of ``key`` by ``model_version`` that started in the week before ``start``
+    (None where the source cannot read results back, e.g. Flux)."""
+    source = make_source(settings)
+    try:
+        reader = getattr(source, "read_events", None)
+        if reader is None:
+            return None
+        return reader(key, start - EVENT_LOOKBACK, start, model_version=model_version)
+    finally:
+        source.close()
 
 
 def context_for(bundle: ModelBundle, selector: SeriesSelector) -> timedelta:

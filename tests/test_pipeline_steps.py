@@ -63,3 +63,26 @@ def test_an_event_cut_by_a_chunk_boundary_is_joined_and_far_ones_are_not():
 def test_events_further_apart_than_the_gap_stay_apart():
     events = pd.DataFrame([ev("0s", "10min", 90, 80), ev("20min", "30min", 90, 80)])
     assert len(join_events(events, pd.Timedelta("170s"))) == 2
+
+
+def test_an_event_opening_a_window_continues_the_one_that_closed_the_previous_window():
+    from cricket.pipeline import continue_event
+
+    previous = pd.DataFrame([ev("10min", "20min", 80, 70), ev("40min", "59min50s", 90, 85)])
+    current = pd.DataFrame([ev("1h", "1h13min", 97, 90), ev("1h40min", "1h41min", 70, 70)])
+    out = continue_event(current, previous, T + pd.Timedelta("1h"), pd.Timedelta("170s"))
+    assert len(out) == 2
+    assert out.iloc[0]["start"] == T + pd.Timedelta("40min")  # the earlier start is kept
+    assert out.iloc[0]["end"] == T + pd.Timedelta("1h13min")
+    assert out.iloc[0]["peak"] == 97
+    assert out.iloc[1]["start"] == T + pd.Timedelta("1h40min")
+
+
+def test_an_event_after_a_quiet_stretch_is_not_glued_to_an_old_one():
+    from cricket.pipeline import continue_event
+
+    previous = pd.DataFrame([ev("10min", "20min", 80, 70)])
+    current = pd.DataFrame([ev("1h", "1h5min", 90, 80)])
+    out = continue_event(current, previous, T + pd.Timedelta("1h"), pd.Timedelta("170s"))
+    assert out.iloc[0]["start"] == T + pd.Timedelta("1h")
+    assert continue_event(current, None, T + pd.Timedelta("1h"), pd.Timedelta("170s")).equals(current)

@@ -44,7 +44,7 @@ def demo(
     from cricket.errors import user_facing
     from flows.demo import demo as demo_flow
 
-    with console.status("running the demo pipeline (write, retrain, score, backfill) ..."):
+    with console.status("running the demo pipeline (write, retrain, backfill, score) ..."):
         try:
             summary = demo_flow(hosts=hosts, days=days, n_clusters=n_clusters)
         except Exception as exc:  # noqa: BLE001
@@ -86,7 +86,7 @@ def print_summary(summary: dict, settings, urls: dict[str, str]) -> None:  # noq
     console.print(f"  latest hour:     {summary['hourly_report']}", markup=False)
     console.print(
         f"  time:            {s['total']} s (write {s['write']}, retrain {s['retrain']}, "
-        f"score {s['score']}, backfill {s['backfill']})"
+        f"backfill {s['backfill']}, score {s['score']})"
     )
     console.print()
     if urls:
