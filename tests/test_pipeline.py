@@ -107,6 +107,11 @@ def test_every_injected_anomaly_is_covered_by_an_event_and_clean_series_stay_qui
     clean = [str(k) for k in fleet.series if str(k) not in dirty]
     assert clean, "the fleet should keep some hosts clean"
     assert not set(events["series"]) & set(clean), "a clean series raised an event"
+    # An anomaly running across an hour is one event, not one per chunk.
+    gap = SELECTOR.every * (SPEC.min_event_gap + 1)
+    for _, ev in events.sort_values("start").groupby("series"):
+        assert ((ev["start"].iloc[1:].to_numpy() - ev["end"].iloc[:-1].to_numpy()) > gap).all()
+    assert match.false_events == [], match.false_events
 
 
 def test_the_hourly_report_names_the_anomalous_series(trained):
