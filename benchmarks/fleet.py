@@ -190,7 +190,7 @@ def _train_child(env: dict, kw: dict, out: mp.Queue) -> None:
 
     summary = nightly_retrain(
         selector=SeriesSelector(measurement="waveform", field="value", group_by=["host"]),
-        spec=DetectorSpec(n_clusters=kw["n_clusters"]),
+        spec=DetectorSpec(**({} if kw["n_clusters"] is None else {"n_clusters": kw["n_clusters"]})),
         train_window=timedelta(hours=kw["train_window_h"]), holdout=timedelta(hours=1),
         end=pd.Timestamp(kw["end"]).to_pydatetime(),
         min_history_points=kw["min_history_points"],
@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--retrain-hosts", type=int, default=None)
     ap.add_argument("--train-days", type=float, default=None)
     ap.add_argument("--batch-size", type=int, default=100)
-    ap.add_argument("--n-clusters", type=int, default=150)
+    ap.add_argument("--n-clusters", type=int, default=None,
+                    help="shapes per library (default: DetectorSpec's, what production runs)")
     ap.add_argument("--skip-retrain", action="store_true")
     args = ap.parse_args(argv)
     score_hosts = args.score_hosts or (100 if args.quick else 1000)
@@ -253,6 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
     server = InfluxServer(port=find_free_port(), data_dir=tmp / "influx").start(timeout=60)
     result: dict = {
         "cores": os.cpu_count(),
+        "spec": None,
         "load_avg_start": [round(x, 2) for x in os.getloadavg()],
         "batch_size": args.batch_size,
     }
@@ -274,7 +276,8 @@ def main(argv: list[str] | None = None) -> dict:
             return s
 
         selector = SeriesSelector(measurement="waveform", field="value", group_by=["host"])
-        spec = DetectorSpec(n_clusters=args.n_clusters)
+        spec = DetectorSpec(**({} if args.n_clusters is None else {"n_clusters": args.n_clusters}))
+        result["spec"] = spec.model_dump(mode="json")
         score_at = END - pd.Timedelta(hours=1)  # score [END-2h, END-1h)
         score_start = END - pd.Timedelta(hours=2 + args.score_train_hours)
         retrain_start = END - pd.Timedelta(days=train_days)

@@ -374,11 +374,14 @@ class ShapeLibrary(BaseEstimator):
     n_init, random_state, max_iter: passed to k-means.
     algorithm: ``"kmeans"``, ``"minibatch"`` or ``"auto"`` (MiniBatchKMeans when
         more than ``batch_threshold`` segments are clustered).
-    max_train_segments: k-means clusters at most this many training segments, a
-        random subset (drawn with ``random_state``) when there are more; None: all.
-        The centroids of many near-copies of the same shapes barely move with more
-        of them (a week at 10 s holds ~26,000 segments at slide 2), and the fit costs
-        time in proportion. The threshold is still set from all the data.
+    max_train_segments, max_train_values: k-means clusters at most this many
+        training segments, and at most ``max_train_values`` values in all (segments x
+        segment_len, so long segments are sampled more sparsely), but never fewer
+        than 10 segments per cluster: a random subset (drawn with ``random_state``)
+        when there are more; None: no such limit. The centroids of many near-copies
+        of the same shapes barely move with more of them (a week at 10 s holds
+        ~26,000 segments at slide 2), and the fit costs time in proportion to the
+        values clustered. The threshold is still set from all the data.
     holdout_fraction: tail of the training data kept back from k-means; the
         threshold is set from scores on it. 0 sets it from the training data itself
         (optimistic).
@@ -405,7 +408,8 @@ class ShapeLibrary(BaseEstimator):
         algorithm: str = "auto",
         batch_threshold: int = 50_000,
         max_iter: int = 300,
-        max_train_segments: int | None = 10_000,
+        max_train_segments: int | None = 5_000,
+        max_train_values: int | None = 500_000,
         holdout_fraction: float = 0.2,
         threshold_quantile: float = 0.999,
         threshold_scale: float = 1.5,
@@ -421,6 +425,7 @@ class ShapeLibrary(BaseEstimator):
         self.batch_threshold = batch_threshold
         self.max_iter = max_iter
         self.max_train_segments = max_train_segments
+        self.max_train_values = max_train_values
         self.holdout_fraction = holdout_fraction
         self.threshold_quantile = threshold_quantile
         self.threshold_scale = threshold_scale
@@ -443,11 +448,10 @@ class ShapeLibrary(BaseEstimator):
             raise ValueError(
                 f"algorithm must be 'auto', 'kmeans' or 'minibatch' (got {self.algorithm!r})"
             )
-        cap = self.max_train_segments
-        if cap is not None and (int(cap) != cap or cap < 1):
-            raise ValueError(
-                f"max_train_segments must be a positive integer or None (got {cap!r})"
-            )
+        for name in ("max_train_segments", "max_train_values"):
+            cap = getattr(self, name)
+            if cap is not None and (int(cap) != cap or cap < 1):
+                raise ValueError(f"{name} must be a positive integer or None (got {cap!r})")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in [0, 1) (got {self.holdout_fraction!r})")
         if not 0 < self.threshold_quantile <= 1:
@@ -471,6 +475,15 @@ class ShapeLibrary(BaseEstimator):
         return self.segment_len // 2 if self.min_gap is None else int(self.min_gap)
 
     # --------------------------------------------------------------------- fit
+    def _segment_cap(self) -> int:
+        """How many training segments k-means clusters at most."""
+        caps = [np.iinfo(np.int64).max]
+        if self.max_train_segments is not None:
+            caps.append(int(self.max_train_segments))
+        if self.max_train_values is not None:
+            caps.append(int(self.max_train_values) // int(self.segment_len))
+        return max(min(caps), 10 * int(self.n_clusters))
+
     def _split_holdout(self, pieces: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Split the pieces at ``(1 - holdout_fraction)`` of their total length."""
         if self.holdout_fraction == 0:
@@ -525,12 +538,12 @@ class ShapeLibrary(BaseEstimator):
         head, tail = self._split_holdout(pieces)
 
         segs = np.concatenate([windowed_segments(p, n, int(self.train_slide)) for p in head])
-        cap = self.max_train_segments
-        if cap is not None and len(segs) > cap:
+        cap = self._segment_cap()
+        if len(segs) > cap:
             from sklearn.utils import check_random_state
 
             rng = check_random_state(self.random_state)
-            segs = segs[np.sort(rng.choice(len(segs), int(cap), replace=False))]
+            segs = segs[np.sort(rng.choice(len(segs), cap, replace=False))]
         k = int(self.n_clusters)
         distinct = _count_distinct_rows(segs)
         if distinct < k:

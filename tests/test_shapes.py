@@ -292,8 +292,16 @@ def test_training_segments_are_capped_by_a_seeded_subset():
     # A cap above the segment count changes nothing.
     big = ShapeLibrary(max_train_segments=10_000, **kw).fit(x)
     np.testing.assert_array_equal(big.centroids_, full.centroids_)
+    # Long segments are sampled more sparsely (a budget of values), but never fewer
+    # than 10 per cluster.
+    lib = ShapeLibrary(max_train_values=400 * 16, **kw).fit(x)
+    assert lib.n_train_segments_ == 400
+    lib = ShapeLibrary(max_train_values=16, **kw).fit(x)
+    assert lib.n_train_segments_ == 10 * 10
     with pytest.raises(ValueError, match="max_train_segments"):
         ShapeLibrary(max_train_segments=0, **kw).fit(x)
+    with pytest.raises(ValueError, match="max_train_values"):
+        ShapeLibrary(max_train_values=1.5, **kw).fit(x)
 
 
 def test_fit_leaves_thread_limits_as_they_were():
