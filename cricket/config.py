@@ -38,6 +38,8 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
     if isinstance(value, int | float):
         return timedelta(seconds=float(value))
     text = str(value).strip()
+    # pandas is retiring the lower-case day unit ("7d"); people write it, so accept it.
+    text = re.sub(r"(?<=\d)\s*d(?![a-z])", "D", text)
     try:
         td = pd.Timedelta(text)
     except (ValueError, TypeError) as exc:
