@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from operator import itemgetter
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import numpy as np
@@ -304,8 +304,8 @@ class InfluxQLClient:
         return self.write_batches((lines[lo:hi] for lo, hi in lp.batches(lines, size)), database)
 
 
-class InfluxQLSource:
-    """Reads regular series with InfluxQL. See the module docstring for the safety rules."""
+class _OwnsClient:
+    """Holds one InfluxQLClient for its settings; closes it on ``close`` or ``with`` exit."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
@@ -314,11 +314,15 @@ class InfluxQLSource:
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> InfluxQLSource:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class InfluxQLSource(_OwnsClient):
+    """Reads regular series with InfluxQL. See the module docstring for the safety rules."""
 
     # ----------------------------------------------------------------------------------
     @staticmethod
@@ -594,21 +598,8 @@ class InfluxQLSource:
         return df
 
 
-class InfluxQLSink:
+class InfluxQLSink(_OwnsClient):
     """Writes scores and events as line protocol to ``/write`` (1.x, 2.x v1 compat, 3.x)."""
-
-    def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings()
-        self.client = InfluxQLClient(self.settings)
-
-    def close(self) -> None:
-        self.client.close()
-
-    def __enter__(self) -> InfluxQLSink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def ensure_database(self, name: str | None = None) -> None:
         self.client.ensure_database(name or self.settings.score_database)
