@@ -32,7 +32,13 @@ import numpy as np
 
 from cricket.config import Settings
 from cricket.errors import CricketError
-from cricket.model import BUNDLE_JSON, ModelBundle, ModelFormatError, UnknownSeriesError
+from cricket.model import (
+    BUNDLE_JSON,
+    ModelBundle,
+    ModelFormatError,
+    UnknownSeriesError,
+    compact,
+)
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -182,6 +188,10 @@ def evaluate_bundle(bundle: ModelBundle, held_out: Mapping[str, Any]) -> EvalSum
             det, source = bundle.detector_for(str(key))
         except UnknownSeriesError:
             continue
+        # Score with a copy: the search tables scoring caches on a detector (MBs for a
+        # long period-scale library) are freed after each series instead of piling up
+        # on every detector of the bundle.
+        det = compact(det)
         values = np.asarray(held_out[key], dtype=float)
         finite = values[np.isfinite(values)]
         if source == "fleet" and finite.size:

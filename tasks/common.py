@@ -37,11 +37,3 @@ class _ThreadTimeoutNotice(logging.Filter):
 
 
 logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
-
-
-def compact(detector):  # noqa: ANN001, ANN201 - any detector with get_state/from_state
-    """A copy of ``detector`` rebuilt from its saved state: the learned arrays only, none
-    of the caches that scoring builds (a few MB per shape library). Scoring with it
-    gives the same result (the state round trip is exact)."""
-    meta, arrays = detector.get_state()
-    return type(detector).from_state(meta, arrays)
