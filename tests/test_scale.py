@@ -117,7 +117,7 @@ def test_a_compact_detector_scores_the_same_and_ships_small():
 
     from cricket.detector import WaveformDetector
     from cricket.pipeline import score_series
-    from tasks.common import compact
+    from cricket.model import compact
 
     spec = DetectorSpec(n_clusters=16)
     rng = np.random.default_rng(1)
