@@ -351,15 +351,25 @@ def _search_chunks(
         pos = row_start[:b] + np.argmin(g, axis=1)
         ambiguous = np.flatnonzero(np.take(g_flat, pos) <= thresh)
         if ambiguous.size:
-            g64 = s0[ambiguous] @ t.ct2
-            g64 += t.c_sq
-            j[ambiguous] = np.argmin(g64, axis=1)
+            j[ambiguous] = _exact_argmin(s0[ambiguous], t.c0)
         idx[lo:hi] = j
         diff = diff_buf[:b]
         np.take(t.c0, j, axis=0, out=diff, mode="clip")  # "raise" would buffer
         np.subtract(s0, diff, out=diff)
         d2[lo:hi] = np.einsum("ij,ij->i", diff, diff)
     return idx, d2
+
+
+def _exact_argmin(segments: np.ndarray, centroids: np.ndarray, block: int = 16) -> np.ndarray:
+    """Nearest centroid by direct squared differences, for the rare rows whose best and
+    second-best scores float32 cannot tell apart. The expanded form |c|² - 2s·c loses
+    digits to cancellation even in float64 (two stored segments 2e-6 apart at values
+    of 136 compare equal), so ties are settled on the differences themselves."""
+    out = np.empty(len(segments), dtype=np.intp)
+    for lo in range(0, len(segments), block):
+        diff = segments[lo : lo + block, None, :] - centroids[None, :, :]
+        out[lo : lo + block] = np.argmin(np.einsum("ijk,ijk->ij", diff, diff), axis=1)
+    return out
 
 
 class ShapeLibrary(BaseEstimator):
