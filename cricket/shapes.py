@@ -583,7 +583,12 @@ class ShapeLibrary(BaseEstimator):
             )
         with _one_fit_thread():
             km.fit(segs)
-        self.centroids_ = np.ascontiguousarray(km.cluster_centers_, dtype=np.float64)
+        # Rounded to float32 precision (kept as float64): the model bundle then stores
+        # them as float32, half the size, and still loads back exactly. k-means noise
+        # is far above float32 rounding.
+        self.centroids_ = np.ascontiguousarray(
+            km.cluster_centers_.astype(np.float32), dtype=np.float64
+        )
         self.n_clusters_ = int(k)
         self.inertia_ = float(km.inertia_)
         self.n_train_segments_ = int(len(segs))
@@ -750,7 +755,10 @@ class ShapeLibrary(BaseEstimator):
             "params": self.get_params(),
             "fitted": fitted,
         }
-        return meta, {"centroids": self.centroids_.copy()}
+        c = self.centroids_
+        c32 = c.astype(np.float32)
+        # float32 when that is lossless (fitted libraries), else float64 (hand-built ones).
+        return meta, {"centroids": c32 if np.array_equal(c32, c, equal_nan=True) else c.copy()}
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> ShapeLibrary:
