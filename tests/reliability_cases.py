@@ -166,6 +166,15 @@ CASES: list[Case] = [
          f"{TM}::test_pickle_bomb_in_npz_is_refused_without_running"),
     Case(H, "raw pickle / stray .pkl in a bundle", "refused",
          f"{TM}::test_raw_pickle_and_stray_pkl_are_refused"),
+    Case(H, "two series whose tag values hold ',' and '=' (dc=x,host='y,host=z' and "
+         "dc='x,host=y',host=z)",
+         "two keys, two detectors, each scored with its own; written under two `series` tags "
+         "with their own values; no false events",
+         "tests/test_series_keys.py::test_colliding_tag_values_are_trained_scored_and_written_apart"),
+    Case(H, "any measurement, field and tag values (property test over ',', '=', braces, dots, "
+         "quotes, backslashes, unicode)",
+         "two keys render to the same text only when equal; the text parses back to the key",
+         "tests/test_series_keys.py::test_keys_render_to_the_same_text_only_when_they_are_equal"),
     # ------------------------------------------------------------------ secrets
     Case(S, "token and password through retrain, score, backfill and failing runs",
          "absent from logs, stdout/stderr, Prefect logs/artifacts/runs, MLflow params/tags/files, "

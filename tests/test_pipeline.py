@@ -12,12 +12,12 @@ from datetime import timedelta
 
 import pandas as pd
 import pytest
+from fixtures.influx import settings_for
+from fixtures.pipeline import apply_env
 
 from cricket.config import DetectorSpec, SeriesSelector
 from cricket.influx.influxql import InfluxQLClient, InfluxQLSource
 from cricket.synth import make_fleet, write_fleet
-from fixtures.influx import settings_for
-from fixtures.pipeline import apply_env
 
 pytestmark = pytest.mark.slow
 

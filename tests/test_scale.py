@@ -116,8 +116,8 @@ def test_a_compact_detector_scores_the_same_and_ships_small():
     import pickle
 
     from cricket.detector import WaveformDetector
-    from cricket.pipeline import score_series
     from cricket.model import compact
+    from cricket.pipeline import score_series
 
     spec = DetectorSpec(n_clusters=16)
     rng = np.random.default_rng(1)

@@ -6,6 +6,7 @@ tags, written ``waveform.value{host=cricket001}``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -30,16 +31,47 @@ class SeriesKey:
         return dict(self.tags)
 
     def __str__(self) -> str:
-        inner = ",".join(f"{k}={v}" for k, v in self.tags)
-        return f"{self.measurement}.{self.field}{{{inner}}}"
+        """``measurement.field{k=v,...}``. Unambiguous: every character that delimits a
+        part (``{`` in the measurement; ``.`` and ``{`` in the field; ``,`` ``=`` ``{``
+        ``}`` in tag keys and values) and ``%`` itself are percent-encoded (``,`` is
+        ``%2C``), so two different keys never render to the same text and :meth:`parse`
+        inverts it exactly. No backslash is added, so the text is also a tag value that
+        line protocol can carry (the ``series`` tag of results). Names without those
+        characters render as before (``waveform.value{host=a}``)."""
+        inner = ",".join(f"{_esc(k, _TAG_SPECIAL)}={_esc(v, _TAG_SPECIAL)}" for k, v in self.tags)
+        head = f"{_esc(self.measurement, _MEAS_SPECIAL)}.{_esc(self.field, _FIELD_SPECIAL)}"
+        return f"{head}{{{inner}}}"
 
     @classmethod
     def parse(cls, text: str) -> SeriesKey:
-        """Inverse of ``str(key)`` for keys whose tag values hold no ``,`` ``=`` or ``}``."""
-        head, _, rest = text.partition("{")
+        """Inverse of ``str(key)``: ``SeriesKey.parse(str(k)) == k`` for every key."""
+        head, brace, body = text.partition("{")
+        if not brace or not body.endswith("}") or "." not in head:
+            raise ValueError(f"{text!r} is not a series key such as waveform.value{{host=a}}")
         measurement, _, fld = head.rpartition(".")
-        tags = dict(p.split("=", 1) for p in rest.rstrip("}").split(",") if p)
-        return cls.make(measurement, fld, tags)
+        tags: dict[str, str] = {}
+        for part in body[:-1].split(",") if body[:-1] else []:
+            k, eq, v = part.partition("=")
+            if not eq:
+                raise ValueError(f"{text!r} is not a series key: tag {part!r} has no '='")
+            tags[_unesc(k)] = _unesc(v)
+        return cls.make(_unesc(measurement), _unesc(fld), tags)
+
+
+_MEAS_SPECIAL = "%{"
+_FIELD_SPECIAL = "%.{"
+_TAG_SPECIAL = "%,={}"
+_PERCENT = re.compile(r"%([0-9A-F]{2})")
+
+
+def _esc(text: str, special: str) -> str:
+    if not any(c in text for c in special):
+        return text
+    return "".join(f"%{ord(c):02X}" if c in special else c for c in text)
+
+
+def _unesc(text: str) -> str:
+    return _PERCENT.sub(lambda m: chr(int(m.group(1), 16)), text) if "%" in text else text
 
 
 class InfluxError(RuntimeError):
