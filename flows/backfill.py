@@ -31,7 +31,9 @@ def backfill(
     redo: bool = False,
 ) -> dict:
     """Score [start, end) chunk by chunk with ``model_version`` (default: the champion).
-    Chunks already scored by this model version are skipped unless ``redo``."""
+    Chunks already scored by this model (name and version) are skipped unless ``redo``;
+    a chunk that held no data, or far fewer points than expected, is not recorded as
+    done, so a rerun after late data arrives scores it."""
     log = get_run_logger()
     settings = Settings()
     t0 = time.perf_counter()
@@ -57,12 +59,21 @@ def backfill(
     )
     summaries = []
     anomalous_parts: list[ScoredSeries] = []
+    incomplete: list[str] = []
     for i, (a, b) in enumerate(todo, start=1):
         summary = score_range(
             settings, selector, bundle, version, a, b,
             kind="backfill", report=False, collect=anomalous_parts,
         )
-        mark_chunk_done(settings, version, scope, a, b, summary["points_written"])
+        recorded = mark_chunk_done(
+            settings, version, scope, a, b, summary["points_scored"], summary["points_expected"]
+        )
+        if not recorded:
+            incomplete.append(
+                f"chunk {a:%Y-%m-%d %H:%M} UTC scored {summary['points_scored']} of "
+                f"{summary['points_expected']} expected points: not recorded as done, so the "
+                "next backfill scores it again (late data)"
+            )
         summaries.append(summary)
         update_progress_artifact(
             artifact_id=progress,
@@ -70,7 +81,7 @@ def backfill(
         )
     events = sum(s["events"] for s in summaries)
     anomalous = sorted({k for s in summaries for k in s["anomalous_series"]})
-    notes = [n for s in summaries for n in s["notes"]][:50]
+    notes = (incomplete + [n for s in summaries for n in s["notes"]])[:50]
     if len(todo) < len(parts):
         notes.insert(0, f"{len(parts) - len(todo)} chunks were scored before and are not in this report")
     published = publish_window(
@@ -86,6 +97,8 @@ def backfill(
         "chunks": len(parts),
         "skipped": len(parts) - len(todo),
         "scored": len(todo),
+        "incomplete": len(incomplete),
+        "notes": notes,
         "events": events,
         "anomalous_series": anomalous,
         "points_written": sum(s["points_written"] for s in summaries),

@@ -88,6 +88,7 @@ def score_range(
     if not any(len(s.frame) for s in scored):
         notes.append(f"no data between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
     n_events = sum(len(s.events) for s in scored)
+    steps = int((end - start) / selector.every)
     summary = {
         "model_version": version,
         "window_start": start.isoformat(),
@@ -95,6 +96,9 @@ def score_range(
         "series": len(keys),
         "scored": len(scored),
         "points_written": int(written),
+        # what the ledger judges a chunk by: points scored of series x steps
+        "points_scored": int(sum(len(s.frame) for s in scored)),
+        "points_expected": len(keys) * steps,
         "events": n_events,
         "anomalous_series": sorted(s.key for s in scored if len(s.events)),
         "notes": notes,

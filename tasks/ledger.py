@@ -20,6 +20,8 @@ def done_chunks(
 
 @task(name="mark-chunk-done", timeout_seconds=120, **IO_TASK)
 def mark_chunk_done(
-    settings: Settings, model_version: str, scope: str, start: datetime, end: datetime, points: int
-) -> None:
-    ledger.mark_done(settings, model_version, scope, start, end, points)
+    settings: Settings, model_version: str, scope: str, start: datetime, end: datetime,
+    points: int, expected: int | None = None,
+) -> bool:
+    """Record a finished chunk; returns False (and records nothing) for an incomplete one."""
+    return ledger.mark_done(settings, model_version, scope, start, end, points, expected)

@@ -106,7 +106,10 @@ def previous_events(
         reader = getattr(source, "read_events", None)
         if reader is None:
             return None
-        return reader(key, start - EVENT_LOOKBACK, start, model_version=model_version)
+        return reader(
+            key, start - EVENT_LOOKBACK, start, model_version=model_version,
+            model_name=settings.model_name,
+        )
     finally:
         source.close()
 

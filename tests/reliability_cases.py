@@ -72,6 +72,15 @@ CASES: list[Case] = [
          "the retrain or point CRICKET_MLFLOW_TRACKING_URI at the moved store; no empty "
          "store is created in its place",
          "tests/test_registry.py::test_a_missing_store_is_named_and_not_silently_created"),
+    Case(F, "backfill run before the range's data arrived (0 points), then with only its "
+         "first 10 minutes, then after all of it landed",
+         "no chunk recorded as done until it held >= 90% of the expected points (notes say "
+         "so); the rerun after the data landed scores every chunk; the next run skips them",
+         "tests/test_ledger_models.py::test_backfill_before_late_data_records_no_chunk_and_the_rerun_scores_it"),
+    Case(F, "two model names (both version 1) backfill the same series and hours",
+         "each model's scores, events and ledger kept apart (tag `model_name`); the second "
+         "model skips nothing and overwrites nothing",
+         "tests/test_ledger_models.py::test_two_model_names_keep_their_own_scores_events_and_ledgers"),
     # ------------------------------------------------------------------ bad input
     Case(B, "non-numeric (string) field", "exit 1: 'non-numeric ... select a numeric field'; nothing written",
          f"{TB}::test_non_numeric_field_fails_the_score_naming_the_field_and_writes_nothing"),

@@ -139,6 +139,8 @@ def backfill(
     )
     for key in summary["anomalous_series"]:
         console.print(f"  anomalous: {key}", markup=False)
+    for note in summary.get("notes", [])[:10]:
+        console.print(f"  note: {note}", markup=False)
 
 
 def _spec(cls, **kw):  # noqa: ANN001, ANN202

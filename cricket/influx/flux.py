@@ -320,10 +320,10 @@ class FluxSink:
         return written
 
     def write_scores(self, key: SeriesKey, frame: pd.DataFrame, model_version: str) -> int:
-        return self.write_lines(lp.score_lines(key, frame, model_version))
+        return self.write_lines(lp.score_lines(key, frame, model_version, self.settings.model_name))
 
     def write_events(self, key: SeriesKey, events: pd.DataFrame, model_version: str) -> int:
-        return self.write_lines(lp.event_lines(key, events, model_version))
+        return self.write_lines(lp.event_lines(key, events, model_version, self.settings.model_name))
 
     def write_series(self, key: SeriesKey, series: pd.Series) -> int:
         return self.write_lines(lp.series_lines(key, series), bucket=self.settings.bucket)

@@ -541,6 +541,7 @@ class InfluxQLSource(_OwnsClient):
         start: datetime,
         stop: datetime,
         model_version: str | None,
+        model_name: str | None = None,
     ) -> pd.DataFrame:
         params: dict[str, Any] = {"start": _ns(start), "stop": _ns(stop)}
         conds = ["time >= $start", "time < $stop"]
@@ -554,9 +555,12 @@ class InfluxQLSource(_OwnsClient):
         if model_version is not None:
             params["mv"] = str(model_version)
             conds.append('"model_version" = $mv')
+        if model_name is not None:
+            params["mn"] = str(model_name)
+            conds.append('"model_name" = $mn')
         q = (
             f"SELECT * FROM {quote_ident(measurement)} WHERE {' AND '.join(conds)} "
-            'GROUP BY "series", "model_version"'
+            'GROUP BY "series", "model_name", "model_version"'
         )
         frames = []
         for s in self.client.query(q, params, database=self.settings.score_database):
@@ -576,11 +580,15 @@ class InfluxQLSource(_OwnsClient):
         start: datetime,
         stop: datetime,
         model_version: str | None = None,
+        model_name: str | None = None,
     ) -> pd.DataFrame:
         """What was written to ``cricket_score`` for one key (or every key matching a
         selector's tags) in [start, stop): indexed by time, columns value,
-        reconstruction, error, score, anomalous, series, model_version, and the tags."""
-        return self._read_results(lp.SCORE_MEASUREMENT, key_or_selector, start, stop, model_version)
+        reconstruction, error, score, anomalous, series, model_name, model_version, and
+        the tags. ``model_version``/``model_name`` restrict it to one model's results."""
+        return self._read_results(
+            lp.SCORE_MEASUREMENT, key_or_selector, start, stop, model_version, model_name
+        )
 
     def read_events(
         self,
@@ -588,10 +596,13 @@ class InfluxQLSource(_OwnsClient):
         start: datetime,
         stop: datetime,
         model_version: str | None = None,
+        model_name: str | None = None,
     ) -> pd.DataFrame:
         """Events in ``cricket_event`` starting in [start, stop); ``start``/``end`` are
         converted back to UTC timestamps."""
-        df = self._read_results(lp.EVENT_MEASUREMENT, key_or_selector, start, stop, model_version)
+        df = self._read_results(
+            lp.EVENT_MEASUREMENT, key_or_selector, start, stop, model_version, model_name
+        )
         for col in ("start", "end"):
             if col in df.columns:
                 df[col] = pd.to_datetime(df[col].astype("int64"), unit="ns", utc=True)
@@ -611,13 +622,15 @@ class InfluxQLSink(_OwnsClient):
         size = self.settings.influx_write_batch
         bounds = [*range(0, len(frame), size), len(frame)] if len(frame) else []
         batches = (
-            lp.score_lines(key, frame.iloc[lo:hi], model_version)
+            lp.score_lines(key, frame.iloc[lo:hi], model_version, self.settings.model_name)
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=False)
         )
         return self.client.write_batches(batches)
 
     def write_events(self, key: SeriesKey, events: pd.DataFrame, model_version: str) -> int:
-        return self.client.write_lines(lp.event_lines(key, events, model_version))
+        return self.client.write_lines(
+            lp.event_lines(key, events, model_version, self.settings.model_name)
+        )
 
     def write_series(self, key: SeriesKey, series: pd.Series, database: str | None = None) -> int:
         """Write raw metric points (measurement/field/tags from the key) to the source

@@ -3,9 +3,11 @@
 What Cricket writes (both sinks, InfluxQL and Flux, write the same points):
 
 ``cricket_score``  one point per scored step, time = the step.
-    tags:   the series key's tags, plus ``model_version`` and ``series`` (``str(key)``,
-            e.g. ``waveform.value{host=cricket001}``; it keeps scores of two series with
-            the same tags but a different measurement or field apart)
+    tags:   the series key's tags, plus ``model_name`` and ``model_version`` (two models
+            scoring the same series and hour never overwrite each other) and ``series``
+            (``str(key)``, e.g. ``waveform.value{host=cricket001}``, unambiguous for any
+            tag values; it keeps scores of two series with the same tags but a
+            different measurement or field apart)
     fields: value, reconstruction, error, score (float; a NaN or inf field is left out
             of that point), anomalous (integer 0/1 so it can be summed and counted)
 
@@ -40,7 +42,7 @@ SCORE_MEASUREMENT = "cricket_score"
 EVENT_MEASUREMENT = "cricket_event"
 SCORE_FIELDS = ("value", "reconstruction", "error", "score")
 EVENT_FIELDS = ("peak", "mean", "duration_s")
-RESERVED_TAGS = ("model_version", "series")
+RESERVED_TAGS = ("model_name", "model_version", "series")
 
 _BAD = ("\n", "\r")
 _AMBIGUOUS = re.compile(r"\\([,= \\]|$)")
@@ -96,7 +98,7 @@ def series_prefix(measurement: str, tags: dict[str, str]) -> str:
     return ",".join(parts)
 
 
-def result_tags(key: SeriesKey, model_version: str) -> dict[str, str]:
+def result_tags(key: SeriesKey, model_version: str, model_name: str | None = None) -> dict[str, str]:
     tags = key.tag_dict
     for name in RESERVED_TAGS:
         if name in tags:
@@ -105,6 +107,8 @@ def result_tags(key: SeriesKey, model_version: str) -> dict[str, str]:
                 "rename the tag or leave it out of group_by"
             )
     tags["model_version"] = str(model_version)
+    if model_name:
+        tags["model_name"] = str(model_name)
     tags["series"] = str(key)
     return tags
 
@@ -189,11 +193,13 @@ def float_lines(
     return out if keep.all() else [x for x, k in zip(out, keep.tolist(), strict=True) if k]
 
 
-def score_lines(key: SeriesKey, frame: pd.DataFrame, model_version: str) -> list[str]:
+def score_lines(
+    key: SeriesKey, frame: pd.DataFrame, model_version: str, model_name: str | None = None
+) -> list[str]:
     missing = [c for c in (*SCORE_FIELDS, "anomalous") if c not in frame.columns]
     if missing:
         raise InfluxError(f"score frame for {key} lacks columns {missing}")
-    prefix = series_prefix(SCORE_MEASUREMENT, result_tags(key, model_version))
+    prefix = series_prefix(SCORE_MEASUREMENT, result_tags(key, model_version, model_name))
     anomalous = frame["anomalous"].fillna(False).to_numpy().astype(bool).astype(np.int64)
     return float_lines(
         prefix,
@@ -203,13 +209,15 @@ def score_lines(key: SeriesKey, frame: pd.DataFrame, model_version: str) -> list
     )
 
 
-def event_lines(key: SeriesKey, events: pd.DataFrame, model_version: str) -> list[str]:
+def event_lines(
+    key: SeriesKey, events: pd.DataFrame, model_version: str, model_name: str | None = None
+) -> list[str]:
     missing = [c for c in ("start", "end", *EVENT_FIELDS) if c not in events.columns]
     if missing:
         raise InfluxError(f"event frame for {key} lacks columns {missing}")
     if events.empty:
         return []
-    prefix = series_prefix(EVENT_MEASUREMENT, result_tags(key, model_version))
+    prefix = series_prefix(EVENT_MEASUREMENT, result_tags(key, model_version, model_name))
     start = to_ns(events["start"])
     end = to_ns(events["end"])
     return float_lines(
