@@ -23,6 +23,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from cricket.errors import CricketValueError
+
 Aggregate = Literal["mean", "median", "max", "min", "first", "last", "sum"]
 
 # Identifiers (measurement, field, tag keys) are quoted and escaped by the sources, so
@@ -43,11 +45,11 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
     try:
         td = pd.Timedelta(text)
     except (ValueError, TypeError) as exc:
-        raise ValueError(
+        raise CricketValueError(
             f"cannot read {value!r} as a duration: write it like '10s', '5min', '1h' or '7d'"
         ) from exc
     if pd.isna(td):
-        raise ValueError(f"cannot read {value!r} as a duration: write it like '10s' or '1h'")
+        raise CricketValueError(f"cannot read {value!r} as a duration: write it like '10s' or '1h'")
     return td.to_pytimedelta()
 
 

@@ -1,34 +1,53 @@
-"""Which exceptions are the user's to fix, and how to say so without a traceback."""
+"""Which exceptions are the user's to fix, and how to say so without a traceback.
+
+Every error a user can fix derives from :class:`CricketError`; its message says what
+went wrong and what to do. The ``cricket`` command prints those as one line; anything
+else is a bug and keeps its traceback. Where callers (or scikit-learn conventions)
+expect a built-in type, a subclass derives from both (``CricketValueError`` is a
+``ValueError``, ``UnknownSeriesError`` a ``KeyError``).
+
+    CricketError
+    +-- CricketValueError (ValueError)     bad values, parameters, data
+    |   +-- BadSeriesError                  (cricket.series) data that cannot be used as is
+    |   +-- ModelFormatError                (cricket.persistence) a saved model that cannot be read
+    |       +-- FormatVersionError          ... written in another format version
+    +-- NotFittedError                      (cricket.base) a detector used before fit
+    +-- DataNotFoundError (FileNotFoundError)  a file or folder the user named is missing
+    +-- InfluxError                         (cricket.influx.base) InfluxDB refused or is down
+    +-- RegistryError                       (cricket.registry) MLflow registry answers
+    |   +-- NoChampionError (LookupError)
+    +-- RegistryUnavailableError            (cricket.registry) the MLflow store is unusable
+    +-- UnknownSeriesError (KeyError)       (cricket.model) no detector for a series
+"""
 
 from __future__ import annotations
 
 from pydantic import ValidationError
 
 
-class CricketError(RuntimeError):
+class CricketError(Exception):
     """Base class for errors whose message already says what went wrong and what to do."""
 
 
+class CricketValueError(CricketError, ValueError):
+    """A value (parameter, input data, saved state) that cannot be used as given."""
+
+
+class DataNotFoundError(CricketError, FileNotFoundError):
+    """A file or folder the user pointed Cricket at does not exist or holds nothing."""
+
+
 def user_facing(exc: BaseException) -> str | None:
-    """The message to show for an error a user can fix, or None for a bug (traceback)."""
-    from cricket.influx.base import InfluxError
-
-    known: tuple[type[BaseException], ...] = (CricketError, InfluxError, ValueError, KeyError)
-    try:
-        from cricket.model import ModelFormatError
-        from cricket.registry import NoChampionError, RegistryError
-
-        known = known + (NoChampionError, RegistryError, ModelFormatError)
-    except ImportError:  # pragma: no cover - registry optional in minimal installs
-        pass
+    """The one-line message for an error a user can fix, or None for a bug (which keeps
+    its traceback). Parameters refused by pydantic count as the user's to fix; so does
+    an error explicitly raised ``from`` one of those (a wrapper's ``__cause__``)."""
     if isinstance(exc, ValidationError):
         return "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
-    if isinstance(exc, known):
-        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        return text or type(exc).__name__
-    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, CricketError):
+        return str(exc) or type(exc).__name__
+    cause = exc.__cause__
     if cause is not None and cause is not exc:
         return user_facing(cause)
     return None

@@ -13,8 +13,6 @@ Loading uses ``np.load(allow_pickle=False)``: a bundle cannot execute code when 
 from __future__ import annotations
 
 import json
-import math
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cricket.config import DetectorSpec, SeriesSelector
+from cricket.errors import CricketError, CricketValueError
+from cricket.persistence import ModelFormatError, check_numeric, json_default, read_npz
 
 if TYPE_CHECKING:  # the detector module is imported lazily: keeps this module light
     from cricket.detector import WaveformDetector
@@ -36,11 +36,10 @@ _EXPECTED_FILES = {BUNDLE_JSON, ARRAYS_NPZ}
 _RETRAIN = "retrain with this version of cricket (cricket retrain)"
 
 
-class ModelFormatError(ValueError):
-    """A saved bundle that this version of cricket cannot (or will not) load."""
+__all__ = ["ModelBundle", "ModelFormatError", "UnknownSeriesError", "compact", "score_dataframe"]
 
 
-class UnknownSeriesError(KeyError):
+class UnknownSeriesError(CricketError, KeyError):
     """No detector in the bundle can score the requested series."""
 
     def __str__(self) -> str:  # KeyError would quote the whole message
@@ -67,6 +66,14 @@ class ModelBundle:
     trained_to: datetime | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.fleet is not None and not self.fleet.per_series_scaling:
+            raise CricketValueError(
+                "the fleet detector serves series in their own units, so it must scale each "
+                "one by itself: fit it as WaveformDetector(spec, per_series_scaling=True) on "
+                "series scaled each by its own median / IQR"
+            )
 
     @property
     def series_keys(self) -> list[str]:
@@ -109,13 +116,7 @@ class ModelBundle:
             meta, arrs = det.get_state()
             names = []
             for name, arr in arrs.items():
-                arr = np.asarray(arr)
-                if arr.dtype.hasobject:
-                    raise TypeError(
-                        f"detector array {name!r} has dtype object: bundles hold numeric "
-                        "arrays only (no pickles)"
-                    )
-                arrays[f"d{index}/{name}"] = arr
+                arrays[f"d{index}/{name}"] = check_numeric(name, arr)
                 names.append(name)
             entries.append({"index": index, "key": key, "meta": meta, "arrays": names})
         doc = {
@@ -129,7 +130,7 @@ class ModelBundle:
             "detectors": [e for e in entries if e["key"] is not None],
             "fleet": next((e for e in entries if e["key"] is None), None),
         }
-        text = json.dumps(doc, indent=1, sort_keys=True, allow_nan=True, default=_json_default)
+        text = json.dumps(doc, indent=1, sort_keys=True, allow_nan=True, default=json_default)
         (out / BUNDLE_JSON).write_text(text, encoding="utf-8")
         with open(out / ARRAYS_NPZ, "wb") as fh:
             np.savez_compressed(fh, **arrays)
@@ -167,13 +168,13 @@ class ModelBundle:
                 f"model bundle format version {version!r} found in {src}, this version of "
                 f"cricket supports version {FORMAT_VERSION}: {_RETRAIN}"
             )
-        arrays = _read_npz(src / ARRAYS_NPZ)
+        arrays = read_npz(src / ARRAYS_NPZ, _RETRAIN)
         try:
             spec = DetectorSpec.model_validate(doc["spec"])
             selector = SeriesSelector.model_validate(doc["selector"])
             used: set[str] = set()
 
-            def build(entry: Mapping[str, Any]) -> WaveformDetector:
+            def build(entry: Mapping[str, Any], fleet: bool = False) -> WaveformDetector:
                 index = int(entry["index"])
                 arrs = {}
                 for name in entry["arrays"]:
@@ -182,10 +183,13 @@ class ModelBundle:
                         raise ModelFormatError(f"array {full!r} is missing from {ARRAYS_NPZ}")
                     arrs[name] = arrays[full]
                     used.add(full)
-                return WaveformDetector.from_state(entry["meta"], arrs)
+                meta = dict(entry["meta"])
+                if fleet:  # bundles written before the flag: a fleet always scaled per series
+                    meta["per_series_scaling"] = True
+                return WaveformDetector.from_state(meta, arrs)
 
             detectors = {str(e["key"]): build(e) for e in doc["detectors"]}
-            fleet = build(doc["fleet"]) if doc.get("fleet") else None
+            fleet = build(doc["fleet"], fleet=True) if doc.get("fleet") else None
         except ModelFormatError as exc:
             raise ModelFormatError(f"{src}: {exc}; {_RETRAIN}") from None
         except (KeyError, TypeError, ValueError) as exc:
@@ -211,43 +215,6 @@ class ModelBundle:
         )
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and math.isnan(value):  # pragma: no cover - json handles it
-        return None
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable in a model bundle")
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Read every array of an ``.npz`` into memory, refusing pickled (object) arrays."""
-    try:
-        npz = np.load(path, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise ModelFormatError(f"{path} is a single array, not an .npz archive; {_RETRAIN}")
-        with npz:
-            return {name: npz[name] for name in npz.files}
-    except ModelFormatError:
-        raise
-    except ValueError as exc:
-        # numpy raises ValueError for object arrays (pickles) when allow_pickle=False,
-        # and for files it cannot parse at all (including raw pickles).
-        raise ModelFormatError(
-            f"refusing to load {path}: {exc} (bundles never hold pickled data); {_RETRAIN}"
-        ) from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
-        raise ModelFormatError(
-            f"{path} is corrupted or not an .npz archive ({type(exc).__name__}: {exc}); "
-            f"{_RETRAIN}"
-        ) from None
-
-
 SCORE_COLUMNS = ["series", "time", "value", "reconstruction", "error", "score", "anomalous"]
 
 
@@ -255,14 +222,17 @@ def score_dataframe(bundle: ModelBundle, frame: Any) -> Any:
     """Score rows of (series, time, value) with ``bundle``; one detector per series.
 
     Each series' rows are sorted by time and must be regular steps (NaN where a step is
-    missing). Returns a DataFrame with columns ``SCORE_COLUMNS`` plus ``detector``
+    missing). Every series is scored by :meth:`WaveformDetector.score`, as the pipeline
+    scores it (a fleet-served series in its own units). Returns a DataFrame with columns ``SCORE_COLUMNS`` plus ``detector``
     (``series`` or ``fleet``), in series then time order.
     """
     import pandas as pd
 
+    from cricket.series import fill_short_gaps
+
     missing = [c for c in ("series", "time", "value") if c not in frame.columns]
     if missing:
-        raise ValueError(
+        raise CricketValueError(
             f"the input has no column(s) {', '.join(missing)}: pass a DataFrame with columns "
             "series, time, value (one row per point)"
         )
@@ -271,7 +241,8 @@ def score_dataframe(bundle: ModelBundle, frame: Any) -> Any:
         group = group.sort_values("time", kind="stable")
         det, source = bundle.detector_for(str(name))
         values = pd.to_numeric(group["value"], errors="coerce").to_numpy(dtype=float)
-        sf = det.score(values, context=0)
+        # Short gaps filled as the pipeline's prepare step fills them.
+        sf = det.score(fill_short_gaps(values, bundle.spec.short_gap), context=0)
         parts.append(
             pd.DataFrame(
                 {

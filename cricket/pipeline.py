@@ -16,8 +16,8 @@ import pandas as pd
 
 from cricket.config import DetectorSpec
 from cricket.detector import WaveformDetector
+from cricket.errors import CricketValueError
 from cricket.influx.base import SeriesKey
-from cricket.segments import window
 from cricket.series import RobustScaler, fill_short_gaps, validate
 
 # ---------------------------------------------------------------- time windows
@@ -48,11 +48,11 @@ def chunks(start: datetime, end: datetime, step: timedelta) -> list[tuple[dateti
     """Split [start, end) into consecutive chunks of ``step`` (the last may be shorter)."""
     start, end = utc(start), utc(end)
     if start >= end:
-        raise ValueError(
+        raise CricketValueError(
             f"start {start.isoformat()} is not before end {end.isoformat()}: swap them"
         )
     if step <= timedelta(0):
-        raise ValueError("chunk must be a positive duration such as '1h'")
+        raise CricketValueError("chunk must be a positive duration such as '1h'")
     out = []
     t = start
     while t < end:
@@ -178,10 +178,11 @@ def fleet_training_values(series: Iterable[pd.Series], spec: DetectorSpec, cap: 
 
 
 def train_fleet(values: np.ndarray, spec: DetectorSpec) -> WaveformDetector | None:
-    """The fleet library: one detector over many robustly scaled series."""
+    """The fleet library: one detector over many series, each robustly scaled by itself
+    (``fleet_training_values``); it scales each series it scores the same way."""
     if finite_count(values) < 8 * spec.segment_len:
         return None
-    return WaveformDetector(spec).fit(values)
+    return WaveformDetector(spec, per_series_scaling=True).fit(values)
 
 
 # ---------------------------------------------------------------- score
@@ -217,19 +218,9 @@ def score_series(
     times = s.index
     context = int((times < pd.Timestamp(window_start)).sum())
     values = s.to_numpy(dtype=float)
-    scaler = None
-    if source == "fleet":
-        # The fleet library lives in robustly scaled units; scale this series by itself.
-        finite = values[np.isfinite(values)]
-        if finite.size:
-            scaler = RobustScaler().fit(finite)
-            values = scaler.transform(values)
     sf = detector.score(values, context=context)
     recon = np.asarray(sf.reconstruction, dtype=float)
     error = np.asarray(sf.error, dtype=float)
-    if scaler is not None:
-        recon = scaler.inverse_transform(recon)
-        error = error * scaler.scale_
     out_index = times[context:]
     raw = series.reindex(out_index).to_numpy(dtype=float)
     frame = pd.DataFrame(
@@ -263,7 +254,7 @@ def score_series(
             }
         )
     events = pd.DataFrame(rows, columns=EVENT_COLUMNS)
-    shapes = nearest_shapes(detector, values, context, ev_idx, np.asarray(sf.score, dtype=float))
+    shapes = detector.nearest_shapes(values, context, ev_idx, np.asarray(sf.score, dtype=float))
     return ScoredSeries(
         key,
         frame[keep],
@@ -352,38 +343,6 @@ def merge_by_series(
                 group[-1].series_key,
             )
         )
-    return out
-
-
-def nearest_shapes(
-    detector: WaveformDetector,
-    values: np.ndarray,
-    context: int,
-    ev_idx: pd.DataFrame,
-    score: np.ndarray,
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """For each event: the windowed segment ending at its peak score (the segment the
-    score was computed from) and the library's nearest normal shape, both in the
-    model's scaled units. Empty when the detector does not expose its library."""
-    library = getattr(detector, "library_", None)
-    scaler = getattr(detector, "scaler_", None)
-    if library is None or scaler is None or ev_idx.empty:
-        return []
-    n = detector.spec.segment_len
-    scaled = scaler.transform(np.asarray(values, dtype=float))
-    w = window(n)
-    out = []
-    for e in ev_idx.itertuples(index=False):
-        a, b = int(e.start_idx), int(e.end_idx)
-        part = score[a : b + 1]
-        peak = a + (int(np.nanargmax(part)) if np.isfinite(part).any() else 0)
-        end = context + peak + 1
-        seg = scaled[max(end - n, 0) : end]
-        if len(seg) < n or not np.isfinite(seg).all():
-            continue
-        seg = seg * w
-        idx, _ = library.nearest(seg[None, :])
-        out.append((seg, np.asarray(library.centroids_[int(idx[0])], dtype=float)))
     return out
 
 

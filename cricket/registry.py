@@ -52,7 +52,7 @@ MODEL_URI_TAG = "cricket.model_uri"  # run tag: where log_training_run put the p
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(CricketError):
     """A registry operation that cannot be done; the message says what to do."""
 
 
@@ -177,15 +177,14 @@ class EvalSummary:
 
 def evaluate_bundle(bundle: ModelBundle, held_out: Mapping[str, Any]) -> EvalSummary:
     """Score each held-out series with ``bundle``: flagged points are false alarms; probes
-    planted in a copy measure recall. Series served by the fleet library are scaled by
-    their own median/IQR first, as scoring does."""
+    planted in a copy measure recall. Each series is scored by the detector's own
+    ``score``, as the pipeline scores it (a fleet-served series in its own units)."""
     from cricket.pipeline import inject_probes
-    from cricket.series import RobustScaler
 
     out = EvalSummary()
     for key in sorted(held_out, key=str):
         try:
-            det, source = bundle.detector_for(str(key))
+            det, _ = bundle.detector_for(str(key))
         except UnknownSeriesError:
             continue
         # Score with a copy: the search tables scoring caches on a detector (MBs for a
@@ -193,9 +192,6 @@ def evaluate_bundle(bundle: ModelBundle, held_out: Mapping[str, Any]) -> EvalSum
         # on every detector of the bundle.
         det = compact(det)
         values = np.asarray(held_out[key], dtype=float)
-        finite = values[np.isfinite(values)]
-        if source == "fleet" and finite.size:
-            values = RobustScaler().fit(finite).transform(values)
         frame = det.score(values, context=0)
         scorable = ~np.isnan(np.asarray(frame.score, dtype=float))
         n = int(scorable.sum())

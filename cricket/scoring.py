@@ -1,9 +1,11 @@
-"""Thresholds, 0-100 scores and anomaly events (intervals of anomalous points)."""
+"""Thresholds, anomaly events (intervals of anomalous points) and once-per-anomaly alerts."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from cricket.errors import CricketValueError
 
 EVENT_COLUMNS = ["start_idx", "end_idx", "peak", "mean"]
 
@@ -19,11 +21,11 @@ def events_from_mask(mask: np.ndarray, scores: np.ndarray, min_gap: int = 0) -> 
     mask = np.asarray(mask, dtype=bool)
     scores = np.asarray(scores, dtype=np.float64)
     if mask.ndim != 1 or mask.shape != scores.shape:
-        raise ValueError(
+        raise CricketValueError(
             f"mask and scores must be 1-D of equal length (got {mask.shape} and {scores.shape})"
         )
     if min_gap < 0:
-        raise ValueError(f"min_gap must be >= 0 (got {min_gap})")
+        raise CricketValueError(f"min_gap must be >= 0 (got {min_gap})")
     # Interval edges: where the mask, padded with False at both ends, changes. They
     # alternate start, stop, start, stop... (one byte per point, no int64 copies).
     padded = np.zeros(mask.size + 2, dtype=bool)
@@ -80,34 +82,38 @@ def quantile_threshold(errors: np.ndarray, quantile: float, scale: float = 1.0) 
     Raises ValueError when there is no finite error to take a quantile of.
     """
     if not 0 < quantile <= 1:
-        raise ValueError(f"quantile must be in (0, 1] (got {quantile})")
+        raise CricketValueError(f"quantile must be in (0, 1] (got {quantile})")
     e = np.asarray(errors, dtype=np.float64)
     e = e[np.isfinite(e)]
     if e.size == 0:
-        raise ValueError("no finite error to set a threshold from: give more held-out data")
+        raise CricketValueError("no finite error to set a threshold from: give more held-out data")
     return float(np.quantile(e, quantile) * scale)
 
 
-def to_score_0_100(errors: np.ndarray, threshold: float, at_threshold: float = 50.0) -> np.ndarray:
-    """Map errors (>= 0) onto 0-100 so that ``threshold`` lands on ``at_threshold``.
+def alert_scores(score: np.ndarray, hold: int | None = None, margin: float = 20.0) -> np.ndarray:
+    """Fire once per anomaly: keep a point's score only where it rises above every
+    score of the ``hold`` points before it and either no alert was kept in the last
+    ``hold`` points or it beats the last kept one by ``margin`` (0-100 units);
+    other points get 0 (NaN stays NaN).
 
-    Monotone and saturating: ``score = 100 * r / (r + k)`` with ``r = error /
-    threshold`` and ``k`` chosen so that ``r = 1`` gives ``at_threshold``. NaN stays NaN.
+    Causal (uses only earlier points) and independent of any threshold: a stretch of
+    high scores (a ramp, a long anomaly) raises one alert, or a few when it keeps
+    getting much worse, instead of one per point. ``hold`` None or 0 returns the
+    scores unchanged.
     """
-    if not threshold > 0:
-        raise ValueError(f"threshold must be > 0 (got {threshold})")
-    if not 0 < at_threshold < 100:
-        raise ValueError(f"at_threshold must be in (0, 100) (got {at_threshold})")
-    k = 100.0 / at_threshold - 1.0
-    r = np.maximum(np.asarray(errors, dtype=np.float64), 0.0) / threshold
-    return 100.0 * r / (r + k)
-
-
-def from_score_0_100(
-    scores: np.ndarray, threshold: float, at_threshold: float = 50.0
-) -> np.ndarray:
-    """Inverse of :func:`to_score_0_100` (scores of 100 map to +inf)."""
-    k = 100.0 / at_threshold - 1.0
-    s = np.asarray(scores, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        return threshold * k * s / (100.0 - s)
+    s = np.asarray(score, dtype=np.float64)
+    if not hold:
+        return s.copy()
+    hold = int(hold)
+    filled = np.where(np.isnan(s), -np.inf, s)
+    padded = np.concatenate((np.full(hold, -np.inf), filled))
+    prev_max = np.lib.stride_tricks.sliding_window_view(padded[:-1], hold).max(axis=1)
+    rising = np.flatnonzero(filled > prev_max)
+    out = np.where(np.isnan(s), np.nan, 0.0)
+    last_t, last_v = -(10**12), -np.inf
+    for t in rising.tolist():
+        v = filled[t]
+        if t - last_t > hold or v >= last_v + margin:
+            out[t] = v
+            last_t, last_v = t, v
+    return out

@@ -13,17 +13,19 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from cricket.errors import CricketValueError
+
 
 def _check_n(n: int) -> int:
     if int(n) != n or n < 2:
-        raise ValueError(f"segment length must be an integer >= 2 (got {n!r})")
+        raise CricketValueError(f"segment length must be an integer >= 2 (got {n!r})")
     return int(n)
 
 
 def _check_even(n: int) -> int:
     n = _check_n(n)
     if n % 2:
-        raise ValueError(f"segment length must be even (got {n}): reconstruction hops by n/2")
+        raise CricketValueError(f"segment length must be even (got {n}): reconstruction hops by n/2")
     return n
 
 
@@ -44,10 +46,10 @@ def sliding_segments(values: np.ndarray, n: int, slide: int) -> np.ndarray:
     """
     n = _check_n(n)
     if int(slide) != slide or slide < 1:
-        raise ValueError(f"slide must be a positive integer (got {slide!r})")
+        raise CricketValueError(f"slide must be a positive integer (got {slide!r})")
     values = np.asarray(values)
     if values.ndim != 1:
-        raise ValueError(f"values must be 1-D (got shape {values.shape})")
+        raise CricketValueError(f"values must be 1-D (got shape {values.shape})")
     if len(values) < n:
         return np.empty((0, n), dtype=values.dtype)
     view = sliding_window_view(values, n)[:: int(slide)]
@@ -75,12 +77,12 @@ def pad_for_reconstruction(values: np.ndarray, n: int) -> tuple[np.ndarray, int]
     n = _check_even(n)
     values = np.asarray(values)
     if values.ndim != 1:
-        raise ValueError(f"values must be 1-D (got shape {values.shape})")
+        raise CricketValueError(f"values must be 1-D (got shape {values.shape})")
     h = n // 2
     left = h
     right = h + (-len(values)) % h
     if len(values) == 0:
-        raise ValueError("cannot pad an empty series")
+        raise CricketValueError("cannot pad an empty series")
     mode = "reflect" if len(values) > max(left, right) else "edge"
     return np.pad(values, (left, right), mode=mode), left
 
@@ -95,12 +97,12 @@ def overlap_add(segments: np.ndarray, n: int, total_len: int) -> np.ndarray:
     n = _check_even(n)
     segments = np.asarray(segments)
     if segments.ndim != 2 or segments.shape[1] != n:
-        raise ValueError(f"segments must have shape (m, {n}) (got {segments.shape})")
+        raise CricketValueError(f"segments must have shape (m, {n}) (got {segments.shape})")
     h = n // 2
     m = segments.shape[0]
     need = (m + 1) * h if m else 0
     if total_len < need:
-        raise ValueError(
+        raise CricketValueError(
             f"total_len {total_len} is too short for {m} segments of {n} at hop {h} (need {need})"
         )
     dtype = np.result_type(segments.dtype, np.float64)

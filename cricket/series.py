@@ -23,8 +23,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from cricket.errors import CricketValueError
 
-class BadSeriesError(ValueError):
+
+class BadSeriesError(CricketValueError):
     """The data cannot be used as it is. The message says what is wrong and what to do."""
 
 
@@ -88,7 +90,7 @@ def regularize(series: pd.Series, every: str | timedelta | pd.Timedelta) -> pd.S
         )
     step = pd.Timedelta(every)
     if step <= pd.Timedelta(0):
-        raise ValueError(f"every must be a positive duration (got {every!r})")
+        raise CricketValueError(f"every must be a positive duration (got {every!r})")
     s = validate(series)
     return s.resample(step).mean()
 
@@ -184,7 +186,32 @@ class RobustScaler:
     @classmethod
     def from_state(cls, meta: dict, arrays: dict[str, np.ndarray] | None = None) -> RobustScaler:
         if meta.get("kind", "RobustScaler") != "RobustScaler":
-            raise ValueError(f"state is for a {meta.get('kind')!r}, not a RobustScaler")
+            raise CricketValueError(f"state is for a {meta.get('kind')!r}, not a RobustScaler")
         obj = cls()
         obj.center_, obj.scale_ = float(meta["center"]), float(meta["scale"])
         return obj
+
+
+def dominant_period(values: np.ndarray, max_period: int, min_period: int = 8) -> int | None:
+    """The series' dominant period in samples (even), from the autocorrelation's highest
+    peak between ``min_period`` and ``max_period`` lags; None when nothing repeats
+    (peak autocorrelation below 0.3). NaN are read as the mean."""
+    x = np.asarray(values, dtype=np.float64)
+    x = np.where(np.isnan(x), np.nanmean(x) if np.isfinite(x).any() else 0.0, x)
+    x = x - x.mean()
+    n = len(x)
+    max_lag = min(int(max_period), n // 3)
+    if max_lag <= min_period or not np.any(x):
+        return None
+    f = np.fft.rfft(x, 2 * n)
+    acf = np.fft.irfft(f * np.conj(f))[: max_lag + 2]
+    acf = acf / acf[0]
+    lags = np.arange(min_period, max_lag + 1)
+    a = acf[lags]
+    peaks = (a > acf[lags - 1]) & (a >= acf[lags + 1])
+    if not peaks.any():
+        return None
+    best = lags[peaks][np.argmax(a[peaks])]
+    if acf[best] < 0.3:
+        return None
+    return int(best + (best % 2))

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from cricket.config import parse_duration
+from cricket.errors import CricketValueError
 from cricket.influx.base import SeriesKey
 
 KINDS = ("zeroed", "spike", "level_shift", "frequency", "shape")
@@ -158,11 +159,11 @@ def make_fleet(
     same fleet.
     """
     if hosts < 1:
-        raise ValueError("hosts must be at least 1")
+        raise CricketValueError("hosts must be at least 1")
     step_td = pd.Timedelta(parse_duration(step))
     n = int(pd.Timedelta(days=days) / step_td)
     if n < 2:
-        raise ValueError(f"{days} days at {step_td} is fewer than two points: give more days")
+        raise CricketValueError(f"{days} days at {step_td} is fewer than two points: give more days")
     if start is None:
         end0 = pd.Timestamp.now(tz="UTC").floor("h")
         t0 = (end0 - pd.Timedelta(days=days)).floor(step_td)
@@ -192,7 +193,7 @@ def make_fleet(
         w0 = t_end - min(pd.Timedelta(hours=12), span / 2)
     w0, w1 = max(w0, t0), min(w1, t_end)
     if plan and w1 <= w0:
-        raise ValueError(f"anomaly_window {anomaly_window} lies outside the fleet's range")
+        raise CricketValueError(f"anomaly_window {anomaly_window} lies outside the fleet's range")
     slot_len = pd.Timedelta(hours=1)
     if plan and (w1 - w0) < slot_len * len(plan):
         slot_len = (w1 - w0) / len(plan)

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from cricket.config import SeriesSelector, Settings
+from cricket.errors import CricketValueError
 from cricket.pipeline import ScoredSeries, chunks, merge_by_series, utc
 from flows.runtime import task_runner
 from flows.score import publish_window, score_range
@@ -41,7 +42,7 @@ def backfill(
     parts = chunks(start, end, chunk)  # refuses start >= end with a clear message
     now = utc(datetime.now(tz=start.tzinfo))
     if start >= now:
-        raise ValueError(
+        raise CricketValueError(
             f"the backfill starts at {start:%Y-%m-%d %H:%M} UTC, in the future: "
             "a backfill scores past data; pick a range that starts before now"
         )

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from prefect import flow, get_run_logger
 
 from cricket.config import DetectorSpec, SeriesSelector, Settings
+from cricket.errors import CricketValueError
 from cricket.model import ModelBundle
 from cricket.pipeline import (
     batched,
@@ -50,7 +51,7 @@ def nightly_retrain(
     t_start = time.perf_counter()
     end = utc(end) if end is not None else floor_time(scheduled_time(), timedelta(hours=1))
     if holdout >= train_window:
-        raise ValueError(
+        raise CricketValueError(
             f"holdout ({holdout}) must be shorter than train_window ({train_window}): "
             "the model needs history before the held-out tail"
         )
@@ -58,7 +59,7 @@ def nightly_retrain(
 
     keys = discover_series(settings, selector)
     if not keys:
-        raise ValueError(
+        raise CricketValueError(
             f"the selector matched no series (measurement {selector.measurement!r}, "
             f"field {selector.field!r}, tags {selector.tags}) in database "
             f"{settings.influx_database!r}: check the selector or write data first "
@@ -85,7 +86,7 @@ def nightly_retrain(
     detectors = {t.key: t.detector for t in trained if t.detector is not None}
     skipped = {t.key: t.reason for t in trained if t.detector is None}
     if not detectors and fleet is None:
-        raise ValueError(
+        raise CricketValueError(
             f"no series had enough data to train on between {train_start:%Y-%m-%d %H:%M} and "
             f"{holdout_start:%Y-%m-%d %H:%M} UTC (need {min_history_points} points): "
             "write more history or lower min_history_points"

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from prefect import flow, get_run_logger
 
 from cricket.config import SeriesSelector, Settings
+from cricket.errors import CricketValueError
 from cricket.model import ModelBundle
 from cricket.pipeline import ScoredSeries, batched, score_window, utc
 from cricket.report import Report, SeriesResult
@@ -161,7 +162,7 @@ def hourly_score(
     at = utc(at) if at is not None else scheduled_time()
     start, end = score_window(at, window)
     if start > utc(datetime.now(tz=start.tzinfo)):
-        raise ValueError(
+        raise CricketValueError(
             f"the window {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC is in the future: "
             "nothing can be scored yet; give a time at or before now"
         )

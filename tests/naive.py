@@ -101,3 +101,105 @@ def events(
         s = scores[a : b + 1]
         out.append((a, b, float(np.nanmax(s)), float(np.nanmean(s))))
     return out
+
+
+# ------------------------------------------------------------------ the shipped score
+# WaveformDetector's score, point by point, from the definitions in cricket/detector.py
+# and cricket/calibration.py: no vectorisation, no search tables, no piece bookkeeping.
+
+
+def fill_short_gaps(x: np.ndarray, max_gap: int) -> np.ndarray:
+    """Each run of at most ``max_gap`` NaN with data on both sides, filled linearly."""
+    x = np.array(x, dtype=float)
+    i = 0
+    while i < len(x):
+        if not math.isnan(x[i]):
+            i += 1
+            continue
+        j = i
+        while j < len(x) and math.isnan(x[j]):
+            j += 1
+        if 0 < i and j < len(x) and j - i <= max_gap:
+            for k in range(i, j):
+                x[k] = x[i - 1] + (x[j] - x[i - 1]) * (k - i + 1) / (j - i + 1)
+        i = j
+    return x
+
+
+def trailing_errors(x: np.ndarray, centroids: np.ndarray, n: int) -> np.ndarray:
+    """Per point: the distance of the windowed segment that ends there to its nearest
+    centroid; NaN where the n points up to it are not all numbers."""
+    w = window(n)
+    out = np.full(len(x), np.nan)
+    for i in range(n - 1, len(x)):
+        seg = x[i - n + 1 : i + 1]
+        if any(math.isnan(v) for v in seg):
+            continue
+        out[i] = min(math.sqrt(float(np.sum((seg * w - c) ** 2))) for c in centroids)
+    return out
+
+
+def tail_calibration(errors: np.ndarray, n_quantiles: int = 257, tail_from: float = 0.9,
+                     min_beta: float = 0.01) -> tuple[np.ndarray, float]:
+    """(stored quantiles, tail scale): the quantiles at 0, 1/256, ..., 1 of the finite
+    errors, and the mean excess over the ``tail_from`` quantile (at least ``min_beta``)."""
+    e = np.sort(np.asarray(errors, dtype=float)[np.isfinite(errors)])
+    probs = [k / (n_quantiles - 1) for k in range(n_quantiles)]
+    q = np.array([np.quantile(e, p) for p in probs])
+    u = np.quantile(e, tail_from)
+    excess = [v - u for v in e if v > u]
+    beta = min_beta if len(excess) < 2 else max(sum(excess) / len(excess), min_beta)
+    return q, beta
+
+
+def surprise(e: float, quantiles: np.ndarray, beta: float, tail_from: float = 0.9) -> float:
+    """-log10 P(E >= e): one minus the CDF read linearly between the stored quantiles
+    (at most 1 - tail_from below the tail), an exponential tail of scale ``beta``
+    above the ``tail_from`` quantile."""
+    if math.isnan(e):
+        return math.nan
+    m = len(quantiles) - 1
+    probs = [k / m for k in range(m + 1)]
+    q = list(np.maximum.accumulate(quantiles))
+    pos = tail_from * m  # the tail's start, read off the stored quantiles
+    u = quantiles[int(pos)] + (quantiles[min(int(pos) + 1, m)] - quantiles[int(pos)]) * (pos - int(pos))
+    if e > u:
+        p = (1 - tail_from) * math.exp(-(e - u) / beta)
+    else:
+        if e < q[0]:
+            cdf = 0.0
+        elif e >= q[-1]:
+            cdf = 1.0
+        else:
+            k = max(i for i in range(m + 1) if q[i] <= e)
+            cdf = probs[k] + (probs[k + 1] - probs[k]) * (e - q[k]) / (q[k + 1] - q[k])
+        p = min(max(1 - cdf, 1 - tail_from), 1.0)
+    return math.inf if p == 0 else -math.log10(p)
+
+
+def score(s: float) -> float:
+    """0-100 from a surprise: 100 s / (s + 3), 100 for an infinite surprise."""
+    if math.isnan(s):
+        return math.nan
+    return 100.0 if math.isinf(s) else 100.0 * s / (s + 3.0)
+
+
+def detector_scores(values: np.ndarray, det) -> np.ndarray:  # noqa: ANN001
+    """The 0-100 score of every point of ``values`` by a fitted WaveformDetector, read
+    from its learned numbers (scalers, centroids, stored quantiles, tail scales)."""
+    x = np.array(values, dtype=float)
+    x[np.isinf(x)] = np.nan
+    if det.per_series_scaling:  # a fleet detector scales each series by itself
+        finite = x[np.isfinite(x)]
+        q1, med, q3 = np.percentile(finite, [25, 50, 75])
+        iqr = q3 - q1 if q3 > q1 else (np.std(finite) or 1.0)
+        x = (x - med) / iqr
+    x = fill_short_gaps((x - det.scaler_.center_) / det.scaler_.scale_, det.spec.short_gap)
+    out = np.full(len(x), np.nan)
+    for lib, cal in zip(det.libraries_, det.calibrators_, strict=True):
+        errs = trailing_errors(x, lib.centroids_, lib.segment_len)
+        for i, e in enumerate(errs):
+            s = surprise(e, cal.quantiles, cal.beta)
+            if not math.isnan(s) and (math.isnan(out[i]) or s > out[i]):
+                out[i] = s
+    return np.array([score(s) for s in out])

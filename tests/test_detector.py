@@ -7,14 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from cricket.calibration import TailCalibrator, surprise_to_score
 from cricket.config import DetectorSpec
-from cricket.detector import (
-    ScoreFrame,
-    TailCalibrator,
-    WaveformDetector,
-    score_to_surprise,
-    surprise_to_score,
-)
+from cricket.detector import ScoreFrame, WaveformDetector
+from tests import naive
 
 SPEC = DetectorSpec(n_clusters=40, random_state=0)
 
@@ -125,7 +121,7 @@ def test_calibrator_extrapolates_the_tail() -> None:
     np.testing.assert_allclose(s, [0.0, 1.0, 3.0, 6.0], atol=0.08)
     assert np.all(np.diff(cal.surprise(np.linspace(0, 30, 200))) >= 0)  # monotone
     assert surprise_to_score(3.0) == pytest.approx(50.0)
-    assert score_to_surprise(surprise_to_score(4.2)) == pytest.approx(4.2)
+    assert surprise_to_score(np.inf) == 100.0
 
 
 def test_bad_input_errors() -> None:
@@ -141,19 +137,43 @@ def test_bad_input_errors() -> None:
         WaveformDetector.from_state({**meta, "format_version": 99}, arrays)
 
 
-def test_alert_scores_fire_once_per_anomaly() -> None:
-    from cricket.detector import alert_scores
+@pytest.mark.parametrize("per_series_scaling", [False, True])
+def test_score_equals_the_naive_reference(per_series_scaling: bool) -> None:
+    """The shipped score, point by point, from tests/naive.py: trailing-segment error at
+    both scales, calibration, score; and the events grouped from it."""
+    spec = DetectorSpec(n_clusters=20, random_state=0, max_period=120)
+    x = wave(2400, seed=3)
+    x[700:702] = np.nan  # a short gap (filled) and a long one (split)
+    x[1500:1540] = np.nan
+    det = WaveformDetector(spec, per_series_scaling=per_series_scaling).fit(x)
+    assert len(det.libraries_) == 2  # the 32-sample scale and the dominant period
+    y = wave(900, seed=4, scale=40.0, offset=7.0) if per_series_scaling else wave(900, seed=4)
+    y[300:330] = y[300]  # a stuck stretch
+    y[500:503] = np.nan
+    y[600:650] = np.nan
+    got = det.score(y)
+    want = naive.detector_scores(y, det)
+    np.testing.assert_array_equal(np.isnan(got.score), np.isnan(want))
+    np.testing.assert_allclose(got.score, want, rtol=1e-9, atol=1e-9)
+    assert np.array_equal(det.decision_function(y), got.score, equal_nan=True)
+    np.testing.assert_array_equal(det.predict(y), got.anomalous.astype(np.int8))
+    flagged = np.nan_to_num(want, nan=-1.0) >= det.threshold_
+    assert flagged[300:340].any()
+    ev = got.events(min_gap=spec.min_event_gap)
+    want_ev = naive.events(flagged, want, spec.min_event_gap)
+    assert [(int(e.start_idx), int(e.end_idx)) for e in ev.itertuples()] == [
+        (a, b) for a, b, _, _ in want_ev
+    ]
+    np.testing.assert_allclose(ev["peak"], [p for _, _, p, _ in want_ev], rtol=1e-9)
 
-    s = np.zeros(400)
-    s[100:150] = np.linspace(40, 55, 50)  # a slow ramp: one alert, at its start
-    s[300] = 90.0  # a new anomaly after the hold: a second alert
-    out = alert_scores(s, hold=100, margin=20.0)
-    assert np.flatnonzero(out).tolist() == [100, 300]
-    assert out[100] == 40.0 and out[300] == 90.0
-    s[160] = 85.0  # within the hold but 45 points worse than the last alert: fires
-    assert 160 in np.flatnonzero(alert_scores(s, hold=100, margin=20.0))
-    # Causal: changing the future never changes an earlier alert.
-    t = s.copy()
-    t[250:] = 99.0
-    assert np.array_equal(alert_scores(t, 100)[:250], alert_scores(s, 100)[:250])
-    assert np.array_equal(alert_scores(s, None), s)
+
+def test_calibration_equals_the_naive_reference() -> None:
+    rng = np.random.default_rng(5)
+    errors = np.r_[rng.gamma(2.0, 0.3, 3000), np.nan]
+    cal = TailCalibrator.fit(errors)
+    q, beta = naive.tail_calibration(errors)
+    np.testing.assert_allclose(cal.quantiles, q, rtol=1e-12)
+    assert cal.beta == pytest.approx(beta, rel=1e-12)
+    probe = np.r_[0.0, np.linspace(0.01, 4.0, 97), 50.0, np.nan]
+    want = [naive.surprise(e, q, beta) for e in probe]
+    np.testing.assert_allclose(cal.surprise(probe), want, rtol=1e-9, atol=1e-12)

@@ -44,7 +44,9 @@ def bundle() -> ModelBundle:
         KEYS[0]: WaveformDetector(SPEC).fit(wave(1200, 40, 1)),
         KEYS[1]: WaveformDetector(SPEC).fit(wave(1200, 25, 2, phase=1.0)),
     }
-    fleet = WaveformDetector(SPEC).fit(np.r_[wave(600, 40, 3), wave(600, 25, 4)])
+    fleet = WaveformDetector(SPEC, per_series_scaling=True).fit(
+        np.r_[wave(600, 40, 3), wave(600, 25, 4)]
+    )
     return ModelBundle(
         detectors=dets,
         fleet=fleet,

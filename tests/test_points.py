@@ -5,9 +5,9 @@ import pytest
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import pairwise_distances_argmin_min
 
+from cricket.persistence import FormatVersionError
 from cricket.points import PointDetector
 from cricket.series import BadSeriesError
-from cricket.shapes import FormatVersionError
 
 
 def supplies(seed: int = 0) -> np.ndarray:

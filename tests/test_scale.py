@@ -81,7 +81,8 @@ def test_a_sub_bundle_holds_only_its_series_and_scores_the_same():
     rng = np.random.default_rng(0)
     x = np.sin(np.arange(2000) / 3) + 0.05 * rng.standard_normal(2000)
     dets = {str(key(h)): WaveformDetector(spec).fit(x[:1500], holdout=x[1500:]) for h in "ab"}
-    bundle = ModelBundle(detectors=dets, fleet=dets[str(key("a"))], spec=spec, selector=SEL,
+    fleet = WaveformDetector(spec, per_series_scaling=True).fit(x[:1500], holdout=x[1500:])
+    bundle = ModelBundle(detectors=dets, fleet=fleet, spec=spec, selector=SEL,
                          extra={"skipped": {"z": "too little"}})
     sub = sub_bundle(bundle, [key("b"), key("new")])
     assert sub.series_keys == [str(key("b"))]

@@ -1,16 +1,11 @@
-"""Events, thresholds and 0-100 scores."""
+"""Events, thresholds and once-per-anomaly alerts."""
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cricket.scoring import (
-    events_from_mask,
-    from_score_0_100,
-    quantile_threshold,
-    to_score_0_100,
-)
+from cricket.scoring import alert_scores, events_from_mask, quantile_threshold
 from tests import naive
 
 
@@ -60,12 +55,17 @@ def test_quantile_threshold():
         quantile_threshold(e, 1.5)
 
 
-def test_score_0_100_maps_threshold_to_50_and_inverts():
-    e = np.array([0.0, 1.0, 2.0, 10.0, 1e9, np.nan])
-    s = to_score_0_100(e, threshold=2.0)
-    assert s[0] == 0 and s[2] == pytest.approx(50) and s[4] < 100 and np.isnan(s[5])
-    assert np.all(np.diff(s[:5]) > 0)
-    np.testing.assert_allclose(from_score_0_100(s[:4], 2.0), e[:4])
-    assert to_score_0_100(np.array([2.0]), 2.0, at_threshold=80)[0] == pytest.approx(80)
-    with pytest.raises(ValueError, match="threshold"):
-        to_score_0_100(e, 0.0)
+def test_alert_scores_fire_once_per_anomaly() -> None:
+    s = np.zeros(400)
+    s[100:150] = np.linspace(40, 55, 50)  # a slow ramp: one alert, at its start
+    s[300] = 90.0  # a new anomaly after the hold: a second alert
+    out = alert_scores(s, hold=100, margin=20.0)
+    assert np.flatnonzero(out).tolist() == [100, 300]
+    assert out[100] == 40.0 and out[300] == 90.0
+    s[160] = 85.0  # within the hold but 45 points worse than the last alert: fires
+    assert 160 in np.flatnonzero(alert_scores(s, hold=100, margin=20.0))
+    # Causal: changing the future never changes an earlier alert.
+    t = s.copy()
+    t[250:] = 99.0
+    assert np.array_equal(alert_scores(t, 100)[:250], alert_scores(s, 100)[:250])
+    assert np.array_equal(alert_scores(s, None), s)

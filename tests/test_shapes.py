@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.exceptions import NotFittedError
 
+from cricket.persistence import FormatVersionError, load_state, save_state
 from cricket.segments import pad_for_reconstruction, windowed_segments
 from cricket.series import BadSeriesError
-from cricket.shapes import FormatVersionError, ShapeLibrary, load_state, save_state
+from cricket.shapes import ShapeLibrary
 from tests import naive
 
 

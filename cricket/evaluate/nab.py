@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cricket.errors import CricketValueError, DataNotFoundError
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -140,7 +142,7 @@ def _prepare(files: Sequence[ScoredFile], profile: Profile):
         start = probation_length(n)
         sc = np.asarray(f.scores, dtype=float)[start:]
         if np.isnan(sc).any():
-            raise ValueError(f"{f.name}: anomaly scores must not be NaN (use 0 for 'no opinion')")
+            raise CricketValueError(f"{f.name}: anomaly scores must not be NaN (use 0 for 'no opinion')")
         wid = wid[start:]
         # Windows with no scored row (inside probation) do not count, as in NAB.
         present = np.unique(wid[wid >= 0])
@@ -262,7 +264,7 @@ def load_corpus(data_dir: str | Path) -> list[NabFile]:
     root = Path(data_dir)
     labels_path = root / "labels" / "combined_windows.json"
     if not (root / "data").is_dir() or not labels_path.is_file():
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"{root} does not have NAB's layout: it needs data/<category>/<file>.csv and "
             "labels/combined_windows.json"
         )
@@ -272,7 +274,7 @@ def load_corpus(data_dir: str | Path) -> list[NabFile]:
         key = f"{path.parent.name}/{path.name}"
         df = pd.read_csv(path)
         if list(df.columns[:2]) != ["timestamp", "value"]:
-            raise ValueError(f"{path}: expected the header 'timestamp,value'")
+            raise CricketValueError(f"{path}: expected the header 'timestamp,value'")
         wins = [(pd.Timestamp(a), pd.Timestamp(b)) for a, b in labels.get(key, [])]
         files.append(
             NabFile(
@@ -283,5 +285,5 @@ def load_corpus(data_dir: str | Path) -> list[NabFile]:
             )
         )
     if not files:
-        raise FileNotFoundError(f"no CSV files under {root / 'data'}")
+        raise DataNotFoundError(f"no CSV files under {root / 'data'}")
     return files

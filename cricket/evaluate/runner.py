@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cricket.config import DetectorSpec
+from cricket.errors import CricketValueError
 from cricket.evaluate.nab import (
     NabFile,
     ProfileResult,
@@ -70,7 +71,8 @@ def _grid(f: NabFile) -> tuple[pd.Series, np.ndarray]:
 
 def run_file(f: NabFile, config: RunConfig) -> np.ndarray:
     """Causal anomaly scores in [0, 1] for every row of ``f``."""
-    from cricket.detector import WaveformDetector, alert_scores
+    from cricket.detector import WaveformDetector
+    from cricket.scoring import alert_scores
 
     reg, bins = _grid(f)
     values = reg.to_numpy(dtype=float)
@@ -160,7 +162,7 @@ def run_corpus(
 def write_results(files: Sequence[NabFile], run: NabRun, out_dir: str | Path, name: str) -> Path:
     """NAB results files: ``<out>/<name>/<category>/<name>_<file>.csv``."""
     if "_" in name:
-        raise ValueError(f"detector name {name!r} must not contain '_' (NAB splits on it)")
+        raise CricketValueError(f"detector name {name!r} must not contain '_' (NAB splits on it)")
     root = Path(out_dir) / name
     for f in files:
         label = np.zeros(len(f.values), dtype=np.int64)
@@ -188,7 +190,7 @@ def evaluate_nab(
 ) -> NabRun:
     """Load, run, write the results files and score. Returns the run."""
     if "_" in name:
-        raise ValueError(f"detector name {name!r} must not contain '_' (NAB splits on it)")
+        raise CricketValueError(f"detector name {name!r} must not contain '_' (NAB splits on it)")
     files = load_corpus(data_dir)
     run = run_corpus(files, config, processes)
     write_results(files, run, out_dir, name)

@@ -14,6 +14,7 @@ from typing import Protocol
 import pandas as pd
 
 from cricket.config import SeriesSelector
+from cricket.errors import CricketError
 
 
 @dataclass(frozen=True, order=True)
@@ -74,7 +75,7 @@ def _unesc(text: str) -> str:
     return _PERCENT.sub(lambda m: chr(int(m.group(1), 16)), text) if "%" in text else text
 
 
-class InfluxError(RuntimeError):
+class InfluxError(CricketError):
     """A failure talking to InfluxDB. The message names the server and what to do."""
 
 
