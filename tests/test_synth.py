@@ -78,3 +78,47 @@ def test_write_fleet_to_real_influx_and_read_back(influx_settings):
     assert sorted(got) == f.keys
     for k, s in f.series.items():
         np.testing.assert_allclose(got[k].to_numpy(), s.to_numpy(), rtol=1e-12)
+
+
+def test_every_kind_of_all_kinds_changes_exactly_its_stretch():
+    """The kinds a reconstruction misses (stuck, missing pulse, warp, noise burst) and the
+    families with pulses and slow seasonality: each anomaly starts and ends where the
+    truth says (data before the start is untouched; the first and last steps differ)."""
+    from cricket.synth import ALL_FAMILIES, ALL_KINDS
+
+    args = dict(hosts=12, days=1.0, start=START, seed=4, kinds=ALL_KINDS,
+                families=ALL_FAMILIES, per_host=2, length_range=(0.2, 0.8),
+                clean_fraction=0.25)
+    clean = make_fleet(**{**args, "anomalies": False})
+    dirty = make_fleet(**args)
+    assert {a.kind for a in dirty.truth} == set(ALL_KINDS)
+    assert len(dirty.clean_keys()) == 3 and set(dirty.families.values()) == set(ALL_FAMILIES)
+    step = dirty.step
+    for a in dirty.truth:
+        d, c = dirty.series[a.key], clean.series[a.key]
+        inside = (d.index >= a.start) & (d.index < a.end)
+        first = d.index.get_loc(a.start)
+        shifted = any(b.key == a.key and b.kind in ("frequency", "warp") and b.start <= a.start
+                      for b in dirty.truth)  # these shift the phase of what follows
+        if not shifted:
+            nxt = min([b.start for b in dirty.truth if b.key == a.key and b.start > a.start],
+                      default=dirty.end)
+            after = (d.index >= a.end) & (d.index < nxt)
+            np.testing.assert_array_equal(d[after], c[after])
+        if a.kind in ("zeroed", "spike", "level_shift", "stuck", "missing_pulse"):
+            # exact edges: the first and the last anomalous steps differ from normal
+            assert d.iloc[first] != c.iloc[first] and d[a.end - step] != c[a.end - step]
+        if a.kind == "stuck":
+            assert (d[inside] == d.iloc[first - 1]).all()
+        if a.kind == "missing_pulse":
+            assert dirty.families[a.key] == "pulses"
+            assert (d[inside] <= c[inside] + 1e-9).all()
+            assert (c[inside] - d[inside]).max() > 0.5 * (c.max() - c.min()) / 2
+        if a.kind == "noise_burst":
+            assert np.std(d[inside] - c[inside]) > 5 * np.std(np.diff(c[~inside])) / 2
+        if a.kind == "warp":
+            assert not np.allclose(d[inside], c[inside])
+        if not shifted and a.kind != "warp":
+            np.testing.assert_array_equal(d[d.index < a.start][-50:], c[c.index < a.start][-50:])
+    with pytest.raises(ValueError, match="pulses"):
+        make_fleet(hosts=4, days=0.5, start=START, kinds=("missing_pulse",))
