@@ -85,7 +85,7 @@ def _job(args: tuple) -> tuple[str, pd.DataFrame, int]:
         pass
     detect = _load_impl(impl)
     x = series.to_numpy(dtype=float)
-    context = min(n_hist, spec.max_period + spec.segment_len)
+    context = min(n_hist, 4 * spec.max_period)  # more than any scale needs
     ev = detect(x[:n_hist], x[n_hist - context :], context, spec)
     return key, ev, len(x) - n_hist
 
