@@ -31,7 +31,7 @@ includes the fleet library, ``score`` is the held-out evaluation of challenger a
 champion, ``write`` is logging and registering in MLflow. Score: ``write`` is writing
 scores and events to InfluxDB, ``report`` the HTML report and its artifacts.
 ``prepare`` (validation, gap filling) and the InfluxDB writes are timed by wrapping
-``cricket.pipeline.prepare`` and ``tasks.publish.write_with_sink`` in this process
+``cricket.series.prepare`` (as scoring calls it) and ``tasks.publish.write_with_sink`` in this process
 (measurement only); prepare is taken out of fit/score.
 ``peak_rss_mb``: this process's peak resident memory during each phase (VmHWM, reset
 between phases); influxd and Prefect's API server are separate processes
@@ -309,10 +309,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"trained the scoring champion in {result['score_model_train_s']} s",
               file=sys.stderr, flush=True)
 
-        import cricket.pipeline
+        import cricket.scoring
         import tasks.publish
 
-        timer = Timed(cricket.pipeline, "prepare")
+        timer = Timed(cricket.scoring, "prepare")
         writes = Timed(tasks.publish, "write_with_sink")
         result["warm_up_s"] = round(warm_up(s_score.tracking_uri), 1)
         from flows.retrain import nightly_retrain

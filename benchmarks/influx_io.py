@@ -40,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cricket.config import SeriesSelector, Settings  # noqa: E402
 from cricket.influx import lineprotocol as lp  # noqa: E402
-from cricket.influx.base import SeriesKey  # noqa: E402
 from cricket.influx.influxql import (  # noqa: E402
     InfluxQLClient,
     InfluxQLSink,
@@ -49,6 +48,7 @@ from cricket.influx.influxql import (  # noqa: E402
     _unpack,
 )
 from cricket.influx.server import InfluxServer, find_free_port  # noqa: E402
+from cricket.series import SeriesKey  # noqa: E402
 
 T0 = pd.Timestamp("2024-01-01T00:00:00Z")
 

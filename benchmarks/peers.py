@@ -7,7 +7,7 @@ scored). Each detector learns "normal" from the history, sets its threshold from
 calibration stretch, then scores the test window:
 
 * **cricket**: ``WaveformDetector`` (k-means shape library, reconstruction error) via
-  ``cricket.pipeline.train_series`` / ``score_series``, as the flows run it;
+  ``cricket.training.train_series`` / ``cricket.scoring.score_series``, as the flows run it;
 * **stumpy**: matrix profile AB-join (``stumpy.stump(test, m, T_B=history)``): each
   test subsequence's distance to its nearest neighbour in the history (z-normalised,
   m = segment length); threshold: the calibration stretch's largest such distance;
@@ -42,10 +42,16 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cricket.config import DetectorSpec  # noqa: E402
-from cricket.pipeline import prepare, score_series, train_series  # noqa: E402
-from cricket.scoring import events_from_mask  # noqa: E402
-from cricket.series import RobustScaler  # noqa: E402
+from cricket.scoring import (
+    events_from_mask,  # noqa: E402
+    score_series,  # noqa: E402
+)
+from cricket.series import (
+    RobustScaler,  # noqa: E402
+    prepare,  # noqa: E402
+)
 from cricket.synth import make_fleet  # noqa: E402
+from cricket.training import train_series  # noqa: E402
 
 TEST = pd.Timedelta(hours=12)
 CALIB = pd.Timedelta(hours=6)

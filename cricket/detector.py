@@ -170,7 +170,7 @@ class WaveformDetector(BaseDetector):
     def fit(self, values: Any, holdout: Any = None) -> WaveformDetector:
         """Learn the shapes from ``values`` and calibrate the score on held-out data.
         A fleet detector (``per_series_scaling``) is fitted on series already scaled
-        each by its own median / IQR (see ``cricket.pipeline.fleet_training_values``)."""
+        each by its own median / IQR (see ``cricket.training.fleet_training_values``)."""
         x = as_values_with_gaps(values, "values")
         n = self.segment_len
         if holdout is None:

@@ -12,12 +12,15 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib.dates as mdates
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # the Agg backend, explicitly
 from matplotlib.figure import Figure
+
+from cricket.series import finite_count, prepare
 
 DPI = 80
 _VALUE = "#1f4e79"
@@ -165,3 +168,39 @@ def heldout_plot(
     if not items:
         axes[0].text(0.5, 0.5, "no held-out data", ha="center", va="center")
     return _png(fig, path)
+
+
+# ---------------------------------------------------------------- the training run
+
+
+def training_pictures(
+    detectors: dict[str, Any],
+    fleet: Any,
+    holdouts: dict[str, pd.Series],
+    spec: Any,
+    out_dir: str | Path,
+    max_series: int = 4,
+) -> dict[str, object]:
+    """The pictures a person reviewing a model version looks at: the library of shapes
+    (the fleet's, else the first series') and the held-out reconstruction of a few series."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pics: dict[str, object] = {}
+    lib_owner = fleet or next((detectors[k] for k in sorted(detectors)), None)
+    if lib_owner is not None:
+        path = out / "centroid_gallery.png"
+        centroid_gallery(lib_owner.library_.centroids_, path=path)
+        pics["centroid_gallery"] = path
+    rows = []
+    for key in sorted(detectors)[:max_series]:
+        hold = holdouts.get(key)
+        if hold is None or finite_count(hold) < 2 * spec.segment_len:
+            continue
+        values = prepare(hold, spec).to_numpy(dtype=float)
+        sf = detectors[key].score(values)
+        rows.append((key, values, np.asarray(sf.reconstruction, dtype=float)))
+    if rows:
+        path = out / "heldout_reconstruction.png"
+        heldout_plot(rows, path=path, max_series=max_series)
+        pics["heldout_reconstruction"] = path
+    return pics

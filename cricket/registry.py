@@ -5,8 +5,10 @@ settings (absolute; by default a SQLite file in the state folder) without changi
 MLflow's process-wide tracking URI for longer than one call.
 
 Model versions carry two aliases: ``challenger`` (the newest candidate) and
-``champion`` (what scoring loads by default). :func:`decide_promotion` is the rule that
-moves ``champion``; a person overrides it with ``promote`` and ``rollback``.
+``champion`` (what scoring loads by default). The promotion policy (evaluation on
+held-out data, planted probes, the rule) is :mod:`cricket.promotion`; this module
+applies its decision to the aliases, and a person overrides it with ``promote`` and
+``rollback``.
 Loading a version downloads its bundle (JSON + arrays) and reads it with
 :meth:`ModelBundle.load`: nothing is ever unpickled.
 """
@@ -22,22 +24,20 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import numpy as np
-
 from cricket.config import Settings
 from cricket.errors import CricketError
-from cricket.model import (
-    BUNDLE_JSON,
-    ModelBundle,
-    ModelFormatError,
-    UnknownSeriesError,
-    compact,
+from cricket.model import BUNDLE_JSON, ModelBundle, ModelFormatError
+from cricket.promotion import (
+    DEFAULT_TOLERANCE,
+    PromotionResult,
+    decide,
+    evaluate_bundle,
 )
 
 if TYPE_CHECKING:
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-DEFAULT_TOLERANCE = 0.002  # absolute: 0.2 percentage points of held-out points flagged
 HISTORY_TAG = "champion_history"  # registered-model tag: JSON list of champion versions
 MODEL_URI_TAG = "cricket.model_uri"  # run tag: where log_training_run put the pyfunc
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
@@ -126,130 +125,6 @@ def mlflow_store(settings: Settings) -> Iterator[None]:
         raise
 
 
-# --------------------------------------------------------------------------- evaluation
-@dataclass
-class EvalSummary:
-    """How a model did on a held-out tail, per series.
-
-    ``false_alarms``: fraction of points flagged. The held-out tail is data the pipeline
-    believes normal, so every flagged point is a false alarm. ``probe_recall``: fraction
-    of the known anomalies planted in a copy of the tail (a flat-lined stretch, a spike)
-    that the model flags: a model that rebuilds anything (say, one trained on garbage)
-    raises no false alarms but finds nothing either. Only series the model could score
-    are present.
-    """
-
-    false_alarms: dict[str, float] = field(default_factory=dict)
-    points: dict[str, int] = field(default_factory=dict)
-    probe_recall: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def covered(self) -> set[str]:
-        return set(self.false_alarms)
-
-    def rate(self, keys: set[str] | None = None) -> float:
-        """Mean false-alarm fraction over ``keys`` (default: every covered series)."""
-        keys = self.covered if keys is None else keys
-        vals = [self.false_alarms[k] for k in keys if k in self.false_alarms]
-        return float(np.mean(vals)) if vals else 0.0
-
-    def recall(self, keys: set[str] | None = None) -> float | None:
-        """Mean probe recall over ``keys``; None when no probes were planted."""
-        keys = set(self.probe_recall) if keys is None else keys
-        vals = [self.probe_recall[k] for k in keys if k in self.probe_recall]
-        return float(np.mean(vals)) if vals else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "false_alarms": self.false_alarms,
-            "points": self.points,
-            "probe_recall": self.probe_recall,
-        }
-
-    @classmethod
-    def from_dict(cls, doc: Mapping[str, Any]) -> EvalSummary:
-        return cls(
-            dict(doc.get("false_alarms", {})),
-            dict(doc.get("points", {})),
-            dict(doc.get("probe_recall", {})),
-        )
-
-
-def evaluate_bundle(bundle: ModelBundle, held_out: Mapping[str, Any]) -> EvalSummary:
-    """Score each held-out series with ``bundle``: flagged points are false alarms; probes
-    planted in a copy measure recall. Each series is scored by the detector's own
-    ``score``, as the pipeline scores it (a fleet-served series in its own units)."""
-    from cricket.pipeline import inject_probes
-
-    out = EvalSummary()
-    for key in sorted(held_out, key=str):
-        try:
-            det, _ = bundle.detector_for(str(key))
-        except UnknownSeriesError:
-            continue
-        # Score with a copy: the search tables scoring caches on a detector (MBs for a
-        # long period-scale library) are freed after each series instead of piling up
-        # on every detector of the bundle.
-        det = compact(det)
-        values = np.asarray(held_out[key], dtype=float)
-        frame = det.score(values, context=0)
-        scorable = ~np.isnan(np.asarray(frame.score, dtype=float))
-        n = int(scorable.sum())
-        if n == 0:
-            continue
-        flagged = np.asarray(frame.anomalous, dtype=bool)[scorable]
-        out.false_alarms[str(key)] = float(flagged.mean())
-        out.points[str(key)] = n
-        probed, probes = inject_probes(values, bundle.spec)
-        if probes:
-            hits = np.asarray(det.score(probed, context=0).anomalous, dtype=bool)
-            slack = bundle.spec.segment_len
-            found = sum(bool(hits[a : b + 1 + slack].any()) for a, b in probes)
-            out.probe_recall[str(key)] = found / len(probes)
-    return out
-
-
-#: a new version may find at most this much less of the planted probes than the champion
-RECALL_TOLERANCE = 0.1
-
-
-def decide_promotion(
-    new_eval: EvalSummary, champion_eval: EvalSummary | None, tolerance: float = DEFAULT_TOLERANCE
-) -> tuple[bool, str]:
-    """Should the new version replace the champion? Returns (promote, reason).
-
-    Promote when there is no champion, or when the new version covers every series the
-    champion covers, its false-alarm fraction on those series is at most the champion's
-    plus ``tolerance`` (absolute), and it finds the planted probes at least as well as
-    the champion, less ``RECALL_TOLERANCE``.
-    """
-    if champion_eval is None:
-        return True, "first version: there is no champion yet"
-    if not champion_eval.covered:
-        return True, "the champion could score none of the held-out series"
-    missing = sorted(champion_eval.covered - new_eval.covered)
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        return False, (
-            f"not promoted: covers {len(new_eval.covered)} series but misses "
-            f"{len(missing)} the champion covers ({shown})"
-        )
-    keys = champion_eval.covered or new_eval.covered
-    new_rate, old_rate = new_eval.rate(keys), champion_eval.rate(keys)
-    numbers = (
-        f"held-out false alarms {new_rate:.4%} vs champion {old_rate:.4%} "
-        f"(tolerance {tolerance:.4%}) over {len(keys)} series"
-    )
-    if new_rate > old_rate + tolerance:
-        return False, f"not promoted: more false alarms, {numbers}"
-    new_recall, old_recall = new_eval.recall(keys), champion_eval.recall(keys)
-    if new_recall is not None and old_recall is not None:
-        numbers += f"; planted probes found {new_recall:.0%} vs champion {old_recall:.0%}"
-        if new_recall < old_recall - RECALL_TOLERANCE:
-            return False, f"not promoted: finds fewer planted anomalies, {numbers}"
-    return True, f"promoted: not worse, {numbers}"
-
-
 # --------------------------------------------------------------------------- rows
 @dataclass
 class VersionRow:
@@ -264,16 +139,6 @@ class VersionRow:
     @property
     def decision(self) -> str:
         return self.tags.get("decision", "")
-
-
-@dataclass
-class PromotionResult:
-    version: str
-    promoted: bool
-    reason: str
-    champion_before: str | None
-    new_eval: EvalSummary
-    champion_eval: EvalSummary | None
 
 
 def _metric_name(text: str) -> str:
@@ -616,7 +481,7 @@ class Registry:
         bundle: ModelBundle | None = None,
     ) -> PromotionResult:
         """Make ``version`` the challenger, compare it with the champion on ``held_out``,
-        and move ``champion`` to it when :func:`decide_promotion` says so.
+        and move ``champion`` to it when :func:`cricket.promotion.decide` says so.
 
         ``bundle`` is the version's bundle when the caller has it in memory (saves a
         download); by default it is loaded from the registry."""
@@ -636,15 +501,7 @@ class Registry:
                 unreadable = str(exc).splitlines()[0][:300]
             else:
                 champion_eval = evaluate_bundle(old_bundle, held_out)
-        if champion == version:
-            promote, reason = True, f"version {version} is already the champion"
-        elif unreadable is not None:
-            promote, reason = True, (
-                f"promoted: the champion (version {champion}) cannot be loaded by this "
-                f"Cricket ({unreadable})"
-            )
-        else:
-            promote, reason = decide_promotion(new_eval, champion_eval, tolerance)
+        promote, reason = decide(version, champion, new_eval, champion_eval, unreadable, tolerance)
         set_tag = self.client.set_model_version_tag
         set_tag(self.name, version, "heldout_false_alarms", f"{new_eval.rate():.6f}")
         set_tag(self.name, version, "heldout_series", str(len(new_eval.covered)))

@@ -7,7 +7,7 @@ titles, model names) is HTML-escaped, so a series tagged
 ``<img src=x onerror=alert(1)>`` shows as that text.
 
     report = Report(title=..., kind="score", window_start=..., window_end=...,
-                    model_name=..., model_version=..., results=[SeriesResult(...)])
+                    model_name=..., model_version=..., results=[ScoredSeries(...)])
     path = write_report(report, out_dir)        # <kind>-<YYYYmmddTHHMM>-v<version>.html
     text = markdown_summary(report)             # for a Prefect markdown artifact
 """
@@ -25,63 +25,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 
-from cricket.influx.base import SeriesKey
+from cricket.scoring import ScoredSeries
 
 ReportKind = Literal["score", "retrain", "backfill"]
 MAX_PLOTTED = 20
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-EVENT_COLUMNS = ["start", "end", "peak", "mean", "duration_s"]
-
-
-@dataclass
-class SeriesResult:
-    """What scoring found in one series over the report's window.
-
-    ``frame``: indexed by UTC time; columns value, reconstruction, error, score (0-100),
-    anomalous (bool). ``events``: columns start, end (UTC), peak, mean, duration_s.
-    ``nearest_shapes``: per event, (actual windowed segment at the peak, nearest
-    centroid); may be None. ``series_key``: the structured key for the sink; when None
-    it is parsed from ``key``.
-    """
-
-    key: str
-    frame: pd.DataFrame
-    events: pd.DataFrame
-    threshold: float
-    model_source: str = "series"  # "series" or "fleet"
-    nearest_shapes: list[tuple[np.ndarray, np.ndarray]] | None = None
-    series_key: SeriesKey | None = None
-
-    @property
-    def n_events(self) -> int:
-        return 0 if self.events is None else len(self.events)
-
-    @property
-    def peak_score(self) -> float:
-        """The highest score in the window (NaN when nothing could be scored)."""
-        peaks: list[float] = []
-        if self.n_events and "peak" in self.events.columns:
-            peaks.append(float(np.nanmax(self.events["peak"].to_numpy(dtype=float))))
-        if self.frame is not None and len(self.frame) and "score" in self.frame.columns:
-            s = self.frame["score"].to_numpy(dtype=float)
-            if np.isfinite(s).any():
-                peaks.append(float(np.nanmax(s)))
-        peaks = [p for p in peaks if math.isfinite(p)]
-        return max(peaks) if peaks else math.nan
-
-    def peak_event_index(self) -> int | None:
-        if not self.n_events or "peak" not in self.events.columns:
-            return None
-        peaks = self.events["peak"].to_numpy(dtype=float)
-        if not np.isfinite(peaks).any():
-            return 0
-        return int(np.nanargmax(peaks))
-
-    def sink_key(self) -> SeriesKey:
-        return self.series_key if self.series_key is not None else SeriesKey.parse(self.key)
 
 
 @dataclass
@@ -94,14 +44,14 @@ class Report:
     window_end: datetime | pd.Timestamp
     model_name: str
     model_version: str | int | None
-    results: list[SeriesResult] = field(default_factory=list)
+    results: list[ScoredSeries] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
     def n_events(self) -> int:
         return sum(r.n_events for r in self.results)
 
-    def anomalous(self) -> list[SeriesResult]:
+    def anomalous(self) -> list[ScoredSeries]:
         """Series with at least one event, highest peak score first."""
         hits = [r for r in self.results if r.n_events]
         return sorted(hits, key=lambda r: (-_finite_or(r.peak_score, -1.0), r.key))
@@ -211,7 +161,7 @@ def _summary_rows(report: Report) -> str:
         rows.append(
             f"<tr{cls}><td class=\"key\">{_e(r.key)}</td><td class=\"num\">{r.n_events}</td>"
             f"<td class=\"num\">{_e(_fmt_score(r.peak_score))}</td>"
-            f"<td class=\"num\">{_e(_fmt_score(r.threshold))}</td><td>{_e(r.model_source)}</td></tr>"
+            f"<td class=\"num\">{_e(_fmt_score(r.threshold))}</td><td>{_e(r.source)}</td></tr>"
         )
     return "\n".join(rows)
 
@@ -233,13 +183,13 @@ def _events_table(events: pd.DataFrame) -> str:
     )
 
 
-def _series_section(idx: int, r: SeriesResult) -> str:
+def _series_section(idx: int, r: ScoredSeries) -> str:
     from cricket import plots
 
     parts = [f'<section class="series" id="series-{idx}">', f"<h3>{_e(r.key)}</h3>"]
     parts.append(
         f'<p class="muted">{r.n_events} event(s); peak score {_e(_fmt_score(r.peak_score))}; '
-        f"threshold {_e(_fmt_score(r.threshold))}; model: {_e(r.model_source)}</p>"
+        f"threshold {_e(_fmt_score(r.threshold))}; model: {_e(r.source)}</p>"
     )
     parts.append('<div class="row">')
     if r.frame is not None and len(r.frame):
@@ -380,7 +330,7 @@ def markdown_summary(report: Report, max_rows: int = 50, report_path: Path | Non
         for r in hits[:max_rows]:
             lines.append(
                 f"| {md_escape(r.key)} | {r.n_events} | {md_escape(_fmt_score(r.peak_score))} "
-                f"| {md_escape(r.model_source)} |"
+                f"| {md_escape(r.source)} |"
             )
         if len(hits) > max_rows:
             lines.append(f"\n{len(hits) - max_rows} more anomalous series are not listed.")

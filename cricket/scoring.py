@@ -1,13 +1,31 @@
-"""Thresholds, anomaly events (intervals of anomalous points) and once-per-anomaly alerts."""
+"""Scoring: anomaly events (intervals of anomalous points), thresholds, once-per-anomaly
+alerts, and what scoring one series over a window found (:class:`ScoredSeries`),
+joined across chunks and windows.
+
+``score_series`` is the hourly flow's and the backfill's step (through
+``tasks/score.py``); the detector itself is :class:`cricket.detector.WaveformDetector`.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from cricket.config import DetectorSpec
 from cricket.errors import CricketValueError
+from cricket.series import SeriesKey, prepare
 
-EVENT_COLUMNS = ["start_idx", "end_idx", "peak", "mean"]
+if TYPE_CHECKING:
+    from cricket.detector import WaveformDetector
+
+#: columns of a series' events in time (``ScoredSeries.events``)
+EVENT_COLUMNS = ["start", "end", "peak", "mean", "duration_s"]
 
 
 def events_from_mask(mask: np.ndarray, scores: np.ndarray, min_gap: int = 0) -> pd.DataFrame:
@@ -116,4 +134,201 @@ def alert_scores(score: np.ndarray, hold: int | None = None, margin: float = 20.
         if t - last_t > hold or v >= last_v + margin:
             out[t] = v
             last_t, last_v = t, v
+    return out
+
+
+# ---------------------------------------------------------------- series over a window
+
+
+@dataclass
+class ScoredSeries:
+    """What scoring found in one series over a window: the pipeline's result, what
+    the sinks write and what the report shows.
+
+    ``frame``: indexed by UTC time; columns value, reconstruction, error, score
+    (0-100), anomalous (bool). ``events``: columns ``EVENT_COLUMNS`` (start, end in
+    UTC, peak, mean, duration_s). ``source``: ``"series"`` or ``"fleet"`` (which
+    detector scored it). ``nearest_shapes``: per event, (the windowed segment at its
+    peak, the nearest library shape), in the model's scaled units. ``series_key``:
+    the structured key for the sinks; when None it is parsed from ``key``.
+    """
+
+    key: str
+    frame: pd.DataFrame
+    events: pd.DataFrame
+    threshold: float
+    source: str = "series"
+    nearest_shapes: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    series_key: SeriesKey | None = None
+
+    @property
+    def n_events(self) -> int:
+        return 0 if self.events is None else len(self.events)
+
+    @property
+    def peak_score(self) -> float:
+        """The highest score in the window (NaN when nothing could be scored)."""
+        peaks: list[float] = []
+        if self.n_events and "peak" in self.events.columns:
+            peaks.append(float(np.nanmax(self.events["peak"].to_numpy(dtype=float))))
+        if self.frame is not None and len(self.frame) and "score" in self.frame.columns:
+            s = self.frame["score"].to_numpy(dtype=float)
+            if np.isfinite(s).any():
+                peaks.append(float(np.nanmax(s)))
+        peaks = [p for p in peaks if math.isfinite(p)]
+        return max(peaks) if peaks else math.nan
+
+    def peak_event_index(self) -> int | None:
+        if not self.n_events or "peak" not in self.events.columns:
+            return None
+        peaks = self.events["peak"].to_numpy(dtype=float)
+        if not np.isfinite(peaks).any():
+            return 0
+        return int(np.nanargmax(peaks))
+
+    def sink_key(self) -> SeriesKey:
+        return self.series_key if self.series_key is not None else SeriesKey.parse(self.key)
+
+
+def score_series(
+    key: str | SeriesKey,
+    series: pd.Series,
+    detector: WaveformDetector,
+    source: str,
+    window_start: datetime,
+    spec: DetectorSpec,
+) -> ScoredSeries:
+    """Score ``series`` (the window plus its left context) and keep results for points at
+    or after ``window_start`` that hold data."""
+    series_key = key if isinstance(key, SeriesKey) else None
+    key = str(key)
+    s = prepare(series, spec)
+    times = s.index
+    context = int((times < pd.Timestamp(window_start)).sum())
+    values = s.to_numpy(dtype=float)
+    sf = detector.score(values, context=context)
+    recon = np.asarray(sf.reconstruction, dtype=float)
+    error = np.asarray(sf.error, dtype=float)
+    out_index = times[context:]
+    raw = series.reindex(out_index).to_numpy(dtype=float)
+    frame = pd.DataFrame(
+        {
+            "value": raw,
+            "reconstruction": recon,
+            "error": error,
+            "score": np.asarray(sf.score, dtype=float),
+            "anomalous": np.asarray(sf.anomalous, dtype=bool),
+        },
+        index=out_index,
+    )
+    keep = np.isfinite(frame["value"].to_numpy()) & np.isfinite(frame["score"].to_numpy())
+    ev_idx = sf.events(spec.min_event_gap)
+    freq = getattr(times, "freq", None)
+    if freq is not None:
+        step = pd.Timedelta(freq)
+    else:
+        step = times[1] - times[0] if len(times) > 1 else pd.Timedelta(0)
+    rows = []
+    for e in ev_idx.itertuples(index=False):
+        start = out_index[int(e.start_idx)]
+        end = out_index[int(e.end_idx)]
+        rows.append(
+            {
+                "start": start,
+                "end": end,
+                "peak": float(e.peak),
+                "mean": float(e.mean),
+                "duration_s": float((end - start + step).total_seconds()),
+            }
+        )
+    events = pd.DataFrame(rows, columns=EVENT_COLUMNS)
+    shapes = detector.nearest_shapes(values, context, ev_idx, np.asarray(sf.score, dtype=float))
+    return ScoredSeries(
+        key,
+        frame[keep],
+        events,
+        float(detector.threshold_),
+        source,
+        shapes,
+        series_key,
+    )
+
+
+def join_events(events: pd.DataFrame, max_gap: pd.Timedelta) -> pd.DataFrame:
+    """Merge events (sorted by start) that are at most ``max_gap`` apart: an anomaly that
+    spans a chunk boundary is scored as two events, one per chunk."""
+    if len(events) < 2:
+        return events.reset_index(drop=True)
+    ev = events.sort_values("start").reset_index(drop=True)
+    rows = [ev.iloc[0].to_dict()]
+    for row in ev.iloc[1:].to_dict("records"):
+        last = rows[-1]
+        if row["start"] - last["end"] <= max_gap:
+            # duration_s is end - start plus one step: keep that step.
+            step = last["duration_s"] - (last["end"] - last["start"]).total_seconds()
+            weight = (last["duration_s"] + row["duration_s"]) or 1.0
+            last["mean"] = (
+                last["mean"] * last["duration_s"] + row["mean"] * row["duration_s"]
+            ) / weight
+            last["end"] = max(last["end"], row["end"])
+            last["peak"] = max(last["peak"], row["peak"])
+            last["duration_s"] = (last["end"] - last["start"]).total_seconds() + step
+        else:
+            rows.append(row)
+    return pd.DataFrame(rows, columns=EVENT_COLUMNS)
+
+
+def continue_event(
+    events: pd.DataFrame,
+    previous: pd.DataFrame | None,
+    window_start: pd.Timestamp,
+    max_gap: pd.Timedelta,
+) -> pd.DataFrame:
+    """An event that opens a window may be the rest of one that closed the window before
+    (an anomaly does not stop at the hour). When the previous window's last event ended
+    within ``max_gap`` of this window's first event, the two become one event that keeps
+    the earlier start; written back (an event point's time is its start), it replaces the
+    earlier, shorter record instead of adding a second event."""
+    if events.empty or previous is None or previous.empty:
+        return events
+    window_start = pd.Timestamp(window_start)
+    first = events.sort_values("start").iloc[0]
+    if first["start"] - window_start > max_gap:
+        return events
+    before = previous[previous["end"] < window_start].sort_values("end")
+    if before.empty:
+        return events
+    last = before.iloc[-1]
+    if first["start"] - last["end"] > max_gap:
+        return events
+    joined = join_events(pd.concat([last.to_frame().T[EVENT_COLUMNS], events[EVENT_COLUMNS]],
+                                   ignore_index=True), max_gap)
+    return joined[joined["end"] >= window_start].reset_index(drop=True)
+
+
+def merge_by_series(
+    parts: Iterable[ScoredSeries], max_gap: pd.Timedelta | None = None
+) -> list[ScoredSeries]:
+    """Join the chunks of each series (in time order) into one result per series; events
+    closer than ``max_gap`` across a chunk boundary become one."""
+    by_key: dict[str, list[ScoredSeries]] = {}
+    for p in parts:
+        by_key.setdefault(p.key, []).append(p)
+    out = []
+    for key, group in by_key.items():
+        group.sort(key=lambda p: p.frame.index[0] if len(p.frame) else pd.Timestamp.min.tz_localize("UTC"))
+        out.append(
+            ScoredSeries(
+                key,
+                pd.concat([p.frame for p in group]),
+                join_events(
+                    pd.concat([p.events for p in group], ignore_index=True),
+                    max_gap if max_gap is not None else pd.Timedelta(0),
+                ),
+                group[-1].threshold,
+                group[-1].source,
+                [pair for p in group for pair in p.nearest_shapes],
+                group[-1].series_key,
+            )
+        )
     return out

@@ -1,4 +1,5 @@
-"""Prepare: validate, regularise, fill short gaps, split at long gaps, scale robustly.
+"""Series: what names one (SeriesKey), and how its values are prepared: validate,
+regularise, fill short gaps, split at long gaps, scale robustly.
 
 The shape library works on clean, contiguous float arrays. Real metrics have
 non-numeric junk, infinities, duplicate or unordered timestamps and gaps; this module
@@ -16,14 +17,75 @@ Policies (documented, tested):
 
 from __future__ import annotations
 
+import re
 import warnings
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from cricket.config import DetectorSpec
 from cricket.errors import CricketValueError
+
+
+@dataclass(frozen=True, order=True)
+class SeriesKey:
+    measurement: str
+    field: str
+    tags: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # sorted (key, value)
+
+    @classmethod
+    def make(cls, measurement: str, field: str, tags: dict[str, str] | None = None) -> SeriesKey:
+        return cls(measurement, field, tuple(sorted((tags or {}).items())))
+
+    @property
+    def tag_dict(self) -> dict[str, str]:
+        return dict(self.tags)
+
+    def __str__(self) -> str:
+        """``measurement.field{k=v,...}``. Unambiguous: every character that delimits a
+        part (``{`` in the measurement; ``.`` and ``{`` in the field; ``,`` ``=`` ``{``
+        ``}`` in tag keys and values) and ``%`` itself are percent-encoded (``,`` is
+        ``%2C``), so two different keys never render to the same text and :meth:`parse`
+        inverts it exactly. No backslash is added, so the text is also a tag value that
+        line protocol can carry (the ``series`` tag of results). Names without those
+        characters render as before (``waveform.value{host=a}``)."""
+        inner = ",".join(f"{_esc(k, _TAG_SPECIAL)}={_esc(v, _TAG_SPECIAL)}" for k, v in self.tags)
+        head = f"{_esc(self.measurement, _MEAS_SPECIAL)}.{_esc(self.field, _FIELD_SPECIAL)}"
+        return f"{head}{{{inner}}}"
+
+    @classmethod
+    def parse(cls, text: str) -> SeriesKey:
+        """Inverse of ``str(key)``: ``SeriesKey.parse(str(k)) == k`` for every key."""
+        head, brace, body = text.partition("{")
+        if not brace or not body.endswith("}") or "." not in head:
+            raise CricketValueError(f"{text!r} is not a series key such as waveform.value{{host=a}}")
+        measurement, _, fld = head.rpartition(".")
+        tags: dict[str, str] = {}
+        for part in body[:-1].split(",") if body[:-1] else []:
+            k, eq, v = part.partition("=")
+            if not eq:
+                raise CricketValueError(f"{text!r} is not a series key: tag {part!r} has no '='")
+            tags[_unesc(k)] = _unesc(v)
+        return cls.make(_unesc(measurement), _unesc(fld), tags)
+
+
+_MEAS_SPECIAL = "%{"
+_FIELD_SPECIAL = "%.{"
+_TAG_SPECIAL = "%,={}"
+_PERCENT = re.compile(r"%([0-9A-F]{2})")
+
+
+def _esc(text: str, special: str) -> str:
+    if not any(c in text for c in special):
+        return text
+    return "".join(f"%{ord(c):02X}" if c in special else c for c in text)
+
+
+def _unesc(text: str) -> str:
+    return _PERCENT.sub(lambda m: chr(int(m.group(1), 16)), text) if "%" in text else text
 
 
 class BadSeriesError(CricketValueError):
@@ -134,6 +196,18 @@ def split_at_gaps(values: np.ndarray | pd.Series, min_len: int) -> list[tuple[in
         raise BadSeriesError(f"values must be 1-D (got shape {x.shape})")
     starts, stops = _nan_runs(~np.isnan(x))
     return [(int(a), x[a:b].copy()) for a, b in zip(starts, stops, strict=True) if b - a >= min_len]
+
+
+def prepare(series: pd.Series, spec: DetectorSpec) -> pd.Series:
+    """Validate a regular series and fill its short gaps; long gaps stay NaN (the detector
+    splits there, so no segment straddles them)."""
+    s = validate(series)
+    values = fill_short_gaps(s.to_numpy(dtype=float), spec.short_gap)
+    return pd.Series(values, index=s.index, name=s.name)
+
+
+def finite_count(values: np.ndarray | pd.Series) -> int:
+    return int(np.isfinite(np.asarray(values, dtype=float)).sum())
 
 
 class RobustScaler:

@@ -51,7 +51,7 @@ import pandas as pd
 
 from cricket.config import parse_duration
 from cricket.errors import CricketValueError
-from cricket.influx.base import SeriesKey
+from cricket.series import SeriesKey
 
 KINDS = ("zeroed", "spike", "level_shift", "frequency", "shape")
 ALL_KINDS = (*KINDS, "stuck", "missing_pulse", "warp", "noise_burst")

@@ -15,7 +15,8 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from cricket.config import SeriesSelector, Settings
 from cricket.errors import CricketValueError
-from cricket.pipeline import ScoredSeries, chunks, merge_by_series, utc
+from cricket.scoring import ScoredSeries, merge_by_series
+from cricket.windows import chunks, utc
 from flows.runtime import task_runner
 from flows.score import publish_window, score_range
 from tasks.ledger import done_chunks, mark_chunk_done

@@ -16,15 +16,10 @@ from prefect import flow, get_run_logger
 from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.errors import CricketValueError
 from cricket.model import ModelBundle
-from cricket.pipeline import (
-    batched,
-    floor_time,
-    overall_metrics,
-    prepare,
-    split_holdout,
-    training_pictures,
-    utc,
-)
+from cricket.plots import training_pictures
+from cricket.series import prepare
+from cricket.training import overall_metrics, split_holdout
+from cricket.windows import batched, floor_time, utc
 from flows.runtime import batch_size_for, in_flight_limit, pipelined, scheduled_time, task_runner
 from tasks.extract import discover_series
 from tasks.registry import evaluate_and_promote, log_and_register

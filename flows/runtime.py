@@ -11,7 +11,7 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from cricket.config import Settings
-from cricket.pipeline import utc
+from cricket.windows import utc
 
 T = TypeVar("T")
 

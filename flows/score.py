@@ -16,25 +16,14 @@ from prefect import flow, get_run_logger
 from cricket.config import SeriesSelector, Settings
 from cricket.errors import CricketValueError
 from cricket.model import ModelBundle
-from cricket.pipeline import ScoredSeries, batched, score_window, utc
-from cricket.report import Report, SeriesResult
+from cricket.report import Report
+from cricket.scoring import ScoredSeries
+from cricket.windows import batched, score_window, utc
 from flows.runtime import batch_size_for, in_flight_limit, pipelined, scheduled_time, task_runner
 from tasks.extract import discover_series
 from tasks.publish import log_report_to_mlflow, publish_report, write_results
 from tasks.registry import load_model
 from tasks.score import ScoreBatch, score_batch, sub_bundle
-
-
-def to_result(s: ScoredSeries) -> SeriesResult:
-    return SeriesResult(
-        key=s.key,
-        frame=s.frame,
-        events=s.events,
-        threshold=s.threshold,
-        model_source=s.source,
-        nearest_shapes=s.nearest_shapes or None,
-        series_key=s.series_key,
-    )
 
 
 def score_range(
@@ -137,7 +126,7 @@ def publish_window(
         window_end=end,
         model_name=settings.model_name,
         model_version=version,
-        results=[to_result(s) for s in scored],
+        results=scored,
         notes=notes,
     )
     path = publish_report(settings, rep)

@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 
 from cricket.config import SeriesSelector, Settings
 from cricket.influx import make_source
-from cricket.influx.base import SeriesKey
+from cricket.series import SeriesKey
 from tasks.common import IO_TASK
 
 

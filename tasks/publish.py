@@ -5,9 +5,8 @@ Prefect artifacts (a table of events, a markdown summary, a link to the report).
     path = publish_report(settings, report)                          # task
     summary = publish_results(results, report, settings, version)    # both, in a flow
 
-``results`` may be ``cricket.report.SeriesResult`` or ``cricket.pipeline.ScoredSeries``:
-anything with ``key``, ``frame``, ``events`` and optionally ``series_key``. Writing the
-same window twice overwrites (same time and tags), so retries never duplicate points.
+``results`` are ``cricket.scoring.ScoredSeries`` (or anything with ``key``, ``frame``,
+``events`` and optionally ``series_key``). Writing the same window twice overwrites (same time and tags), so retries never duplicate points.
 Artifacts hold series names, times and scores only: never settings or secrets.
 """
 
@@ -26,8 +25,9 @@ from prefect.artifacts import (
 )
 
 from cricket.config import Settings
-from cricket.influx.base import SeriesKey, Sink
+from cricket.influx.base import Sink
 from cricket.report import Report, event_rows, markdown_summary, write_report
+from cricket.series import SeriesKey
 from tasks.common import IO_TASK
 
 MAX_TABLE_ROWS = 1000
@@ -151,8 +151,8 @@ def log_report_to_mlflow(
     """Attach the HTML report to an MLflow run of the scoring experiment."""
     from datetime import datetime
 
-    from cricket.pipeline import utc
     from cricket.registry import Registry
+    from cricket.windows import utc
 
     start: datetime = utc(report.window_start)
     end: datetime = utc(report.window_end)

@@ -15,12 +15,11 @@ from prefect import get_run_logger, task
 
 from cricket.config import Settings
 from cricket.model import ModelBundle, ModelFormatError
+from cricket.promotion import DEFAULT_TOLERANCE
 from cricket.registry import (
     CHAMPION,
-    DEFAULT_TOLERANCE,
     Registry,
     RegistryError,
-    RegistryUnavailableError,  # noqa: F401 - re-exported for callers of the tasks
     mlflow_store,
 )
 from tasks.common import IO_TASK

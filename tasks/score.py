@@ -12,9 +12,9 @@ from prefect import get_run_logger, task
 
 from cricket.config import SeriesSelector, Settings
 from cricket.influx import make_source
-from cricket.influx.base import SeriesKey
 from cricket.model import ModelBundle, compact
-from cricket.pipeline import ScoredSeries, continue_event, score_series
+from cricket.scoring import ScoredSeries, continue_event, score_series
+from cricket.series import SeriesKey
 from tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES
 from tasks.extract import read_window
 

@@ -11,9 +11,9 @@ from prefect import get_run_logger, task
 
 from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.detector import WaveformDetector
-from cricket.influx.base import SeriesKey
 from cricket.model import compact
-from cricket.pipeline import TrainedSeries, fleet_training_values, train_fleet, train_series
+from cricket.series import SeriesKey
+from cricket.training import TrainedSeries, fleet_training_values, train_fleet, train_series
 from tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES
 from tasks.extract import read_window
 

@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 
 from cricket.config import DetectorSpec, SeriesSelector, Settings
-from cricket.influx.base import SeriesKey
 from cricket.influx.influxql import InfluxQLSink, InfluxQLSource
+from cricket.series import SeriesKey
 
 SPEC = DetectorSpec(n_clusters=8, segment_len=16, min_event_gap=8)
 END = pd.Timestamp("2026-11-20T00:00:00Z")

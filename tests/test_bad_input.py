@@ -31,9 +31,10 @@ from reliability_support import (
 )
 
 from cricket.config import DetectorSpec
-from cricket.influx.base import InfluxError, SeriesKey
+from cricket.influx.base import InfluxError
 from cricket.influx.influxql import InfluxQLSink, InfluxQLSource
-from cricket.pipeline import prepare, score_series
+from cricket.scoring import score_series
+from cricket.series import SeriesKey, prepare
 
 pytestmark = pytest.mark.slow
 
@@ -172,7 +173,7 @@ def test_gap_longer_than_the_window_is_noted_and_nothing_is_invented(pipe, hour)
 
 
 def test_gap_longer_than_the_training_window_leaves_the_series_to_the_fleet_library(pipe):
-    from cricket.pipeline import train_series
+    from cricket.training import train_series
 
     idx = _grid(W1 - pd.Timedelta(hours=4), W1)
     empty = pd.Series(np.nan, index=idx)

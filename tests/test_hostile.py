@@ -25,8 +25,9 @@ import pytest
 from pydantic import SecretStr
 
 from cricket.config import DetectorSpec, SeriesSelector
-from cricket.influx.base import InfluxError, SeriesKey
+from cricket.influx.base import InfluxError
 from cricket.influx.influxql import InfluxQLClient, InfluxQLSink, InfluxQLSource
+from cricket.series import SeriesKey
 
 PAYLOADS = [
     "x' OR 1=1 --",

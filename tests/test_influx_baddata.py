@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from cricket.config import SeriesSelector
-from cricket.influx.base import InfluxError, InfluxWriteError, SeriesKey
+from cricket.influx.base import InfluxError, InfluxWriteError
 from cricket.influx.influxql import InfluxQLSink, InfluxQLSource, quote_ident
 from cricket.influx.server import find_free_port
+from cricket.series import SeriesKey
 
 T0 = pd.Timestamp("2024-01-01T00:00:00Z")
 H1 = T0 + pd.Timedelta(hours=1)

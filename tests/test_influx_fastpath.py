@@ -15,8 +15,8 @@ import pytest
 
 from cricket.config import SeriesSelector
 from cricket.influx import lineprotocol as lp
-from cricket.influx.base import SeriesKey
 from cricket.influx.influxql import InfluxQLSource
+from cricket.series import SeriesKey
 
 T0 = 1704067200 * 10**9
 AGGS = ("mean", "sum", "max", "min", "first", "last", "median")

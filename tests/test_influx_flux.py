@@ -21,9 +21,10 @@ import pytest
 
 from cricket.config import SeriesSelector
 from cricket.influx import make_sink, make_source
-from cricket.influx.base import InfluxError, InfluxWriteError, SeriesKey
+from cricket.influx.base import InfluxError, InfluxWriteError
 from cricket.influx.flux import FluxSink, FluxSource
 from cricket.influx.server import find_free_port
+from cricket.series import SeriesKey
 
 DATA = Path(__file__).parent / "data" / "flux"
 T0 = pd.Timestamp("2024-01-01T00:00:00Z")

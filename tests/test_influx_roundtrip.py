@@ -8,8 +8,8 @@ import pytest
 
 from cricket.config import SeriesSelector
 from cricket.influx import make_sink, make_source
-from cricket.influx.base import SeriesKey
 from cricket.influx.influxql import InfluxQLSink, InfluxQLSource
+from cricket.series import SeriesKey
 
 T0 = pd.Timestamp("2024-01-01T00:00:00Z")
 

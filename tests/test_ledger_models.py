@@ -9,8 +9,8 @@ from hostile_support import TRAIN_END, retrain, write_clean
 
 from cricket.config import SeriesSelector
 from cricket.influx import ledger
-from cricket.influx.base import SeriesKey
 from cricket.influx.influxql import InfluxQLSource
+from cricket.series import SeriesKey
 
 SELECTOR = SeriesSelector(measurement="waveform", field="value", group_by=["host"])
 KEYS = [SeriesKey.make("waveform", "value", {"host": h}) for h in ("a", "b")]

@@ -1,4 +1,4 @@
-"""The pipeline's plain functions (cricket/pipeline.py): windows, chunks, event joins."""
+"""The pipeline's plain functions (cricket/windows.py, cricket/scoring.py): windows, chunks, event joins."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from cricket.pipeline import chunks, floor_time, join_events, score_window, utc
+from cricket.scoring import join_events
+from cricket.windows import chunks, floor_time, score_window, utc
 
 T = pd.Timestamp("2026-01-01T00:00Z")
 
@@ -66,7 +67,7 @@ def test_events_further_apart_than_the_gap_stay_apart():
 
 
 def test_an_event_opening_a_window_continues_the_one_that_closed_the_previous_window():
-    from cricket.pipeline import continue_event
+    from cricket.scoring import continue_event
 
     previous = pd.DataFrame([ev("10min", "20min", 80, 70), ev("40min", "59min50s", 90, 85)])
     current = pd.DataFrame([ev("1h", "1h13min", 97, 90), ev("1h40min", "1h41min", 70, 70)])
@@ -79,7 +80,7 @@ def test_an_event_opening_a_window_continues_the_one_that_closed_the_previous_wi
 
 
 def test_an_event_after_a_quiet_stretch_is_not_glued_to_an_old_one():
-    from cricket.pipeline import continue_event
+    from cricket.scoring import continue_event
 
     previous = pd.DataFrame([ev("10min", "20min", 80, 70)])
     current = pd.DataFrame([ev("1h", "1h5min", 90, 80)])

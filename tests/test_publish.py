@@ -11,8 +11,8 @@ from fixtures.report_data import HOSTILE_KEY, HOSTILE_TAG, START, fleet_report
 from prefect import flow
 
 from cricket.config import Settings
-from cricket.influx.base import SeriesKey
 from cricket.influx.influxql import InfluxQLSource
+from cricket.series import SeriesKey
 from tasks.publish import _artifact_key, publish_results
 
 SECRET = "pw-S3CRET-7c1f0e-do-not-leak"

@@ -15,14 +15,9 @@ import pandas as pd
 
 from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.model import ModelBundle
-from cricket.pipeline import (
-    fleet_training_values,
-    score_series,
-    split_holdout,
-    train_fleet,
-    train_series,
-)
 from cricket.registry import Registry
+from cricket.scoring import score_series
+from cricket.training import fleet_training_values, split_holdout, train_fleet, train_series
 
 SPEC = DetectorSpec(segment_len=16, n_clusters=12, period_scale=False)
 OWN = "waveform.value{host=a}"

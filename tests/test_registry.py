@@ -20,14 +20,8 @@ import pytest
 from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.detector import WaveformDetector
 from cricket.model import ModelBundle
-from cricket.registry import (
-    CHAMPION,
-    EvalSummary,
-    NoChampionError,
-    Registry,
-    RegistryError,
-    decide_promotion,
-)
+from cricket.promotion import EvalSummary, decide_promotion
+from cricket.registry import CHAMPION, NoChampionError, Registry, RegistryError
 
 SPEC = DetectorSpec(segment_len=16, train_slide=2, n_clusters=12, threshold_quantile=0.99)
 KEYS = ["waveform.value{host=a}", "waveform.value{host=b}"]

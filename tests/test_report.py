@@ -15,7 +15,6 @@ import pytest
 from fixtures.report_data import HOSTILE_KEY, HOSTILE_TAG, START, fleet_report, series_result
 
 from cricket import plots
-from cricket.influx.base import SeriesKey
 from cricket.report import (
     CSP,
     Report,
@@ -27,6 +26,7 @@ from cricket.report import (
     report_filename,
     write_report,
 )
+from cricket.series import SeriesKey
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -67,7 +67,7 @@ def test_hostile_text_is_escaped_everywhere() -> None:
     note = "</li><script>alert(3)</script>"
     report = fleet_report(n_series=2, title=f"T {HOSTILE_TAG}", notes=[note])
     report.model_name = '"><svg onload=alert(4)>'
-    report.results[0].model_source = "<b>series</b>"
+    report.results[0].source = "<b>series</b>"
     doc = render_html(report)
     tags = _tags(doc)
     names = [t for t, _ in tags]

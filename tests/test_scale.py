@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from cricket.config import DetectorSpec, SeriesSelector
-from cricket.influx.base import SeriesKey
 from cricket.influx.influxql import KEYS_PER_QUERY, InfluxQLSink, InfluxQLSource
+from cricket.series import SeriesKey
 
 T0 = pd.Timestamp("2026-11-01T00:00:00Z")
 SEL = SeriesSelector(measurement="m", field="v", group_by=["host"], every="10s")
@@ -74,7 +74,7 @@ def test_key_filter_binds_every_tag_value_as_a_parameter():
 def test_a_sub_bundle_holds_only_its_series_and_scores_the_same():
     from cricket.detector import WaveformDetector
     from cricket.model import ModelBundle
-    from cricket.pipeline import score_series
+    from cricket.scoring import score_series
     from tasks.score import sub_bundle
 
     spec = DetectorSpec(n_clusters=4, segment_len=8)
@@ -118,7 +118,7 @@ def test_a_compact_detector_scores_the_same_and_ships_small():
 
     from cricket.detector import WaveformDetector
     from cricket.model import compact
-    from cricket.pipeline import score_series
+    from cricket.scoring import score_series
 
     spec = DetectorSpec(n_clusters=16)
     rng = np.random.default_rng(1)

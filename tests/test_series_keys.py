@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cricket.config import SeriesSelector
-from cricket.influx.base import SeriesKey
 from cricket.influx.influxql import InfluxQLSource
+from cricket.series import SeriesKey
 
 #: the collision reported in issue 17
 A = SeriesKey.make("waveform", "value", {"dc": "x", "host": "y,host=z"})

@@ -24,7 +24,7 @@ def parse_time(text: str) -> datetime:
     """An ISO time, or 'now'; naive times are UTC."""
     import pandas as pd
 
-    from cricket.pipeline import utc
+    from cricket.windows import utc
 
     if text.strip().lower() == "now":
         return utc(datetime.now().astimezone())

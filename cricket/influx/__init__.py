@@ -4,7 +4,8 @@ Flux through influxdb-client (2.x native). Pick one with ``settings.influx_sourc
 from __future__ import annotations
 
 from cricket.config import Settings
-from cricket.influx.base import InfluxError, InfluxWriteError, SeriesKey, Sink, Source
+from cricket.influx.base import InfluxError, InfluxWriteError, Sink, Source
+from cricket.series import SeriesKey
 
 
 def make_source(settings: Settings | None = None) -> Source:

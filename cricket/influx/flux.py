@@ -25,7 +25,8 @@ import pandas as pd
 
 from cricket.config import SeriesSelector, Settings
 from cricket.influx import lineprotocol as lp
-from cricket.influx.base import InfluxError, InfluxWriteError, SeriesKey
+from cricket.influx.base import InfluxError, InfluxWriteError
+from cricket.series import SeriesKey
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _AGG = {"mean", "median", "max", "min", "first", "last", "sum"}

@@ -23,7 +23,8 @@ import pandas as pd
 
 from cricket.config import SeriesSelector, Settings
 from cricket.influx import lineprotocol as lp
-from cricket.influx.base import InfluxError, InfluxWriteError, SeriesKey
+from cricket.influx.base import InfluxError, InfluxWriteError
+from cricket.series import SeriesKey
 
 try:  # orjson decodes InfluxDB's JSON faster than json
     import orjson

@@ -28,7 +28,8 @@ from itertools import repeat
 import numpy as np
 import pandas as pd
 
-from cricket.influx.base import InfluxError, SeriesKey
+from cricket.influx.base import InfluxError
+from cricket.series import SeriesKey
 
 try:  # orjson writes numpy arrays of numbers to text several times faster than repr
     import orjson

@@ -1,0 +1,120 @@
+"""Training: fit one series' detector, the run's metrics, and the fleet library.
+
+The nightly retrain (``flows/retrain.py``) calls these through ``tasks/train.py``; a
+notebook user can call them directly. The held-out tail of each series is split in
+two: the first half calibrates the detector, the second half is only ever scored
+(promotion, ``cricket.promotion``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from cricket.config import DetectorSpec
+from cricket.detector import WaveformDetector
+from cricket.series import RobustScaler, finite_count, prepare
+
+
+@dataclass
+class TrainedSeries:
+    """What training one series produced. ``detector`` is None when the series had too
+    little history; the fleet library then serves it."""
+
+    key: str
+    detector: WaveformDetector | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+def split_holdout(holdout: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The held-out tail is split in two: the first half calibrates the threshold, the
+    second half is only ever scored (false alarms and probe recall for promotion)."""
+    mid = len(holdout) // 2
+    return holdout.iloc[:mid], holdout.iloc[mid:]
+
+
+def train_series(
+    key: str,
+    train: pd.Series,
+    holdout: pd.Series,
+    spec: DetectorSpec,
+    min_points: int,
+) -> TrainedSeries:
+    """Fit one series' detector on ``train``; calibrate on the first half of ``holdout``."""
+    x = prepare(train, spec)
+    calib, _ = split_holdout(prepare(holdout, spec))
+    n = finite_count(x)
+    if n < min_points or finite_count(calib) < 2 * spec.segment_len:
+        return TrainedSeries(
+            key,
+            None,
+            {"n_train": float(n)},
+            reason=f"too little history ({n} points, need {min_points}): served by the fleet library",
+        )
+    det = WaveformDetector(spec).fit(x.to_numpy(), holdout=calib.to_numpy())
+    return TrainedSeries(key, det, training_metrics(det, calib.to_numpy(), n))
+
+
+def training_metrics(det: WaveformDetector, calib: np.ndarray, n_train: int) -> dict[str, float]:
+    """What a reviewer wants per series: how well k-means fitted (inertia per training
+    segment), how big held-out errors are, the threshold, how much of the held-out
+    calibration half the detector would flag."""
+    sf = det.score(calib)
+    err = np.asarray(sf.error, dtype=float)
+    err = err[np.isfinite(err)]
+    lib = det.library_
+    segments = max(int(getattr(lib, "n_train_segments_", 0) or 0), 1)
+    metrics = {
+        "n_train": float(n_train),
+        "threshold": float(det.threshold_),
+        "inertia_per_segment": float(getattr(lib, "inertia_", np.nan)) / segments,
+        "heldout_flagged_fraction": float(np.mean(sf.anomalous)) if len(sf.anomalous) else 0.0,
+    }
+    if err.size:
+        for q in (50, 99):
+            metrics[f"heldout_error_p{q}"] = float(np.percentile(err, q))
+    return metrics
+
+
+def overall_metrics(per_series: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Means over the series that have each metric (the run's headline numbers)."""
+    names = sorted({k for m in per_series.values() for k in m})
+    out: dict[str, float] = {"series": float(len(per_series))}
+    for name in names:
+        vals = [m[name] for m in per_series.values() if name in m and np.isfinite(m[name])]
+        if vals:
+            out[f"mean_{name}"] = float(np.mean(vals))
+    return out
+
+
+def fleet_training_values(series: Iterable[pd.Series], spec: DetectorSpec, cap: int) -> np.ndarray:
+    """Each series robustly scaled on its own, joined with NaN runs so that no segment
+    straddles two series; at most ``cap`` points in all (evenly taken across series)."""
+    parts = []
+    sep = np.full(spec.short_gap + 1, np.nan)
+    for s in series:
+        v = s.to_numpy(dtype=float)
+        if finite_count(v) < 2 * spec.segment_len:
+            continue
+        scaler = RobustScaler().fit(v[np.isfinite(v)])
+        parts.append(scaler.transform(v))
+    if not parts:
+        return np.array([], dtype=float)
+    per = max(cap // len(parts), 2 * spec.segment_len)
+    joined = []
+    for p in parts:
+        joined.append(p[-per:])
+        joined.append(sep)
+    return np.concatenate(joined[:-1])
+
+
+def train_fleet(values: np.ndarray, spec: DetectorSpec) -> WaveformDetector | None:
+    """The fleet library: one detector over many series, each robustly scaled by itself
+    (``fleet_training_values``); it scales each series it scores the same way."""
+    if finite_count(values) < 8 * spec.segment_len:
+        return None
+    return WaveformDetector(spec, per_series_scaling=True).fit(values)
