@@ -175,6 +175,12 @@ class DetectorSpec(BaseModel):
         return v
 
 
+def spec_default(name: str) -> object:
+    """The default of ``DetectorSpec.<name>``: the one place detector defaults live (the
+    CLI, the flows and ``ShapeLibrary`` read them from here)."""
+    return DetectorSpec.model_fields[name].default
+
+
 def default_state_dir() -> Path:
     return Path(os.environ.get("CRICKET_STATE_DIR", Path.cwd() / ".cricket")).absolute()
 

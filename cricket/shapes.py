@@ -27,6 +27,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from cricket.base import BaseDetector, as_clean_values
+from cricket.config import spec_default
 from cricket.errors import CricketValueError
 from cricket.persistence import ModelFormatError
 from cricket.scoring import events_from_mask, quantile_threshold
@@ -87,7 +88,8 @@ class Analysis:
 class ShapeLibrary(BaseDetector):
     """A k-means library of normal waveform shapes (scikit-learn / PyOD conventions).
 
-    Parameters
+    Parameters (the ones a ``DetectorSpec`` also has default to its values,
+    :func:`cricket.config.spec_default`)
     ----------
     segment_len: samples per segment (even).
     train_slide: training segments start every ``train_slide`` samples.
@@ -107,9 +109,12 @@ class ShapeLibrary(BaseDetector):
     holdout_fraction: tail of the training data kept back from k-means; the
         threshold is set from scores on it. 0 sets it from the training data itself
         (optimistic).
-    threshold_quantile, threshold_scale: ``threshold_`` is ``threshold_scale`` times
-        this quantile of held-out scores (the scale leaves a margin, because a clean
+    threshold_quantile, threshold_scale: the stand-alone library's own threshold:
+        ``threshold_`` is ``threshold_scale`` times this quantile of held-out
+        ``decision_function`` scores (the scale leaves a margin, because a clean
         stretch longer than the held-out one will exceed its top quantile somewhere).
+        Not the ``DetectorSpec`` quantile of the same name: ``WaveformDetector``
+        calibrates its score on held-out data instead and never uses this threshold.
     score_window: ``decision_function`` is the moving average of the absolute
         reconstruction error over this many points (None: ``segment_len // 2``).
     min_gap: anomalous stretches closer than this merge into one event (None:
@@ -126,17 +131,17 @@ class ShapeLibrary(BaseDetector):
 
     def __init__(
         self,
-        segment_len: int = 32,
-        train_slide: int = 2,
-        n_clusters: int = 150,
-        n_init: int = 1,
-        random_state: int | None = None,
-        algorithm: str = "auto",
+        segment_len: int = spec_default("segment_len"),  # type: ignore[assignment]
+        train_slide: int = spec_default("train_slide"),  # type: ignore[assignment]
+        n_clusters: int = spec_default("n_clusters"),  # type: ignore[assignment]
+        n_init: int = spec_default("n_init"),  # type: ignore[assignment]
+        random_state: int | None = spec_default("random_state"),  # type: ignore[assignment]
+        algorithm: str = spec_default("algorithm"),  # type: ignore[assignment]
         batch_threshold: int = 50_000,
         max_iter: int = 300,
         max_train_segments: int | None = 5_000,
         max_train_values: int | None = 500_000,
-        holdout_fraction: float = 0.2,
+        holdout_fraction: float = spec_default("holdout_fraction"),  # type: ignore[assignment]
         threshold_quantile: float = 0.999,
         threshold_scale: float = 1.5,
         score_window: int | None = None,

@@ -68,11 +68,12 @@ def demo(
     hosts: int = 12,
     days: float = 3.0,
     anomaly_hours: int = 12,
-    n_clusters: int = 250,
+    n_clusters: int | None = None,
     seed: int = 7,
 ) -> dict:
     """Write a synthetic fleet, retrain, backfill the hours since training, score the
-    latest hour, and report events found against anomalies injected."""
+    latest hour, and report events found against anomalies injected. ``n_clusters``
+    None: the ``DetectorSpec`` default."""
     log = get_run_logger()
     settings = Settings()
     t0 = time.perf_counter()
@@ -92,7 +93,7 @@ def demo(
     t_write = time.perf_counter()
 
     selector = SeriesSelector(measurement="waveform", field="value", group_by=["host"])
-    spec = DetectorSpec(n_clusters=n_clusters)
+    spec = DetectorSpec() if n_clusters is None else DetectorSpec(n_clusters=n_clusters)
     holdout = pd.Timedelta(hours=min(12, days * 24 / 4)).to_pytimedelta()
     trained = nightly_retrain(
         selector=selector,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from datetime import datetime
 
 import pandas as pd
@@ -33,18 +32,12 @@ def read_window(
     start: datetime,
     stop: datetime,
 ) -> dict[SeriesKey, pd.Series]:
-    """Read [start, stop) for ``keys`` only: the query itself names the batch's series
-    (InfluxQL), so a batch never reads the rest of the fleet. A source whose ``read``
-    takes no ``keys`` (Flux) reads the selector's series and is filtered here."""
+    """Read [start, stop) for ``keys`` only (InfluxQL names the batch's series in the
+    query itself, so a batch never reads the rest of the fleet)."""
     if not keys:
         return {}
     source = make_source(settings)
     try:
-        if "keys" in inspect.signature(source.read).parameters:
-            data = source.read(selector, start, stop, keys=keys)  # type: ignore[call-arg]
-        else:
-            data = source.read(selector, start, stop)
+        return source.read(selector, start, stop, keys=keys)
     finally:
         source.close()
-    wanted = set(keys)
-    return {k: v for k, v in data.items() if k in wanted}

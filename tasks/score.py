@@ -103,10 +103,7 @@ def previous_events(
     (None where the source cannot read results back, e.g. Flux)."""
     source = make_source(settings)
     try:
-        reader = getattr(source, "read_events", None)
-        if reader is None:
-            return None
-        return reader(
+        return source.read_events(
             key, start - EVENT_LOOKBACK, start, model_version=model_version,
             model_name=settings.model_name,
         )

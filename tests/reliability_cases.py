@@ -57,7 +57,7 @@ CASES: list[Case] = [
          "both finish; one copy of every point (same time + tags overwrite)",
          f"{TF}::test_two_hourly_runs_at_once_write_nothing_twice"),
     Case(F, "two hourly runs at once, as deployments",
-         "hourly-score has concurrency limit 1 with CANCEL_NEW in prefect.yaml and serve.py "
+         "hourly-score has concurrency limit 1 with CANCEL_NEW in prefect.yaml, which serve.py serves "
          "(registered on a real API by tests/test_deployments.py)",
          f"{TF}::test_hourly_deployment_keeps_one_run_at_a_time"),
     Case(F, "two runs of hourly-score for the same window, both queued before `cricket serve` "

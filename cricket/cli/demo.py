@@ -19,7 +19,9 @@ from cricket.cli.common import console, fail, quiet_prefect
 def demo(
     hosts: Annotated[int, typer.Option(help="hosts in the synthetic fleet")] = 12,
     days: Annotated[float, typer.Option(help="days of history to write")] = 3.0,
-    n_clusters: Annotated[int, typer.Option(help="shapes in each library")] = 250,
+    n_clusters: Annotated[
+        int | None, typer.Option(help="shapes in each library  [default: DetectorSpec's]")
+    ] = None,
     ui: Annotated[bool, typer.Option(help="also start the Prefect and MLflow UIs")] = False,
     port: Annotated[int | None, typer.Option(help="port of the local InfluxDB")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,

@@ -35,8 +35,12 @@ def retrain(
     train_window: DurationOpt = "7d",
     holdout: DurationOpt = "24h",
     end: Annotated[str | None, typer.Option(help="end of training (UTC); default now")] = None,
-    segment_len: Annotated[int, typer.Option(help="samples per segment")] = 32,
-    n_clusters: Annotated[int, typer.Option(help="shapes in each library")] = 250,
+    segment_len: Annotated[
+        int | None, typer.Option(help="samples per segment  [default: DetectorSpec's]")
+    ] = None,
+    n_clusters: Annotated[
+        int | None, typer.Option(help="shapes in each library  [default: DetectorSpec's]")
+    ] = None,
     min_history_points: Annotated[int, typer.Option(help="less history: fleet library")] = 1000,
     as_json: JsonOpt = False,
 ) -> None:
@@ -44,7 +48,8 @@ def retrain(
     from cricket.config import DetectorSpec, parse_duration
 
     selector = selector_options(measurement, field, group_by, tag, every)
-    spec = _spec(segment_len=segment_len, n_clusters=n_clusters, cls=DetectorSpec)
+    given = {"segment_len": segment_len, "n_clusters": n_clusters}
+    spec = _spec(cls=DetectorSpec, **{k: v for k, v in given.items() if v is not None})
     from flows.retrain import nightly_retrain
 
     summary = run_flow(

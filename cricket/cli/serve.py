@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import typer
 
 from cricket.cli import app
@@ -24,9 +22,9 @@ def serve_command(
 
     Registers the deployments with the Prefect API at PREFECT_API_URL and runs them here. Start `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api so the UI shows the runs.
     """
-    from prefect.settings import PREFECT_API_URL
+    from deployments.serve import api_url_configured, serve
 
-    if not (os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()):
+    if not api_url_configured():
         typer.secho(
             "PREFECT_API_URL is not set: serving against a temporary Prefect server that "
             "stops with this process, and no UI sees it. For the UI, run "
@@ -34,6 +32,4 @@ def serve_command(
             fg=typer.colors.YELLOW,
             err=True,
         )
-    from deployments.serve import serve
-
     serve(limit=limit, schedules=schedules)

@@ -5,6 +5,7 @@ Series are named by :class:`cricket.series.SeriesKey` (``waveform.value{host=cri
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -37,14 +38,33 @@ class InfluxWriteError(InfluxError):
 
 
 class Source(Protocol):
+    """What the pipeline's tasks use of a source (``cricket.influx.make_source``)."""
+
     def discover(self, selector: SeriesSelector) -> list[SeriesKey]:
         """The series keys the selector matches (may be empty)."""
 
     def read(
-        self, selector: SeriesSelector, start: datetime, stop: datetime
+        self,
+        selector: SeriesSelector,
+        start: datetime,
+        stop: datetime,
+        keys: Sequence[SeriesKey] | None = None,
     ) -> dict[SeriesKey, pd.Series]:
         """One regular series per key over [start, stop): a float64 Series indexed by a
-        UTC DatetimeIndex with frequency ``selector.every``, missing steps as NaN."""
+        UTC DatetimeIndex with frequency ``selector.every``, missing steps as NaN.
+        ``keys``: only those series (None: every series the selector matches)."""
+
+    def read_events(
+        self,
+        key_or_selector: SeriesKey | SeriesSelector | str,
+        start: datetime,
+        stop: datetime,
+        model_version: str | None = None,
+        model_name: str | None = None,
+    ) -> pd.DataFrame | None:
+        """Events written to ``cricket_event`` in [start, stop) (columns start, end,
+        peak, mean, duration_s, ...), or None for a source that cannot read results
+        back."""
 
     def close(self) -> None: ...
 

@@ -213,8 +213,15 @@ class FluxSource:
         return sorted(keys)
 
     def read(
-        self, selector: SeriesSelector, start: datetime | None = None, stop: datetime | None = None
+        self,
+        selector: SeriesSelector,
+        start: datetime | None = None,
+        stop: datetime | None = None,
+        keys: Sequence[SeriesKey] | None = None,
     ) -> dict[SeriesKey, pd.Series]:
+        """One regular float series per key over [start, stop) (see ``Source.read``).
+        ``keys`` keeps only those series: the Flux query reads every series the
+        selector matches, and the others are dropped here."""
         start = start if start is not None else selector.start
         stop = stop if stop is not None else selector.stop
         if start is None or stop is None:
@@ -239,7 +246,24 @@ class FluxSource:
             lo = hi
         index = pd.date_range(pd.Timestamp(g0, unit="ns", tz="UTC"), periods=n,
                               freq=pd.Timedelta(every, unit="ns"))
-        return {k: pd.Series(v, index=index, name=str(k)) for k, v in sorted(out.items())}
+        wanted = None if keys is None else set(keys)
+        return {
+            k: pd.Series(v, index=index, name=str(k))
+            for k, v in sorted(out.items())
+            if wanted is None or k in wanted
+        }
+
+    def read_events(
+        self,
+        key_or_selector: SeriesKey | SeriesSelector | str,
+        start: datetime,
+        stop: datetime,
+        model_version: str | None = None,
+        model_name: str | None = None,
+    ) -> None:
+        """None: the Flux source does not read results back (an event that continues
+        across windows is then written as a new event)."""
+        return None
 
     @staticmethod
     def _fill(selector, group, df, g0, every, n, out) -> None:  # noqa: ANN001
