@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cricket.config import DetectorSpec
+from cricket.config import DetectorSpec, SeriesSelector
 from cricket.detector import WaveformDetector
+from cricket.errors import CricketValueError
+from cricket.model import ModelBundle
 from cricket.series import RobustScaler, finite_count, prepare
+from cricket.windows import TrainingWindow
 
 
 @dataclass
@@ -118,3 +121,63 @@ def train_fleet(values: np.ndarray, spec: DetectorSpec) -> WaveformDetector | No
     if finite_count(values) < 8 * spec.segment_len:
         return None
     return WaveformDetector(spec, per_series_scaling=True).fit(values)
+
+
+# ---------------------------------------------------------------- the model of a run
+
+
+@dataclass
+class TrainedModel:
+    """What one retrain produced: the bundle, each series' metrics, why series were
+    left to the fleet library, and each series' held-out tail."""
+
+    bundle: ModelBundle
+    per_series: dict[str, dict[str, float]]
+    skipped: dict[str, str]
+    holdouts: dict[str, pd.Series]
+
+    def evaluation_tails(self) -> dict[str, pd.Series]:
+        """The second half of each held-out tail: the first half calibrated the
+        detectors; this half is only scored, by the new version and the champion alike."""
+        spec = self.bundle.spec
+        return {k: split_holdout(prepare(v, spec))[1] for k, v in self.holdouts.items()}
+
+
+def assemble_model(
+    trained: list[TrainedSeries],
+    holdouts: dict[str, pd.Series],
+    fleet: WaveformDetector | None,
+    spec: DetectorSpec,
+    selector: SeriesSelector,
+    window: TrainingWindow,
+    min_history_points: int,
+) -> TrainedModel:
+    """The bundle of a retrain from its trained series and fleet library; a clear error
+    when no series had enough data and there is no fleet library either."""
+    detectors = {t.key: t.detector for t in trained if t.detector is not None}
+    skipped = {t.key: t.reason for t in trained if t.detector is None}
+    if not detectors and fleet is None:
+        raise CricketValueError(
+            f"no series had enough data to train on between {window.start:%Y-%m-%d %H:%M} "
+            f"and {window.holdout_start:%Y-%m-%d %H:%M} UTC (need {min_history_points} "
+            "points): write more history or lower min_history_points"
+        )
+    bundle = ModelBundle(
+        detectors=detectors,
+        fleet=fleet,
+        spec=spec,
+        selector=selector,
+        trained_from=window.start,
+        trained_to=window.end,
+        extra={"skipped": skipped, "holdout_from": window.holdout_start.isoformat()},
+    )
+    return TrainedModel(bundle, {t.key: t.metrics for t in trained}, skipped, holdouts)
+
+
+def no_series_error(selector: SeriesSelector, database: str) -> CricketValueError:
+    """The error for a selector that matched nothing: there is nothing to train."""
+    return CricketValueError(
+        f"the selector matched no series (measurement {selector.measurement!r}, "
+        f"field {selector.field!r}, tags {selector.tags}) in database {database!r}: "
+        "check the selector or write data first (cricket synth --write)"
+    )

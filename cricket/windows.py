@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -55,3 +56,25 @@ def chunks(start: datetime, end: datetime, step: timedelta) -> list[tuple[dateti
 def batched(items: Sequence, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield list(items[i : i + size])
+
+
+@dataclass(frozen=True)
+class TrainingWindow:
+    """What a retrain reads: history [start, holdout_start) to fit on, and the
+    held-out tail [holdout_start, end)."""
+
+    start: datetime
+    holdout_start: datetime
+    end: datetime
+
+    @classmethod
+    def ending(cls, end: datetime, train_window: timedelta, holdout: timedelta) -> TrainingWindow:
+        """The window of ``train_window`` ending at ``end`` whose last ``holdout`` is
+        held out; refused when the holdout leaves no history before it."""
+        if holdout >= train_window:
+            raise CricketValueError(
+                f"holdout ({holdout}) must be shorter than train_window ({train_window}): "
+                "the model needs history before the held-out tail"
+            )
+        end = utc(end)
+        return cls(end - train_window, end - holdout, end)

@@ -7,6 +7,9 @@ them, and results are not persisted: the data lives in InfluxDB and MLflow.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterable
+from typing import Any
 
 from prefect.cache_policies import NO_CACHE
 
@@ -37,3 +40,32 @@ class _ThreadTimeoutNotice(logging.Filter):
 
 
 logging.getLogger("prefect.task_runs").addFilter(_ThreadTimeoutNotice())
+
+
+class Stopwatch:
+    """Seconds per stage of a flow run, for its summary: ``lap(name)`` records the time
+    since the previous lap under ``name`` (no name: just restart the lap);
+    ``add_from(results, *names)`` adds the ``seconds`` the tasks measured themselves."""
+
+    def __init__(self) -> None:
+        self._start = self._last = time.perf_counter()
+        self._laps: dict[str, float] = {}
+
+    def lap(self, name: str | None = None) -> None:
+        now = time.perf_counter()
+        if name is not None:
+            self._laps[name] = self._laps.get(name, 0.0) + now - self._last
+        self._last = now
+
+    def add_from(self, results: Iterable[Any], *names: str) -> None:
+        results = list(results)
+        for name in names:
+            self._laps[name] = self._laps.get(name, 0.0) + sum(
+                r.seconds.get(name, 0.0) for r in results
+            )
+
+    def timings(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in self._laps.items()}
+
+    def total(self) -> float:
+        return round(time.perf_counter() - self._start, 2)

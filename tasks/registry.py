@@ -7,14 +7,15 @@ Nothing is cached or persisted: bundles and held-out arrays are never hashed.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 
 from cricket.config import Settings
 from cricket.model import ModelBundle, ModelFormatError
+from cricket.plots import training_pictures
 from cricket.promotion import DEFAULT_TOLERANCE
 from cricket.registry import (
     CHAMPION,
@@ -22,6 +23,7 @@ from cricket.registry import (
     RegistryError,
     mlflow_store,
 )
+from cricket.training import TrainedModel, overall_metrics
 from tasks.common import IO_TASK
 
 #: errors that a retry cannot fix: fail at once with the message that says what to do
@@ -45,24 +47,25 @@ _MLFLOW_TASK = {**IO_TASK, "retry_condition_fn": retry_unless_permanent}
 @task(name="log-and-register", timeout_seconds=600, **_MLFLOW_TASK)
 def log_and_register(
     settings: Settings,
-    bundle: ModelBundle,
-    holdouts: Mapping[str, Any] | None = None,
-    per_series_metrics: Mapping[str, Mapping[str, float]] | None = None,
+    model: TrainedModel,
     params: Mapping[str, Any] | None = None,
-    metrics: Mapping[str, float] | None = None,
-    artifacts: Mapping[str, str | Path] | None = None,
     run_name: str | None = None,
 ) -> str:
-    """Log the retrain as an MLflow run and register it; returns the new version."""
+    """Log the retrain as an MLflow run (parameters, per-series and overall metrics, the
+    bundle, and the pictures a reviewer looks at) and register it; returns the new
+    version."""
     registry = Registry(settings)
-    with mlflow_store(settings):
+    bundle = model.bundle
+    with tempfile.TemporaryDirectory(prefix="cricket-pictures-") as pictures, mlflow_store(settings):
         run_id = registry.log_training_run(
             bundle,
             params=params,
-            metrics=metrics,
-            per_series_metrics=per_series_metrics,
-            artifacts=artifacts,
-            held_out=holdouts,
+            metrics=overall_metrics(model.per_series),
+            per_series_metrics=model.per_series,
+            artifacts=training_pictures(
+                bundle.detectors, bundle.fleet, model.holdouts, bundle.spec, pictures
+            ),
+            held_out=model.holdouts,
             run_name=run_name,
         )
         version = registry.register(run_id)

@@ -1,9 +1,10 @@
-"""Train: extract, prepare and fit a batch of series; fit the fleet library."""
+"""Train: extract, prepare and fit a batch of series; fit the fleet library; assemble
+the model of the run."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,15 @@ from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.detector import WaveformDetector
 from cricket.model import compact
 from cricket.series import SeriesKey
-from cricket.training import TrainedSeries, fleet_training_values, train_fleet, train_series
+from cricket.training import (
+    TrainedModel,
+    TrainedSeries,
+    assemble_model,
+    fleet_training_values,
+    train_fleet,
+    train_series,
+)
+from cricket.windows import TrainingWindow
 from tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES
 from tasks.extract import read_window
 
@@ -38,22 +47,18 @@ def train_batch(
     selector: SeriesSelector,
     spec: DetectorSpec,
     keys: list[SeriesKey],
-    train_start: datetime,
-    holdout_start: datetime,
-    end: datetime,
+    window: TrainingWindow,
     min_points: int,
     fleet_cap: int,
 ) -> TrainBatch:
-    """Fit one detector per series of ``keys`` on [train_start, holdout_start); the
-    held-out tail [holdout_start, end) is returned for calibration and evaluation."""
-    import time
-
+    """Fit one detector per series of ``keys`` on the window's history; its held-out
+    tail is returned for calibration and evaluation."""
     log = get_run_logger()
     t0 = time.perf_counter()
-    data = read_window(settings, selector, keys, train_start, end)
+    data = read_window(settings, selector, keys, window.start, window.end)
     t1 = time.perf_counter()
     trained, holdouts, fleet_parts = [], {}, []
-    cut = pd.Timestamp(holdout_start)
+    cut = pd.Timestamp(window.holdout_start)
     for key in keys:
         s = data.pop(key, None)  # drop each raw series once used: memory stays one batch
         name = str(key)
@@ -83,3 +88,25 @@ def fit_fleet(samples: list[np.ndarray], spec: DetectorSpec) -> WaveformDetector
     sep = np.full(spec.short_gap + 1, np.nan)
     joined = np.concatenate([p for s in parts for p in (s, sep)][:-1])
     return train_fleet(joined, spec)
+
+
+def assemble(
+    batches: list[TrainBatch],
+    spec: DetectorSpec,
+    selector: SeriesSelector,
+    window: TrainingWindow,
+    min_history_points: int,
+) -> TrainedModel:
+    """The run's model from its trained batches (in batch order, so the fleet sample is
+    the same every run): the fleet library over every batch's sample, then the bundle.
+    Runs in the flow; the fleet fit is a task."""
+    fleet = fit_fleet([b.fleet_sample for b in batches], spec)
+    return assemble_model(
+        [t for b in batches for t in b.trained],
+        {k: v for b in batches for k, v in b.holdouts.items()},
+        fleet,
+        spec,
+        selector,
+        window,
+        min_history_points,
+    )
