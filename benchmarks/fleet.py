@@ -31,7 +31,7 @@ includes the fleet library, ``score`` is the held-out evaluation of challenger a
 champion, ``write`` is logging and registering in MLflow. Score: ``write`` is writing
 scores and events to InfluxDB, ``report`` the HTML report and its artifacts.
 ``prepare`` (validation, gap filling) and the InfluxDB writes are timed by wrapping
-``cricket.series.prepare`` (as scoring calls it) and ``tasks.publish.write_with_sink`` in this process
+``cricket.series.prepare`` (as scoring calls it) and ``cricket.tasks.publish.write_with_sink`` in this process
 (measurement only); prepare is taken out of fit/score.
 ``peak_rss_mb``: this process's peak resident memory during each phase (VmHWM, reset
 between phases); influxd and Prefect's API server are separate processes
@@ -185,8 +185,9 @@ def write_in_children(jobs: list[tuple]) -> list[dict]:
 def _train_child(env: dict, kw: dict, out: mp.Queue) -> None:
     os.environ.clear()
     os.environ.update(env)
+    from cricket.flows.retrain import nightly_retrain
+
     from cricket.config import DetectorSpec, SeriesSelector
-    from flows.retrain import nightly_retrain
 
     summary = nightly_retrain(
         selector=SeriesSelector(measurement="waveform", field="value", group_by=["host"]),
@@ -309,15 +310,16 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"trained the scoring champion in {result['score_model_train_s']} s",
               file=sys.stderr, flush=True)
 
+        import cricket.tasks.publish
+
         import cricket.scoring
-        import tasks.publish
 
         timer = Timed(cricket.scoring, "prepare")
-        writes = Timed(tasks.publish, "write_with_sink")
+        writes = Timed(cricket.tasks.publish, "write_with_sink")
         result["warm_up_s"] = round(warm_up(s_score.tracking_uri), 1)
-        from flows.retrain import nightly_retrain
-        from flows.runtime import default_workers
-        from flows.score import hourly_score
+        from cricket.flows.retrain import nightly_retrain
+        from cricket.flows.runtime import default_workers
+        from cricket.flows.score import hourly_score
 
         workers = default_workers()
         result["workers"] = workers

@@ -17,7 +17,7 @@ calibration stretch, then scores the test window:
 
 A point is anomalous when a segment/subsequence covering it is; anomalous points closer
 than ``min_event_gap`` merge into events. Events are matched to injected anomalies as
-the demo does (``flows.demo.match_events``, 10 min slack): found / missed / false.
+the demo does (``cricket.flows.demo.match_events``, 10 min slack): found / missed / false.
 
 Times are the scoring of the test window (what the hourly run does), summed over
 series, single process; fit times are reported apart. stumpy's numba compilation is
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-clusters", type=int, default=150)
     args = ap.parse_args(argv)
-    from flows.demo import match_events
+    from cricket.flows.demo import match_events
 
     spec = DetectorSpec(n_clusters=args.n_clusters)
     m = spec.segment_len

@@ -2,7 +2,7 @@
 
 Single-machine alternative to ``prefect deploy`` + a work pool: no worker, no pool; the
 process that calls :func:`serve` polls the Prefect API and runs the flows itself.
-``cricket serve`` calls it; so does ``python -m deployments.serve``.
+``cricket serve`` calls it; so does ``python -m cricket.deployments.serve``.
 
 The deployments are written once, in ``prefect.yaml`` (names, entrypoints,
 schedules, parameters, tags, concurrency); this module reads that file and builds the
@@ -31,7 +31,7 @@ def deployment_configs(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
 
 
 def _flow(entrypoint: str) -> Any:
-    """The flow object of a module entrypoint such as ``flows.score:hourly_score``."""
+    """The flow object of a module entrypoint such as ``cricket.flows.score:hourly_score``."""
     module, _, name = entrypoint.partition(":")
     return getattr(importlib.import_module(module), name)
 
@@ -71,7 +71,7 @@ def build_deployments(*, schedules: bool = True) -> list[RunnerDeployment]:
                 parameters=cfg.get("parameters") or {},
                 tags=cfg.get("tags") or [],
                 concurrency_limit=limit,
-                # Module entrypoints (flows.score:hourly_score): runs import the installed
+                # Module entrypoints (cricket.flows.score:hourly_score): runs import the installed
                 # project, whatever the serving process' working directory is.
                 entrypoint_type=EntrypointType.MODULE_PATH,
             )

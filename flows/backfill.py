@@ -10,6 +10,10 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 
+from cricket.flows.runtime import task_runner
+from cricket.flows.score import publish_window, score_range
+from cricket.tasks.ledger import done_chunks, mark_chunk_done
+from cricket.tasks.registry import load_model
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
@@ -17,10 +21,6 @@ from cricket.config import SeriesSelector, Settings
 from cricket.errors import CricketValueError
 from cricket.scoring import ScoredSeries, merge_by_series
 from cricket.windows import chunks, utc
-from flows.runtime import task_runner
-from flows.score import publish_window, score_range
-from tasks.ledger import done_chunks, mark_chunk_done
-from tasks.registry import load_model
 
 
 @flow(name="backfill", log_prints=True, task_runner=task_runner())

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pandas as pd
+from cricket.flows.backfill import backfill
+from cricket.flows.retrain import nightly_retrain
+from cricket.flows.score import hourly_score
 from prefect import flow, get_run_logger
 
 from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.influx.influxql import InfluxQLClient, InfluxQLSource
 from cricket.synth import Fleet, make_fleet, write_fleet
-from flows.backfill import backfill
-from flows.retrain import nightly_retrain
-from flows.score import hourly_score
 
 
 @dataclass

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from cricket.flows.runtime import (
+    batch_size_for,
+    in_flight_limit,
+    pipelined,
+    scheduled_time,
+    task_runner,
+)
+from cricket.tasks.common import Stopwatch
+from cricket.tasks.extract import discover_series
+from cricket.tasks.registry import evaluate_and_promote, log_and_register
+from cricket.tasks.train import TrainBatch, assemble, train_batch
 from prefect import flow, get_run_logger
 
 from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.training import no_series_error
 from cricket.windows import TrainingWindow, batched, floor_time
-from flows.runtime import batch_size_for, in_flight_limit, pipelined, scheduled_time, task_runner
-from tasks.common import Stopwatch
-from tasks.extract import discover_series
-from tasks.registry import evaluate_and_promote, log_and_register
-from tasks.train import TrainBatch, assemble, train_batch
 
 #: the fleet library is fitted on at most this many points in all
 FLEET_POINTS = 200_000

@@ -11,6 +11,17 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 
+from cricket.flows.runtime import (
+    batch_size_for,
+    in_flight_limit,
+    pipelined,
+    scheduled_time,
+    task_runner,
+)
+from cricket.tasks.extract import discover_series
+from cricket.tasks.publish import log_report_to_mlflow, publish_report, write_results
+from cricket.tasks.registry import load_model
+from cricket.tasks.score import ScoreBatch, score_batch, sub_bundle
 from prefect import flow, get_run_logger
 
 from cricket.config import SeriesSelector, Settings
@@ -19,11 +30,6 @@ from cricket.model import ModelBundle
 from cricket.report import Report
 from cricket.scoring import ScoredSeries
 from cricket.windows import batched, score_window, utc
-from flows.runtime import batch_size_for, in_flight_limit, pipelined, scheduled_time, task_runner
-from tasks.extract import discover_series
-from tasks.publish import log_report_to_mlflow, publish_report, write_results
-from tasks.registry import load_model
-from tasks.score import ScoreBatch, score_batch, sub_bundle
 
 
 def score_range(

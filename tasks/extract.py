@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 
 import pandas as pd
+from cricket.tasks.common import IO_TASK
 from prefect import get_run_logger, task
 
 from cricket.config import SeriesSelector, Settings
 from cricket.influx import make_source
 from cricket.series import SeriesKey
-from tasks.common import IO_TASK
 
 
 @task(name="discover-series", timeout_seconds=300, **IO_TASK)

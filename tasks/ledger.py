@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from cricket.tasks.common import IO_TASK
 from prefect import task
 
 from cricket.config import Settings
 from cricket.influx import ledger
-from tasks.common import IO_TASK
 
 
 @task(name="done-chunks", timeout_seconds=120, **IO_TASK)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cricket.tasks.common import IO_TASK
 from prefect import get_run_logger, task
 from prefect.artifacts import (
     create_link_artifact,
@@ -28,7 +29,6 @@ from cricket.config import Settings
 from cricket.influx.base import Sink
 from cricket.report import Report, event_rows, markdown_summary, write_report
 from cricket.series import SeriesKey
-from tasks.common import IO_TASK
 
 MAX_TABLE_ROWS = 1000
 TABLE_COLUMNS = ["series", "start", "end", "peak score", "duration"]

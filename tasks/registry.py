@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
+from cricket.tasks.common import IO_TASK
 from prefect import get_run_logger, task
 
 from cricket.config import Settings
@@ -24,7 +25,6 @@ from cricket.registry import (
     mlflow_store,
 )
 from cricket.training import TrainedModel, overall_metrics
-from tasks.common import IO_TASK
 
 #: errors that a retry cannot fix: fail at once with the message that says what to do
 PERMANENT = (RegistryError, ModelFormatError, ValueError, TypeError, KeyError)

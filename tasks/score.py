@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import pandas as pd
+from cricket.tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES
+from cricket.tasks.extract import read_window
 from prefect import get_run_logger, task
 
 from cricket.config import SeriesSelector, Settings
@@ -15,8 +17,6 @@ from cricket.influx import make_source
 from cricket.model import ModelBundle, compact
 from cricket.scoring import ScoredSeries, continue_event, score_series
 from cricket.series import SeriesKey
-from tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES
-from tasks.extract import read_window
 
 
 @dataclass

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from cricket.tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES
+from cricket.tasks.extract import read_window
 from prefect import get_run_logger, task
 
 from cricket.config import DetectorSpec, SeriesSelector, Settings
@@ -23,8 +25,6 @@ from cricket.training import (
     train_series,
 )
 from cricket.windows import TrainingWindow
-from tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES
-from tasks.extract import read_window
 
 
 @dataclass

@@ -37,7 +37,7 @@ def write_clean(settings: Settings, keys: list[SeriesKey], hours: float = HOURS,
 
 def retrain(selector: SeriesSelector, holdout: timedelta = timedelta(hours=1, minutes=30),
             end: pd.Timestamp = TRAIN_END, **kw: Any) -> dict:
-    from flows.retrain import nightly_retrain
+    from cricket.flows.retrain import nightly_retrain
 
     return nightly_retrain(selector=selector, spec=kw.pop("spec", SPEC),
                            train_window=kw.pop("train_window", timedelta(hours=4)),
@@ -46,7 +46,7 @@ def retrain(selector: SeriesSelector, holdout: timedelta = timedelta(hours=1, mi
 
 
 def score(selector: SeriesSelector, at: pd.Timestamp, **kw: Any) -> dict:
-    from flows.score import hourly_score
+    from cricket.flows.score import hourly_score
 
     return hourly_score(selector=selector, at=at.to_pydatetime(), **kw)
 

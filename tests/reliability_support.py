@@ -113,7 +113,7 @@ def tiny_pipeline(settings: Settings, monkeypatch: pytest.MonkeyPatch, hosts: in
 
 
 def retrain(settings: Settings) -> dict:
-    from flows.retrain import nightly_retrain
+    from cricket.flows.retrain import nightly_retrain
 
     return nightly_retrain(
         selector=SELECTOR, spec=SPEC, train_window=timedelta(hours=4),
@@ -124,13 +124,13 @@ def retrain(settings: Settings) -> dict:
 
 def fast_retries(monkeypatch: pytest.MonkeyPatch, delay: float = 0.2) -> None:
     """Same retry counts, shorter delays, for every task the flows call."""
-    import flows.backfill
-    import flows.retrain
-    import flows.score
-    import tasks.score
-    import tasks.train
+    import cricket.flows.backfill
+    import cricket.flows.retrain
+    import cricket.flows.score
+    import cricket.tasks.score
+    import cricket.tasks.train
 
-    for module in (flows.score, flows.retrain, flows.backfill, tasks.score, tasks.train):
+    for module in (cricket.flows.score, cricket.flows.retrain, cricket.flows.backfill, cricket.tasks.score, cricket.tasks.train):
         for name in ("discover_series", "score_batch", "write_results", "load_model",
                      "publish_report", "train_batch", "log_and_register",
                      "evaluate_and_promote", "done_chunks", "mark_chunk_done"):

@@ -92,7 +92,7 @@ def pipe(trained: Pipeline, monkeypatch) -> Pipeline:
 @pytest.fixture(scope="module")
 def hour(trained) -> dict:
     """One hourly run over the last hour: model series plus every odd extra host."""
-    from flows.score import hourly_score
+    from cricket.flows.score import hourly_score
 
     mp = pytest.MonkeyPatch()
     apply_env(mp, trained.settings)

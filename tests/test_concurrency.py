@@ -100,11 +100,10 @@ def _wait_no_children(pid: int, timeout: float) -> float:
 def test_two_served_hourly_runs_of_one_window_one_completes_the_other_is_cancelled_nothing_written_twice(
     influx_server, prefect_api, tmp_path, monkeypatch
 ):
+    from cricket.deployments.serve import build_deployments
     from mlflow.tracking import MlflowClient
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
-
-    from deployments.serve import build_deployments
 
     pipe = tiny_pipeline(pipeline_settings_for(influx_server, tmp_path), monkeypatch, hosts=HOSTS)
     settings = pipe.settings

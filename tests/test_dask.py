@@ -68,8 +68,8 @@ def run_pipeline(settings, monkeypatch, dask_address: str | None) -> dict:
     apply_env(monkeypatch, settings)
     if dask_address:
         monkeypatch.setenv("CRICKET_DASK_ADDRESS", dask_address)
-    from flows.retrain import nightly_retrain
-    from flows.score import hourly_score
+    from cricket.flows.retrain import nightly_retrain
+    from cricket.flows.score import hourly_score
 
     trained = nightly_retrain(
         selector=SELECTOR, spec=SPEC, train_window=timedelta(hours=HOURS - 2),

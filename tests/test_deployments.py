@@ -24,7 +24,7 @@ BIN = Path(sys.executable).parent
 EXPECTED: dict[str, dict[str, Any]] = {
     "nightly-retrain": {
         "flow": "nightly-retrain",
-        "entrypoint": "flows.retrain:nightly_retrain",
+        "entrypoint": "cricket.flows.retrain:nightly_retrain",
         "cron": "0 2 * * *",
         "limit": 1,
         "strategy": "ENQUEUE",
@@ -32,7 +32,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     },
     "hourly-score": {
         "flow": "hourly-score",
-        "entrypoint": "flows.score:hourly_score",
+        "entrypoint": "cricket.flows.score:hourly_score",
         "cron": "5 * * * *",
         "limit": 1,
         "strategy": "CANCEL_NEW",
@@ -40,7 +40,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     },
     "backfill": {
         "flow": "backfill",
-        "entrypoint": "flows.backfill:backfill",
+        "entrypoint": "cricket.flows.backfill:backfill",
         "cron": None,
         "limit": None,
         "strategy": None,
@@ -166,7 +166,7 @@ def _runner_summary(dep: Any) -> dict[str, Any]:
 
 
 def test_serve_builds_the_same_deployments_as_prefect_yaml() -> None:
-    from deployments.serve import build_deployments
+    from cricket.deployments.serve import build_deployments
 
     configs, _ = _load_yaml()
     built = {d.name: d for d in build_deployments()}
@@ -281,9 +281,8 @@ def test_prefect_deploy_all_registers_the_deployments(prefect_api: str, tmp_path
         assert got["parameters"] == configs[name]["parameters"]
 
     # The served deployments (deployments/serve.py) register the same settings.
+    from cricket.deployments.serve import build_deployments
     from prefect.client.orchestration import get_client
-
-    from deployments.serve import build_deployments
 
     with get_client(sync_client=True) as client:
         for dep in deployed.values():  # start clean: an update would keep the work pool

@@ -75,7 +75,7 @@ def pipe(trained: Pipeline, server: KillableInflux, monkeypatch) -> Pipeline:
 
 
 def _score(at: pd.Timestamp) -> dict:
-    from flows.score import hourly_score
+    from cricket.flows.score import hourly_score
 
     return hourly_score(selector=SELECTOR, at=at.to_pydatetime())
 
@@ -131,7 +131,7 @@ def test_influx_down_longer_than_retries_fails_naming_the_server_writes_nothing_
 def test_influx_down_during_a_backfill_marks_only_finished_chunks_and_the_rerun_scores_the_rest(
     pipe, server, monkeypatch
 ):
-    from flows.backfill import backfill
+    from cricket.flows.backfill import backfill
 
     start, end = W2, END
     # 4 chunks of 30 min; 2 batches (reads) per chunk: the 5th read is chunk 3's first.
@@ -351,8 +351,7 @@ def test_hourly_deployment_keeps_one_run_at_a_time():
     """The concurrency itself is the deployment's: limit 1, CANCEL_NEW (checked against
     the server by tests/test_deployments.py); here: both definitions agree on it."""
     import yaml
-
-    from deployments.serve import build_deployments
+    from cricket.deployments.serve import build_deployments
 
     doc = yaml.safe_load((Path(__file__).parents[1] / "deployments" / "prefect.yaml").read_text())
     hourly = next(d for d in doc["deployments"] if d["name"] == "hourly-score")

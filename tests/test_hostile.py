@@ -189,8 +189,9 @@ def test_hostile_selector_from_the_cli_matches_nothing_and_runs_nothing(pipeline
 
     fleet = make_fleet(hosts=2, days=0.05, start=T0, seed=1, anomalies=False)
     written = write_fleet(fleet, pipeline_settings)
+    from cricket.flows.retrain import nightly_retrain
+
     from cricket.cli.common import selector_options
-    from flows.retrain import nightly_retrain
 
     for measurement, tags in (("waveform", ["host=x' OR 1=1 --"]), ("waveform", ['host=" OR ""="']),
                               ('waveform" WHERE 1=1; DROP DATABASE x; --', None)):

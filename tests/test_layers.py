@@ -25,7 +25,9 @@ IO = {"cricket.influx", "cricket.registry", "cricket.pyfunc", "cricket.mlflow_mo
 PRESENTATION = {"cricket.plots", "cricket.report"}
 APPS = {"cricket.cli", "cricket.evaluate", "cricket.synth"}  # the outer layer of the library
 
-ORCHESTRATION = {"prefect", "prefect_dask", "flows", "tasks", "deployments"}
+# flows/, tasks/, deployments/ install as cricket.flows, cricket.tasks, cricket.deployments
+PIPELINE = {"cricket.flows", "cricket.tasks", "cricket.deployments"}
+ORCHESTRATION = {"prefect", "prefect_dask", "flows", "tasks", "deployments", *PIPELINE}
 IO_LIBRARIES = {"mlflow", "influxdb_client", "httpx", "urllib3", "sqlalchemy"}
 PLOTTING = {"matplotlib"}
 APP_LIBRARIES = {"typer", "rich", "distributed", "dask"}
@@ -77,6 +79,16 @@ def sources(folder: str) -> list[Path]:
 CRICKET = sources("cricket")
 
 
+def test_the_pipeline_folders_are_not_top_level_packages() -> None:
+    """flows/, tasks/, deployments/ are imported as cricket.flows etc., never by their
+    folder names (which would be separate top-level packages once installed)."""
+    for folder in ("cricket", "flows", "tasks", "deployments", "tests", "benchmarks"):
+        for path in sources(folder):
+            bad = sorted(m for m in imports(path, "x." + module_name(path))
+                         if m.split(".")[0] in {"flows", "tasks", "deployments"})
+            assert not bad, f"{path.relative_to(ROOT)} imports {bad}: use cricket.{bad[0]}"
+
+
 def test_every_module_is_in_one_layer() -> None:
     unplaced = [module_name(p) for p in CRICKET if layer_of(module_name(p)) is None
                 and module_name(p) != "cricket"]
@@ -90,7 +102,7 @@ def test_cricket_follows_its_layers(path: Path) -> None:
     found = imports(path)
     forbidden = set(ORCHESTRATION)  # cricket/ never imports Prefect, flows, tasks
     if layer == "apps":  # the CLI starts flows and serves deployments: the entry point
-        forbidden -= {"flows", "deployments"}
+        forbidden -= {"cricket.flows", "cricket.deployments"}
     if layer == "core":
         forbidden |= IO | PRESENTATION | APPS | IO_LIBRARIES | PLOTTING | APP_LIBRARIES
     if layer == "io":
@@ -101,7 +113,8 @@ def test_cricket_follows_its_layers(path: Path) -> None:
 
 @pytest.mark.parametrize("path", sources("tasks"), ids=lambda p: module_name(p))
 def test_tasks_never_import_flows(path: Path) -> None:
-    bad = sorted(m for m in imports(path) if within(m, {"flows", "deployments"}))
+    bad = sorted(m for m in imports(path, "cricket." + module_name(path))
+                 if within(m, {"flows", "deployments", "cricket.flows", "cricket.deployments"}))
     assert not bad, f"{module_name(path)} must not import {bad}"
 
 

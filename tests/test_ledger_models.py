@@ -18,7 +18,7 @@ START, STOP = TRAIN_END, TRAIN_END + pd.Timedelta(hours=2)
 
 
 def _backfill(**kw):
-    from flows.backfill import backfill
+    from cricket.flows.backfill import backfill
 
     return backfill(start=START.to_pydatetime(), end=STOP.to_pydatetime(), selector=SELECTOR, **kw)
 

@@ -52,7 +52,7 @@ def trained(influx_server, tmp_path_factory, prefect_api):
     write_fleet(fleet, settings)
     mp = pytest.MonkeyPatch()
     apply_env(mp, settings)
-    from flows.retrain import nightly_retrain
+    from cricket.flows.retrain import nightly_retrain
 
     summary = nightly_retrain(
         selector=SELECTOR,
@@ -92,8 +92,8 @@ def test_first_retrain_registers_a_champion_with_one_library_per_series(trained)
 
 def test_every_injected_anomaly_is_covered_by_an_event_and_clean_series_stay_quiet(trained):
     settings, fleet, summary = trained
-    from flows.backfill import backfill
-    from flows.demo import match_events
+    from cricket.flows.backfill import backfill
+    from cricket.flows.demo import match_events
 
     start = END - pd.Timedelta(hours=ANOMALY_HOURS)
     result = backfill(start=start.to_pydatetime(), end=END.to_pydatetime(), selector=SELECTOR)
@@ -116,7 +116,7 @@ def test_every_injected_anomaly_is_covered_by_an_event_and_clean_series_stay_qui
 
 def test_the_hourly_report_names_the_anomalous_series(trained):
     settings, fleet, summary = trained
-    from flows.score import hourly_score
+    from cricket.flows.score import hourly_score
 
     first = min(fleet.truth, key=lambda a: a.start)
     at = first.start.floor("h") + pd.Timedelta(hours=1)
@@ -131,7 +131,7 @@ def test_the_hourly_report_names_the_anomalous_series(trained):
 
 def test_rerunning_the_same_hourly_run_writes_no_duplicate_points(trained):
     settings, fleet, summary = trained
-    from flows.score import hourly_score
+    from cricket.flows.score import hourly_score
 
     at = (END - pd.Timedelta(hours=2)).to_pydatetime()
     a = hourly_score(selector=SELECTOR, at=at)
@@ -147,7 +147,7 @@ def test_rerunning_the_same_hourly_run_writes_no_duplicate_points(trained):
 
 def test_a_backfill_over_hours_already_scored_skips_them_and_doubles_nothing(trained):
     settings, fleet, summary = trained
-    from flows.backfill import backfill
+    from cricket.flows.backfill import backfill
 
     a = END - pd.Timedelta(hours=ANOMALY_HOURS + 3)
     b = END - pd.Timedelta(hours=ANOMALY_HOURS + 1)
@@ -166,7 +166,7 @@ def test_a_backfill_over_hours_already_scored_skips_them_and_doubles_nothing(tra
 
 
 def test_scoring_a_window_in_the_future_is_refused_with_a_clear_message(trained):
-    from flows.score import hourly_score
+    from cricket.flows.score import hourly_score
 
     future = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=2)
     with pytest.raises(ValueError, match="in the future"):

@@ -23,7 +23,7 @@ END = pd.Timestamp("2026-11-10T00:00:00Z")
 
 
 def retrain():
-    from flows.retrain import nightly_retrain
+    from cricket.flows.retrain import nightly_retrain
 
     return nightly_retrain(
         selector=SELECTOR, spec=SPEC, train_window=timedelta(hours=30),

@@ -7,13 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cricket.tasks.publish import _artifact_key, publish_results
 from fixtures.report_data import HOSTILE_KEY, HOSTILE_TAG, START, fleet_report
 from prefect import flow
 
 from cricket.config import Settings
 from cricket.influx.influxql import InfluxQLSource
 from cricket.series import SeriesKey
-from tasks.publish import _artifact_key, publish_results
 
 SECRET = "pw-S3CRET-7c1f0e-do-not-leak"
 

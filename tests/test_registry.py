@@ -268,9 +268,8 @@ def test_models_cli(
 
 # --------------------------------------------------------------------- Prefect tasks
 def test_retry_condition_skips_permanent_errors() -> None:
+    from cricket.tasks.registry import retry_unless_permanent
     from prefect.states import Failed
-
-    from tasks.registry import retry_unless_permanent
 
     assert retry_unless_permanent(None, None, Failed(data=NoChampionError("none"))) is False
     assert retry_unless_permanent(None, None, Failed(data=ConnectionError("blip"))) is True
@@ -281,9 +280,8 @@ def test_load_model_task_fails_fast_without_champion(
     mlflow_settings: Settings, prefect_api: None
 ) -> None:
     """Through a real Prefect API (the session's test harness from fixtures.pipeline)."""
+    from cricket.tasks.registry import load_model
     from prefect import flow
-
-    from tasks.registry import load_model
 
     @flow
     def scoring() -> None:

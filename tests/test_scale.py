@@ -72,10 +72,11 @@ def test_key_filter_binds_every_tag_value_as_a_parameter():
 
 
 def test_a_sub_bundle_holds_only_its_series_and_scores_the_same():
+    from cricket.tasks.score import sub_bundle
+
     from cricket.detector import WaveformDetector
     from cricket.model import ModelBundle
     from cricket.scoring import score_series
-    from tasks.score import sub_bundle
 
     spec = DetectorSpec(n_clusters=4, segment_len=8)
     rng = np.random.default_rng(0)
@@ -95,9 +96,8 @@ def test_a_sub_bundle_holds_only_its_series_and_scores_the_same():
 
 
 def test_the_task_runner_is_chosen_when_a_run_starts_not_at_import(monkeypatch):
+    from cricket.flows.runtime import SettingsTaskRunner, task_runner
     from prefect.task_runners import ThreadPoolTaskRunner
-
-    from flows.runtime import SettingsTaskRunner, task_runner
 
     monkeypatch.delenv("CRICKET_DASK_ADDRESS", raising=False)
     runner = task_runner()
@@ -105,9 +105,8 @@ def test_the_task_runner_is_chosen_when_a_run_starts_not_at_import(monkeypatch):
     with runner.duplicate() as started:
         assert isinstance(started.inner, ThreadPoolTaskRunner)
     monkeypatch.setenv("CRICKET_DASK_ADDRESS", "tcp://127.0.0.1:1")
+    from cricket.flows.runtime import resolve_task_runner
     from prefect_dask import DaskTaskRunner
-
-    from flows.runtime import resolve_task_runner
 
     assert isinstance(resolve_task_runner(), DaskTaskRunner)
     assert resolve_task_runner().address == "tcp://127.0.0.1:1"

@@ -67,8 +67,8 @@ def test_token_and_password_appear_in_no_output(
 
     assert os.environ["CRICKET_INFLUX_TOKEN"] == TOKEN  # the flows really use it
 
-    from flows.backfill import backfill
-    from flows.score import hourly_score
+    from cricket.flows.backfill import backfill
+    from cricket.flows.score import hourly_score
 
     score = hourly_score(selector=SELECTOR, at=END.to_pydatetime())
     assert score["scored"] == 2 and score["points_written"] > 0

@@ -44,7 +44,7 @@ def demo(
     urls = start_uis(settings) if ui else {}
 
     from cricket.errors import user_facing
-    from flows.demo import demo as demo_flow
+    from cricket.flows.demo import demo as demo_flow
 
     with console.status("running the demo pipeline (write, retrain, backfill, score) ..."):
         try:

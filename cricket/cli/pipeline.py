@@ -50,7 +50,7 @@ def retrain(
     selector = selector_options(measurement, field, group_by, tag, every)
     given = {"segment_len": segment_len, "n_clusters": n_clusters}
     spec = _spec(cls=DetectorSpec, **{k: v for k, v in given.items() if v is not None})
-    from flows.retrain import nightly_retrain
+    from cricket.flows.retrain import nightly_retrain
 
     summary = run_flow(
         "nightly-retrain",
@@ -88,7 +88,7 @@ def score(
 ) -> None:
     """Score the last complete window before --at (default now) and publish the report."""
     from cricket.config import parse_duration
-    from flows.score import hourly_score
+    from cricket.flows.score import hourly_score
 
     selector = selector_options(measurement, field, group_by, tag, every)
     summary = run_flow(
@@ -121,7 +121,7 @@ def backfill(
 ) -> None:
     """Score a past range chunk by chunk; resumes where an interrupted run stopped."""
     from cricket.config import parse_duration
-    from flows.backfill import backfill as backfill_flow
+    from cricket.flows.backfill import backfill as backfill_flow
 
     selector = selector_options(measurement, field, group_by, tag, every)
     summary = run_flow(
