@@ -144,7 +144,11 @@ def test_flows_on_a_two_process_dask_cluster_equal_the_local_runner(
     assert (b_local.fleet is None) == (b_dask.fleet is None)
 
     assert len(scores_local) == len(scores_dask) > 0
+    # The two runs register under their own model names (results carry the name as a tag).
+    assert set(scores_local["model_name"]) == {s_local.model_name}
+    assert set(scores_dask["model_name"]) == {s_dask.model_name}
     for a, b in ((scores_local, scores_dask), (events_local, events_dask)):
+        a, b = a.drop(columns="model_name"), b.drop(columns="model_name")
         pd.testing.assert_frame_equal(
             a.sort_values(["series", "time"]).reset_index(drop=True),
             b.sort_values(["series", "time"]).reset_index(drop=True),

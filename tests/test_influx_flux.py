@@ -180,7 +180,7 @@ def test_sink_writes_line_protocol_batches_with_retry(fake_influx2, flux_setting
     assert "bucket=metrics" in writes[0][1] and "precision=ns" in writes[0][1]
     lines = b"\n".join(w[2] for w in writes[1:]).decode().splitlines()
     assert len(lines) == 5
-    assert lines[0].startswith("cricket_score,host=h\\,1\\ x,model_version=7,series=")
+    assert lines[0].startswith("cricket_score,host=h\\,1\\ x,model_name=cricket-waveform,model_version=7,series=")
     assert "anomalous=1i" in lines[1] and "reconstruction" not in lines[2]
 
 
