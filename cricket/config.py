@@ -181,6 +181,19 @@ def spec_default(name: str) -> object:
     return DetectorSpec.model_fields[name].default
 
 
+def sqlite_uri(path: Path) -> str:
+    """``sqlite:///<path>`` for any path: ``%`` and ``?`` (which the URL parser would
+    decode or take for options) are percent-encoded; spaces, ``#`` and unicode are kept."""
+    return "sqlite:///" + str(path).replace("%", "%25").replace("?", "%3F")
+
+
+def sqlite_path(uri: str) -> Path:
+    """The database file of a ``sqlite:///`` URI (inverse of :func:`sqlite_uri`)."""
+    from urllib.parse import unquote
+
+    return Path(unquote(uri.removeprefix("sqlite:///").split("?", 1)[0]))
+
+
 def default_state_dir() -> Path:
     return Path(os.environ.get("CRICKET_STATE_DIR", Path.cwd() / ".cricket")).absolute()
 
@@ -260,12 +273,11 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri:
             uri = self.mlflow_tracking_uri
             if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-                path = Path(uri.removeprefix("sqlite:///")).absolute()
-                return f"sqlite:///{path}"
+                return sqlite_uri(sqlite_path(uri).absolute())
             if "://" not in uri:
                 return Path(uri).absolute().as_uri()
             return uri
-        return f"sqlite:///{self.state_dir / 'mlflow.db'}"
+        return sqlite_uri(self.state_dir / "mlflow.db")
 
     @property
     def reports_path(self) -> Path:

@@ -39,6 +39,34 @@ _RETRAIN = "retrain with this version of cricket (cricket retrain)"
 __all__ = ["ModelBundle", "ModelFormatError", "UnknownSeriesError", "compact", "score_dataframe"]
 
 
+class ModelMismatchError(CricketValueError):
+    """Scoring asked for a resampling the model was not trained at."""
+
+
+def check_scoring_selector(bundle: ModelBundle, selector: SeriesSelector, version: str = "") -> None:
+    """Refuse to score at a step (or aggregate) other than the model's training step: the
+    shapes of a 10 s series are not the shapes of its 60 s means, and scoring them raises
+    false events instead of finding anything."""
+    trained = bundle.selector
+    which = f"version {version} of the model" if version else "the model"
+    if selector.every != trained.every:
+        raise ModelMismatchError(
+            f"{which} was trained at a step of {_dur(trained.every)} but this run scores at "
+            f"{_dur(selector.every)}: score with --every {_dur(trained.every)}, or retrain at "
+            f"{_dur(selector.every)}"
+        )
+    if selector.aggregate != trained.aggregate:
+        raise ModelMismatchError(
+            f"{which} was trained on {trained.aggregate!r} per step but this run asks for "
+            f"{selector.aggregate!r}: score with the aggregate it was trained on, or retrain"
+        )
+
+
+def _dur(td: Any) -> str:
+    seconds = td.total_seconds()
+    return f"{seconds:g}s" if seconds < 3600 or seconds % 3600 else f"{seconds / 3600:g}h"
+
+
 class UnknownSeriesError(CricketError, KeyError):
     """No detector in the bundle can score the requested series."""
 
@@ -197,6 +225,12 @@ class ModelBundle:
                 f"{src} holds a damaged or incompatible bundle ({type(exc).__name__}: {exc}); "
                 f"{_RETRAIN}"
             ) from exc
+        for key, det in [*detectors.items(), *([("fleet", fleet)] if fleet is not None else [])]:
+            problem = detector_problem(det)
+            if problem is not None:
+                raise ModelFormatError(
+                    f"{src} holds a damaged bundle: the detector of {key} {problem}; {_RETRAIN}"
+                )
         extra_arrays = sorted(set(arrays) - used)
         if extra_arrays:
             raise ModelFormatError(
@@ -213,6 +247,42 @@ class ModelBundle:
             created_at=_from_iso(doc.get("created_at")) or datetime.now(UTC),
             extra=dict(doc.get("extra") or {}),
         )
+
+
+def detector_problem(det: Any) -> str | None:
+    """What makes a loaded detector unusable, in words, or None when it is sound: its
+    threshold, scaler, shape libraries and calibration must be finite and consistent
+    with its spec (a bundle edited into NaN thresholds or centroids would otherwise
+    load and score nothing as anomalous)."""
+
+    def finite(x: Any) -> bool:
+        a = np.asarray(x, dtype=float)
+        return a.size > 0 and bool(np.isfinite(a).all())
+
+    if not finite(getattr(det, "threshold_", np.nan)):
+        return f"has a non-finite threshold ({getattr(det, 'threshold_', None)!r})"
+    scaler = getattr(det, "scaler_", None)
+    if scaler is not None and not (
+        finite(scaler.center_) and finite(scaler.scale_) and float(scaler.scale_) > 0
+    ):
+        return f"has a broken scaler (center {scaler.center_!r}, scale {scaler.scale_!r})"
+    libraries = getattr(det, "libraries_", None) or []
+    calibrators = getattr(det, "calibrators_", None) or []
+    if not libraries or len(libraries) != len(calibrators):
+        return f"has {len(libraries)} shape libraries and {len(calibrators)} calibrations"
+    for k, (lib, cal) in enumerate(zip(libraries, calibrators, strict=True)):
+        c = np.asarray(getattr(lib, "centroids_", np.empty((0, 0))))
+        width = int(getattr(lib, "segment_len", c.shape[-1] if c.ndim else 0))
+        if c.ndim != 2 or c.shape[0] == 0 or c.shape[1] != width:
+            return f"has scale {k} centroids of shape {c.shape}, expected (k, {width})"
+        if not finite(c):
+            return f"has non-finite centroids in scale {k}"
+        q = np.asarray(cal.quantiles, dtype=float)
+        if not finite(q) or not finite([cal.beta, cal.xi]):
+            return f"has a non-finite calibration in scale {k}"
+        if np.any(np.diff(q) < 0):
+            return f"has decreasing calibration quantiles in scale {k}"
+    return None
 
 
 SCORE_COLUMNS = ["series", "time", "value", "reconstruction", "error", "score", "anomalous"]

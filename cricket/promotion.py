@@ -9,14 +9,15 @@ the decision to MLflow's aliases.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from cricket.config import DetectorSpec
-from cricket.model import ModelBundle, UnknownSeriesError, compact
+from cricket.model import ModelBundle, compact
+from cricket.series import SeriesKey
 
 DEFAULT_TOLERANCE = 0.002  # absolute: 0.2 percentage points of held-out points flagged
 
@@ -75,10 +76,9 @@ def evaluate_bundle(bundle: ModelBundle, held_out: Mapping[str, Any]) -> EvalSum
     ``score``, as the pipeline scores it (a fleet-served series in its own units)."""
     out = EvalSummary()
     for key in sorted(held_out, key=str):
-        try:
-            det, _ = bundle.detector_for(str(key))
-        except UnknownSeriesError:
+        if not covers(bundle, key):
             continue
+        det, _ = bundle.detector_for(str(key))
         # Score with a copy: the search tables scoring caches on a detector (MBs for a
         # long period-scale library) are freed after each series instead of piling up
         # on every detector of the bundle.
@@ -101,6 +101,52 @@ def evaluate_bundle(bundle: ModelBundle, held_out: Mapping[str, Any]) -> EvalSum
     return out
 
 
+def covers(bundle: ModelBundle, key: object) -> bool:
+    """Whether ``bundle`` is a model of series ``key``: it has the series' own detector,
+    or a fleet library trained on the same measurement and field. (A fleet library of
+    other data can compute numbers for any series; they mean nothing.)"""
+    name = str(key)
+    if name in bundle.detectors:
+        return True
+    if bundle.fleet is None:
+        return False
+    try:
+        parsed = SeriesKey.parse(name)
+    except ValueError:
+        return False
+    return (parsed.measurement, parsed.field) == (bundle.selector.measurement, bundle.selector.field)
+
+
+def _some(keys: Iterable[str]) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
+
+
+def refuse_unpromotable(
+    version: str, bundle: ModelBundle, champion: ModelBundle | None, held_out: Iterable[object]
+) -> str | None:
+    """Why ``bundle`` (``version``) must not become champion whatever its numbers, or
+    None: it holds no per-series model while there is a champion, or the data it was
+    evaluated on holds none of the champion's own series (it models something else)."""
+    if champion is None:
+        return None
+    if not bundle.detectors:
+        return (
+            f"not promoted: version {version} has 0 per-series models (every series fell "
+            "back to the fleet library: too little history or held-out data); retrain "
+            "with a longer train window or holdout"
+        )
+    mine = set(champion.detectors)
+    seen = {str(k) for k in held_out}
+    if mine and not mine & seen:
+        return (
+            f"not promoted: version {version} covers none of the champion's {len(mine)} "
+            f"series ({_some(mine)}): it was trained on other data; give it its own "
+            "model name (CRICKET_MODEL_NAME), or promote it by hand"
+        )
+    return None
+
+
 #: a new version may find at most this much less of the planted probes than the champion
 RECALL_TOLERANCE = 0.1
 
@@ -115,6 +161,8 @@ def decide_promotion(
     plus ``tolerance`` (absolute), and it finds the planted probes at least as well as
     the champion, less ``RECALL_TOLERANCE``.
     """
+    if not new_eval.covered:
+        return False, "not promoted: it could score none of the held-out series"
     if champion_eval is None:
         return True, "first version: there is no champion yet"
     if not champion_eval.covered:
@@ -149,13 +197,16 @@ def decide(
     champion_eval: EvalSummary | None,
     champion_unreadable: str | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    refusal: str | None = None,
 ) -> tuple[bool, str]:
     """The decision for ``version`` given the ``champion``'s version (None: none yet)
     and both evaluations: already the champion, a champion this Cricket cannot load
     (``champion_unreadable`` says why: it cannot stand in the way of a version that
-    works), or :func:`decide_promotion`."""
+    works), a ``refusal`` (:func:`refuse_unpromotable`), or :func:`decide_promotion`."""
     if champion == version:
         return True, f"version {version} is already the champion"
+    if refusal is not None:
+        return False, refusal
     if champion_unreadable is not None:
         return True, (
             f"promoted: the champion (version {champion}) cannot be loaded by this "

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from cricket.config import Settings
+from cricket.config import Settings, sqlite_path
 from cricket.errors import CricketError
 from cricket.model import BUNDLE_JSON, ModelBundle, ModelFormatError
 from cricket.promotion import (
@@ -38,6 +38,7 @@ from cricket.promotion import (
     PromotionResult,
     decide,
     evaluate_bundle,
+    refuse_unpromotable,
 )
 
 if TYPE_CHECKING:
@@ -142,8 +143,16 @@ class VersionRow:
 
 
 def _metric_name(text: str) -> str:
-    """MLflow metric/param names allow letters, digits, ``_ - . space : /`` only."""
-    return re.sub(r"[^\w\-. :/]", "_", text)
+    """MLflow metric/param names allow letters, digits, ``_ - . space : /`` only, and at
+    most 250 characters: a longer one (a series with long tag values) keeps its head,
+    a hash of the whole name and its tail (the metric's own name)."""
+    clean = re.sub(r"[^\w\-. :/]", "_", text)
+    if len(clean) <= 250:
+        return clean
+    import hashlib
+
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"{clean[:150]}-{digest}-{clean[-86:]}"
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
@@ -170,7 +179,7 @@ class Registry:
         self.experiment = experiment or self.name
         self._artifact_root: str | None = None
         if self.uri.startswith("sqlite:///"):
-            db = Path(self.uri.removeprefix("sqlite:///"))
+            db = sqlite_path(self.uri)
             db.parent.mkdir(parents=True, exist_ok=True)
             # MLflow's default artifact root is ./mlruns under the *working directory*:
             # keep artifacts next to the database instead.
@@ -380,7 +389,7 @@ class Registry:
         """Reading from a SQLite store that is not there would silently create an empty
         one and answer 'no champion': say that the store itself is missing."""
         if self.uri.startswith("sqlite:///"):
-            db = Path(self.uri.removeprefix("sqlite:///"))
+            db = sqlite_path(self.uri)
             if not db.is_file():
                 raise RegistryUnavailableError(
                     f"the MLflow store {db} does not exist, so there is no champion model: "
@@ -411,23 +420,43 @@ class Registry:
     ) -> tuple[ModelBundle, str]:
         """Download a version's bundle and load it (arrays + JSON only). Returns (bundle, version)."""
         import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
 
         resolved = self.resolve(version, alias)
         uri = self.client.get_model_version_download_uri(self.name, resolved)
+        fix = (
+            "retrain (cricket retrain), or make a sound version the champion "
+            "(cricket models rollback / cricket models promote VERSION)"
+        )
         with tempfile.TemporaryDirectory(prefix="cricket-model-") as tmp:
-            local = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"{uri.rstrip('/')}/artifacts/bundle",
-                    dst_path=tmp,
-                    tracking_uri=self.uri,
+            try:
+                local = Path(
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=f"{uri.rstrip('/')}/artifacts/bundle",
+                        dst_path=tmp,
+                        tracking_uri=self.uri,
+                    )
                 )
-            )
+            except (OSError, MlflowException) as exc:
+                # the store answered just above (resolve, download URI): the version's
+                # files are what is missing
+                raise ModelFormatError(
+                    f"version {resolved} of {self.name!r}: its model files are missing or "
+                    f"unreadable at {_public_uri(uri)}/artifacts/bundle "
+                    f"({type(exc).__name__}); {fix}"
+                ) from None
             if not (local / BUNDLE_JSON).is_file():
                 raise ModelFormatError(
                     f"version {resolved} of {self.name!r} holds no cricket bundle at "
-                    f"{uri}/artifacts/bundle: retrain with this version of cricket"
+                    f"{_public_uri(uri)}/artifacts/bundle: {fix}"
                 )
-            return ModelBundle.load(local), resolved
+            try:
+                return ModelBundle.load(local), resolved
+            except ModelFormatError as exc:
+                text = str(exc).replace(str(local), "its bundle").splitlines()[0]
+                raise ModelFormatError(
+                    f"version {resolved} of {self.name!r} cannot be used: {text}; {fix}"
+                ) from None
 
     def model_uri(self, version: str | None = None, alias: str = CHAMPION) -> str:
         """``models:/NAME/VERSION`` for ``mlflow.pyfunc.load_model`` (with this tracking URI)."""
@@ -492,6 +521,7 @@ class Registry:
         new_eval = evaluate_bundle(new_bundle, held_out)
         champion_eval = None
         unreadable = None
+        old_bundle = None
         if champion is not None and champion != version:
             try:
                 old_bundle, _ = self.load_bundle(version=champion)
@@ -501,7 +531,12 @@ class Registry:
                 unreadable = str(exc).splitlines()[0][:300]
             else:
                 champion_eval = evaluate_bundle(old_bundle, held_out)
-        promote, reason = decide(version, champion, new_eval, champion_eval, unreadable, tolerance)
+        refusal = refuse_unpromotable(
+            version, new_bundle, old_bundle if champion_eval is not None else None, held_out
+        )
+        promote, reason = decide(
+            version, champion, new_eval, champion_eval, unreadable, tolerance, refusal
+        )
         set_tag = self.client.set_model_version_tag
         set_tag(self.name, version, "heldout_false_alarms", f"{new_eval.rate():.6f}")
         set_tag(self.name, version, "heldout_series", str(len(new_eval.covered)))
@@ -517,8 +552,17 @@ class Registry:
         return PromotionResult(version, promote, reason, champion, new_eval, champion_eval)
 
     def promote(self, version: str, reason: str = "promoted by hand") -> str | None:
-        """Make ``version`` the champion (a person's override). Returns the old champion."""
+        """Make ``version`` the champion (a person's override). Returns the old champion.
+        The version's bundle is loaded and checked first: a damaged bundle (missing
+        files, NaN thresholds or centroids...) or one without any per-series model is
+        refused, so the next hourly run cannot fail (or score nothing) on it."""
         version = str(self._version(version).version)
+        bundle, _ = self.load_bundle(version=version)
+        if not bundle.detectors:
+            raise RegistryError(
+                f"version {version} of {self.name!r} has 0 per-series models: it cannot be "
+                "the champion; retrain with a longer train window or holdout"
+            )
         return self._make_champion(version, "promoted manually", f"{reason} at {_now()}")
 
     def rollback(self) -> tuple[str, str]:

@@ -27,6 +27,7 @@ from typing import Literal
 
 import pandas as pd
 
+from cricket.errors import CricketError
 from cricket.scoring import ScoredSeries
 
 ReportKind = Literal["score", "retrain", "backfill"]
@@ -266,13 +267,48 @@ def render_html(report: Report, max_plotted: int = MAX_PLOTTED) -> str:
     return "\n".join(out)
 
 
+class ReportDirError(CricketError):
+    """The report folder cannot be created or written."""
+
+
+def ensure_report_dir(out_dir: Path) -> Path:
+    """Create ``out_dir`` and check that a file can be written in it, so a run that
+    would fail to write its report fails before it writes any score."""
+    out_dir = Path(out_dir).expanduser().absolute()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ReportDirError(
+            f"cannot write reports to {out_dir} ({exc.strerror or type(exc).__name__}): set "
+            "CRICKET_REPORT_DIR (or CRICKET_STATE_DIR) to a writable folder; nothing was "
+            "scored or written"
+        ) from None
+    return out_dir
+
+
 def write_report(report: Report, out_dir: Path, max_plotted: int = MAX_PLOTTED) -> Path:
     """Render and write the report atomically; returns its path
-    ``<out_dir>/<kind>-<window_start:%Y%m%dT%H%M>-v<version>.html``."""
+    ``<out_dir>/<kind>-<window_start:%Y%m%dT%H%M>-v<version>.html``. A folder or disk
+    that fails is one line saying that the results in InfluxDB are complete."""
     out_dir = Path(out_dir).expanduser().absolute()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / report_filename(report)
     text = render_html(report, max_plotted=max_plotted)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / report_filename(report)
+        _write_atomically(out_dir, target, text)
+    except OSError as exc:
+        raise ReportDirError(
+            f"could not write the report to {out_dir} ({exc.strerror or type(exc).__name__}); "
+            "the scores and events in InfluxDB are complete: free space or set "
+            "CRICKET_REPORT_DIR to a writable folder and run again for the report"
+        ) from None
+    return target
+
+
+def _write_atomically(out_dir: Path, target: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".tmp", dir=out_dir)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -284,7 +320,6 @@ def write_report(report: Report, out_dir: Path, max_plotted: int = MAX_PLOTTED) 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return target
 
 
 # ---------------------------------------------------------------------------- markdown

@@ -19,6 +19,8 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from cricket.config import SeriesSelector, Settings
 from cricket.errors import CricketValueError
+from cricket.limits import check_chunks, check_series_span
+from cricket.report import ensure_report_dir
 from cricket.scoring import ScoredSeries, merge_by_series
 from cricket.windows import chunks, utc
 
@@ -40,6 +42,9 @@ def backfill(
     settings = Settings()
     t0 = time.perf_counter()
     start, end = utc(start), utc(end)
+    if start < end:
+        check_chunks(end - start, chunk, selector.every)
+        check_series_span("a backfill chunk", chunk, selector.every)
     parts = chunks(start, end, chunk)  # refuses start >= end with a clear message
     now = utc(datetime.now(tz=start.tzinfo))
     if start >= now:
@@ -47,6 +52,9 @@ def backfill(
             f"the backfill starts at {start:%Y-%m-%d %H:%M} UTC, in the future: "
             "a backfill scores past data; pick a range that starts before now"
         )
+    # the report is written last: a folder that cannot be created fails here, before
+    # any score is written
+    ensure_report_dir(settings.reports_path)
     bundle, version = load_model(settings, model_version)
     scope = selector.model_dump_json()
     done = set() if redo else done_chunks(settings, version, scope, start, end)
@@ -103,6 +111,7 @@ def backfill(
         "notes": notes,
         "events": events,
         "anomalous_series": anomalous,
+        "skipped_series": sorted({k for s in summaries for k in s.get("skipped_series", [])}),
         "points_written": sum(s["points_written"] for s in summaries),
         "seconds": round(time.perf_counter() - t0, 2),
     }

@@ -24,6 +24,8 @@ from cricket.tasks.train import TrainBatch, assemble, train_batch
 from prefect import flow, get_run_logger
 
 from cricket.config import DetectorSpec, SeriesSelector, Settings
+from cricket.errors import CricketValueError
+from cricket.limits import check_batch, check_series_span
 from cricket.training import no_series_error
 from cricket.windows import TrainingWindow, batched, floor_time
 
@@ -47,10 +49,19 @@ def nightly_retrain(
     clock = Stopwatch()
     end = end if end is not None else floor_time(scheduled_time(), timedelta(hours=1))
     window = TrainingWindow.ending(end, train_window, holdout)
+    need = 4 * spec.segment_len * selector.every  # calibration half: 2 segments at least
+    if holdout < need:
+        raise CricketValueError(
+            f"holdout ({holdout}) is too short: thresholds are calibrated on its first half "
+            f"and need at least 2 x segment_len = {2 * spec.segment_len} steps there, so give "
+            f"a holdout of at least {need} (at a step of {selector.every})"
+        )
+    n_steps = check_series_span("the train window", train_window, selector.every)
 
     keys = discover_series(settings, selector)
     if not keys:
         raise no_series_error(selector, settings.influx_database)
+    check_batch("the retrain", n_steps, len(keys), batch_size_for(settings, len(keys)))
     batches = list(batched(keys, batch_size_for(settings, len(keys))))
     fleet_cap = max(FLEET_POINTS // len(batches), 1)
     done: dict[int, TrainBatch] = {}

@@ -21,13 +21,14 @@ from cricket.flows.runtime import (
 from cricket.tasks.extract import discover_series
 from cricket.tasks.publish import log_report_to_mlflow, publish_report, write_results
 from cricket.tasks.registry import load_model
-from cricket.tasks.score import ScoreBatch, score_batch, sub_bundle
+from cricket.tasks.score import ScoreBatch, context_for, score_batch, sub_bundle
 from prefect import flow, get_run_logger
 
 from cricket.config import SeriesSelector, Settings
 from cricket.errors import CricketValueError
-from cricket.model import ModelBundle
-from cricket.report import Report
+from cricket.limits import check_batch, check_series_span
+from cricket.model import ModelBundle, check_scoring_selector
+from cricket.report import Report, ensure_report_dir
 from cricket.scoring import ScoredSeries
 from cricket.windows import batched, score_window, utc
 
@@ -48,7 +49,15 @@ def score_range(
     appends the series that had events to ``collect`` when given (for a longer report)."""
     log = get_run_logger()
     t0 = time.perf_counter()
+    check_scoring_selector(bundle, selector, version)
+    n_steps = check_series_span(
+        "the scored window with its context", (end - start) + context_for(bundle, selector),
+        selector.every,
+    )
+    if report:
+        ensure_report_dir(settings.reports_path)
     keys = discover_series(settings, selector)
+    check_batch("scoring", n_steps, len(keys), batch_size_for(settings, len(keys)))
     notes: list[str] = []
     present = {str(k) for k in keys}
     gone = sorted(set(bundle.series_keys) - present)
@@ -78,9 +87,11 @@ def score_range(
             writes.append(write_results.submit(settings, res.scored, version))
     written = sum(w.result() for w in writes)
     scored: list[ScoredSeries] = []
+    skipped: list[str] = []
     for index in sorted(results):  # batch order, whatever order they finished in
         notes.extend(results[index].notes)
         scored.extend(results[index].scored)
+        skipped.extend(results[index].skipped)
     if not any(len(s.frame) for s in scored):
         notes.append(f"no data between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
     n_events = sum(len(s.events) for s in scored)
@@ -97,6 +108,7 @@ def score_range(
         "points_expected": len(keys) * steps,
         "events": n_events,
         "anomalous_series": sorted(s.key for s in scored if len(s.events)),
+        "skipped_series": skipped,
         "notes": notes,
         "batches": len(batches),
         "timings": {k: round(v, 3) for k, v in timings.items()},
@@ -161,5 +173,7 @@ def hourly_score(
             f"the window {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC is in the future: "
             "nothing can be scored yet; give a time at or before now"
         )
+    check_series_span("the scored window", window, selector.every)
+    ensure_report_dir(settings.reports_path)
     bundle, version = load_model(settings, model_version)
     return score_range(settings, selector, bundle, version, start, end, kind="score")

@@ -13,6 +13,7 @@ from cricket.tasks.extract import read_window
 from prefect import get_run_logger, task
 
 from cricket.config import SeriesSelector, Settings
+from cricket.influx import lineprotocol as lp
 from cricket.influx import make_source
 from cricket.model import ModelBundle, compact
 from cricket.scoring import ScoredSeries, continue_event, score_series
@@ -27,6 +28,7 @@ class ScoreBatch:
     scored: list[ScoredSeries]
     notes: list[str]
     seconds: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # series whose results cannot be written
 
 
 def sub_bundle(bundle: ModelBundle, keys: Iterable[object]) -> ModelBundle:
@@ -61,9 +63,21 @@ def score_batch(
     log = get_run_logger()
     spec = bundle.spec
     t0 = time.perf_counter()
+    notes: list[str] = []
+    skipped: list[str] = []
+    writable = []
+    for key in keys:  # a series whose results cannot be written must not fail the others
+        why = lp.unwritable(key, model_version or "0", settings.model_name)
+        if why is None:
+            writable.append(key)
+        else:
+            skipped.append(str(key))
+            notes.append(f"skipped {key}: {why}")
+            log.warning("skipped series %r: %s", str(key), why)
+    keys = writable
     data = read_window(settings, selector, keys, start - context_for(bundle, selector), end)
     t1 = time.perf_counter()
-    scored, notes = [], []
+    scored = []
     for key in keys:
         name = str(key)
         s = data.pop(key, None)
@@ -89,7 +103,7 @@ def score_batch(
             events = continue_event(res.events, previous, pd.Timestamp(start), gap)
             scored[i] = replace(res, events=events)
     t2 = time.perf_counter()
-    return ScoreBatch(scored, notes, {"extract": t1 - t0, "score": t2 - t1})
+    return ScoreBatch(scored, notes, {"extract": t1 - t0, "score": t2 - t1}, skipped)
 
 
 #: how far back an event that continues into a window may have started

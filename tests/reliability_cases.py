@@ -81,6 +81,15 @@ CASES: list[Case] = [
          "each model's scores, events and ledger kept apart (tag `model_name`); the second "
          "model skips nothing and overwrites nothing",
          "tests/test_ledger_models.py::test_two_model_names_keep_their_own_scores_events_and_ledgers"),
+    Case(F, "a 12 h read at 1 s (43,200 rows per series) on an influxd without a row limit",
+         "read whole, raw and GROUP BY time; not taken for max-row-limit truncation (InfluxDB 1.x "
+         "marks a complete series longer than 10,000 rows `partial` in a plain answer: queries "
+         "now ask for chunked answers and join the pieces)",
+         "tests/test_server_limits.py::test_a_long_read_at_one_second_on_a_server_without_a_row_limit_comes_back_whole"),
+    Case(F, "influxd with `max-row-limit = 40` and a fleet of 60 series",
+         "discovery (paged `SHOW SERIES`) and reads see all 60; retrain and hourly score complete "
+         "with every point written",
+         "tests/test_server_limits.py::test_a_fleet_larger_than_the_servers_row_limit_is_discovered_read_and_scored"),
     # ------------------------------------------------------------------ bad input
     Case(B, "non-numeric (string) field", "exit 1: 'non-numeric ... select a numeric field'; nothing written",
          f"{TB}::test_non_numeric_field_fails_the_score_naming_the_field_and_writes_nothing"),
@@ -111,8 +120,32 @@ CASES: list[Case] = [
          f"{TB}::test_series_that_disappeared_is_noted_and_the_others_are_scored"),
     Case(B, "selector matching nothing (retrain)", "exit 1: 'the selector matched no series ...'",
          f"{TB}::test_selector_matching_nothing_fails_retrain_with_a_clear_message"),
-    Case(B, "selector matching nothing (score)", "exit 0, 0 points, note 'nothing to score'",
+    Case(B, "selector whose tag filter matches no series (score)", "exit 0, 0 points, note 'nothing to score'",
          f"{TB}::test_selector_matching_nothing_scores_nothing_and_says_so"),
+    Case(B, "selector naming what does not exist: `--group-by hots`, `--field valeu`, "
+         "`--measurement wavefrom`, `--tag hots=a`",
+         "exit 1 before scoring: 'does not exist', naming it and listing the tag keys / fields / "
+         "measurements that do; nothing written",
+         "tests/test_selector_checks.py::test_a_selector_naming_what_does_not_exist_is_refused_listing_what_does"),
+    Case(B, "scoring (score, backfill) at `--every 60s` with a model trained at 10 s",
+         "exit 1 before scoring, one line naming the version, both steps and the fix; nothing written",
+         "tests/test_selector_checks.py::test_scoring_at_another_step_than_the_model_was_trained_at_is_refused"),
+    Case(B, "`retrain --holdout 0s`; a retrain where every series is too short for its own model",
+         "holdout refused in one line; the fleet-only version (0 per-series models) is registered "
+         "but not promoted, and `cricket models promote` refuses it; the champion stays",
+         "tests/test_promotion_safety.py::test_zero_holdout_is_refused_and_a_version_without_series_models_is_not_promoted"),
+    Case(B, "a retrain of another measurement under the production model name",
+         "not promoted: 'covers none of the champion's N series'; the champion stays",
+         "tests/test_promotion_safety.py::test_a_version_trained_on_other_series_is_not_promoted"),
+    Case(B, "champion bundle edited to NaN thresholds, NaN centroids, or its artifact folder deleted",
+         "the next score exits 1 with one line naming the version and the fix (rollback / promote / "
+         "retrain), nothing written; `cricket models promote` of it refused the same way",
+         "tests/test_promotion_safety.py::test_a_damaged_bundle_is_refused_on_promote_and_on_load"),
+    Case(B, "one series whose stored tag value cannot be written back as line protocol "
+         "(`bad\\\\host`)",
+         "skipped with a note naming it (`skipped_series` in the summary, a warning line on the "
+         "CLI); the other series scored and written; exit 0",
+         "tests/test_selector_checks.py::test_a_series_that_cannot_be_written_back_is_skipped_and_the_others_are_scored"),
     Case(B, "model of a future format version in the registry", "exit 1 naming the version and 'retrain'; nothing written",
          f"{TB}::test_future_model_format_in_the_registry_is_refused_with_retrain_advice"),
     Case(B, "model file of a wrong or future format version", "ModelFormatError",
@@ -147,6 +180,22 @@ CASES: list[Case] = [
          f"{TX}::test_string_field_and_missing_bucket_are_clear_errors"),
     Case(B, "all of the above", "raw series read back exactly as written",
          f"{TB}::test_none_of_the_bad_inputs_changed_the_stored_raw_data"),
+    Case(B, "extreme but legal parameters: `retrain --every 1ms --train-window 7d`, "
+         "`score --every 1ms --window 1d`, a year of backfill in 1 s chunks, a chunk shorter "
+         "than the step",
+         "exit 1 before anything is read or allocated, one line with the estimated points or "
+         "chunks, the bound (cricket/limits.py) and the fix; nothing written",
+         "tests/test_resource_limits.py::test_extreme_steps_windows_and_chunks_are_refused_in_one_line_before_any_work"),
+    Case(B, "tag values of 12 kB and 40 kB; state, MLflow store and reports under a folder named "
+         "`odd dir ü ☃ #&' %20`",
+         "retrain and score run; the 12 kB series read (query sent as a POST body) and written; "
+         "the 40 kB one, whose results' series key would pass InfluxDB's 64 kB, skipped with a "
+         "note; per-series MLflow metric names kept under 250 characters",
+         "tests/test_resource_limits.py::test_long_tag_values_and_odd_paths_are_scored_or_skipped_with_a_note"),
+    Case(B, "a report folder that cannot be created (score and backfill)",
+         "exit 1 before any score is written: 'cannot write reports to ...' naming the folder and "
+         "CRICKET_REPORT_DIR; a report write that fails later says the results in InfluxDB are complete",
+         "tests/test_resource_limits.py::test_a_report_folder_that_cannot_be_created_fails_before_any_score_is_written"),
     # ------------------------------------------------------------------ hostile
     Case(H, "injection payloads as tag values (InfluxQL, real influxd)", "matched literally",
          f"{TD}::test_hostile_tag_values_match_literally"),

@@ -154,7 +154,7 @@ class OnRequest:
         me = self
 
         def request(client: InfluxQLClient, method: str, p: str, **kw: Any):  # noqa: ANN202
-            q = (kw.get("params") or {}).get("q", "")
+            q = (kw.get("params") or kw.get("data") or {}).get("q", "")
             hit = (
                 q.startswith("SELECT") and 'FROM "waveform"' in q
                 if contains is None

@@ -225,7 +225,9 @@ def test_selector_matching_nothing_fails_retrain_with_a_clear_message(pipe):
 
 
 def test_selector_matching_nothing_scores_nothing_and_says_so(pipe):
-    result, text = cli("score", "--at", END.isoformat(), "--measurement", "no_such_metric",
+    # a measurement that does not exist is refused (tests/test_selector_checks.py); a tag
+    # filter whose value matches no series scores nothing and says so
+    result, text = cli("score", "--at", END.isoformat(), "--tag", "host=no_such_host",
                        "--json")
     assert result.exit_code == 0, text
     summary = json.loads(result.stdout.strip().splitlines()[-1])

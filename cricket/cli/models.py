@@ -77,12 +77,13 @@ def promote(
     reason: str = typer.Option("promoted by hand", help="recorded in the version's tags"),
 ) -> None:
     """Make VERSION the champion (scoring loads it from the next run on)."""
+    from cricket.model import ModelFormatError
     from cricket.registry import RegistryError
 
     registry = _registry()
     try:
         previous = registry.promote(version, reason=reason)
-    except RegistryError as exc:
+    except (RegistryError, ModelFormatError) as exc:
         _fail(str(exc))
         return
     if previous == version:

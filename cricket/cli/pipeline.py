@@ -144,6 +144,7 @@ def backfill(
     )
     for key in summary["anomalous_series"]:
         console.print(f"  anomalous: {key}", markup=False)
+    _print_skipped(summary)
     for note in summary.get("notes", [])[:10]:
         console.print(f"  note: {note}", markup=False)
 
@@ -155,6 +156,16 @@ def _spec(cls, **kw):  # noqa: ANN001, ANN202
         fail(str(exc))
 
 
+def _print_skipped(summary: dict) -> None:
+    skipped = summary.get("skipped_series") or []
+    if skipped:
+        console.print(
+            f"  warning: {len(skipped)} series skipped (results cannot be written back), the "
+            f"others were scored: {', '.join(map(repr, skipped[:5]))}",
+            markup=False,
+        )
+
+
 def _print_score_summary(summary: dict) -> None:
     console.print(
         f"scored {summary['scored']} of {summary['series']} series from "
@@ -163,6 +174,7 @@ def _print_score_summary(summary: dict) -> None:
     )
     for key in summary["anomalous_series"]:
         console.print(f"  anomalous: {key}", markup=False)
+    _print_skipped(summary)
     for note in summary.get("notes", [])[:10]:
         console.print(f"  note: {note}", markup=False)
     if summary.get("report"):

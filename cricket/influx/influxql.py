@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cricket.config import SeriesSelector, Settings
+from cricket.errors import CricketValueError
 from cricket.influx import lineprotocol as lp
 from cricket.influx.base import InfluxError, InfluxWriteError
 from cricket.series import SeriesKey
@@ -44,6 +45,20 @@ except ImportError:  # pragma: no cover - msgpack is a dependency; keep working 
     QUERY_ACCEPT = "application/json"
 
 
+def decode_stream(r: httpx.Response) -> list[Any]:
+    """Every document of a chunked /query answer (one when the server did not chunk):
+    concatenated MessagePack objects, or one JSON document per line."""
+    if r.headers.get("content-type", "").startswith("application/x-msgpack"):
+        unpacker = msgpack.Unpacker(use_list=False, raw=False)
+        unpacker.feed(r.content)
+        return list(unpacker)
+    return [_loads(line) for line in r.content.splitlines() if line.strip()]
+
+
+def _same_series(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.get("name") == b.get("name") and (a.get("tags") or {}) == (b.get("tags") or {})
+
+
 def decode_body(r: httpx.Response) -> Any:
     """A /query answer by its Content-Type: MessagePack (rows as tuples) or JSON (a server
     that ignores our Accept header answers JSON, which is always understood)."""
@@ -51,6 +66,13 @@ def decode_body(r: httpx.Response) -> Any:
         return _unpack(r.content)
     return _loads(r.content)
 
+
+#: a statement and its parameters longer than this go in a POST body, not the URL
+MAX_URL_QUERY = 8_000
+#: rows per piece of a chunked query answer
+CHUNK_ROWS = 50_000
+#: series keys per page of ``SHOW SERIES``
+DISCOVERY_PAGE = 50_000
 
 #: at most this many series keys in one query's WHERE clause (bounds the URL length)
 KEYS_PER_QUERY = 200
@@ -86,6 +108,17 @@ def _utc(t: datetime | pd.Timestamp | str) -> pd.Timestamp:
 
 def _ns(t: datetime | pd.Timestamp | str) -> int:
     return int(_utc(t).value)
+
+
+class SelectorError(CricketValueError):
+    """A selector that names a measurement, field or tag key the database does not hold."""
+
+
+def _listing(names: Sequence[str], limit: int = 20) -> str:
+    if not names:
+        return "none"
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def parse_series_key(text: str) -> tuple[str, dict[str, str]]:
@@ -155,6 +188,7 @@ class InfluxQLClient:
         content: bytes | None = None,
         what: str = "request",
         headers: dict[str, str] | None = None,
+        data: dict[str, str] | None = None,
     ) -> httpx.Response:
         """One request with retries (backoff) on connection errors and 5xx."""
         retries = self.settings.influx_retries
@@ -164,7 +198,7 @@ class InfluxQLClient:
                 time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
             try:
                 r = self._http.request(
-                    method, path, params=params, content=content, headers=headers
+                    method, path, params=params, content=content, headers=headers, data=data
                 )
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
@@ -185,11 +219,22 @@ class InfluxQLClient:
     ) -> list[dict[str, Any]]:
         """Run one InfluxQL statement; returns its ``series`` list (possibly empty)."""
         db = database or self.settings.influx_database
-        args = {"db": db, "q": q, "epoch": "ns"}
+        # Chunked responses: the server streams the result in pieces of CHUNK_ROWS rows
+        # and marks every piece but the last of a series ``partial``. Unlike a plain
+        # response, a chunked one is not cut at the server's ``max-row-limit``, and its
+        # ``partial`` flag means "continued below" (in a plain response InfluxDB 1.x
+        # leaves ``partial: true`` on a complete series longer than 10,000 rows).
+        args = {"db": db, "q": q, "epoch": "ns", "chunked": "true", "chunk_size": str(CHUNK_ROWS)}
         if params:
             args["params"] = json.dumps(params)
+        form = None
+        if len(q) + len(args.get("params", "")) > MAX_URL_QUERY:
+            # long tag values (or many keys): the statement goes in a form body, which
+            # has no URL length limit (influxd reads q and params from either)
+            method, form, args = "POST", args, {}
         r = self.request(
-            method, "/query", params=args, what="query", headers={"Accept": QUERY_ACCEPT}
+            method, "/query", params=args, data=form, what="query",
+            headers={"Accept": QUERY_ACCEPT},
         )
         if r.status_code in (401, 403):
             raise InfluxError(
@@ -197,23 +242,48 @@ class InfluxQLClient:
                 "check CRICKET_INFLUX_TOKEN or CRICKET_INFLUX_USERNAME/PASSWORD"
             )
         try:
-            body = decode_body(r)
+            docs = decode_stream(r)
         except ValueError as exc:
             raise InfluxError(
                 f"InfluxDB at {self.url} answered HTTP {r.status_code} with non-JSON: "
                 f"{r.text[:200]!r}"
             ) from exc
-        if "error" in body:
-            raise self._error(body["error"], db)
-        results = body.get("results") or [{}]
-        res = results[0]
-        if "error" in res:
-            raise self._error(res["error"], db)
-        series = res.get("series") or []
-        if any(s.get("partial") for s in series) or res.get("partial"):
+        return self._merge(docs, db)
+
+    def _merge(self, docs: list[Any], db: str) -> list[dict[str, Any]]:
+        """The series of one statement from the pieces of a chunked answer, each series'
+        pieces joined. A stream that ends on a ``partial`` piece was cut short."""
+        series: list[dict[str, Any]] = []
+        open_piece = False  # the last piece said "continued below"
+        for body in docs:
+            if not isinstance(body, dict):
+                raise InfluxError(f"InfluxDB at {self.url} answered {str(body)[:200]!r}")
+            if "error" in body:
+                raise self._error(body["error"], db)
+            for res in body.get("results") or [{}]:
+                if "error" in res:
+                    raise self._error(res["error"], db)
+                for s in res.get("series") or ():
+                    last = series[-1] if series else None
+                    if open_piece and last is not None and _same_series(last, s):
+                        if not isinstance(last["values"], list):
+                            last["values"] = list(last["values"])
+                        last["values"].extend(s.get("values") or ())
+                    else:
+                        series.append(dict(s, values=s.get("values") or ()))
+                    open_piece = bool(s.get("partial"))
+                open_piece = open_piece or bool(res.get("partial"))
+        if open_piece and len(docs) <= 1:
+            # a server that ignored ``chunked`` and cut the answer at its row limit
             raise InfluxError(
-                f"InfluxDB at {self.url} truncated a result (max-row-limit): lower "
-                "CRICKET_INFLUX_READ_CHUNK or raise [http] max-row-limit on the server"
+                f"InfluxDB at {self.url} truncated a result at its row limit "
+                "([http] max-row-limit) and does not stream chunked results: lower "
+                "CRICKET_INFLUX_READ_CHUNK or raise max-row-limit on the server"
+            )
+        if open_piece:
+            raise InfluxError(
+                f"InfluxDB at {self.url} ended a chunked answer in the middle of a series: "
+                "the connection was cut; run again"
             )
         return series
 
@@ -325,6 +395,8 @@ class _OwnsClient:
 class InfluxQLSource(_OwnsClient):
     """Reads regular series with InfluxQL. See the module docstring for the safety rules."""
 
+    page = DISCOVERY_PAGE
+
     # ----------------------------------------------------------------------------------
     @staticmethod
     def _where(selector: SeriesSelector, params: dict[str, Any]) -> list[str]:
@@ -335,16 +407,58 @@ class InfluxQLSource(_OwnsClient):
             conds.append(f"{quote_ident(k)} = ${name}")
         return conds
 
+    def _names(self, q: str) -> list[str]:
+        return sorted({str(row[0]) for s in self.client.query(q) for row in s.get("values") or []})
+
+    def check_selector(self, selector: SeriesSelector) -> None:
+        """Refuse a selector that names what the database does not hold: a measurement,
+        a field, or a tag key (group-by or filter), listing the names that do exist, so
+        a typo (``--group-by hots``) fails before anything is scored instead of
+        scoring a bogus series ``{hots=}``."""
+        m = quote_ident(selector.measurement)
+        db = self.settings.influx_database
+        fields = self._names(f"SHOW FIELD KEYS FROM {m}")
+        if not fields:
+            known = self._names("SHOW MEASUREMENTS LIMIT 50")
+            raise SelectorError(
+                f"the selector matched no series: measurement {selector.measurement!r} does "
+                f"not exist in database {db!r} (it holds {_listing(known)}); check --measurement"
+            )
+        if selector.field not in fields:
+            raise SelectorError(
+                f"field {selector.field!r} does not exist in measurement "
+                f"{selector.measurement!r} (its fields: {_listing(fields)}); check --field"
+            )
+        tag_keys = self._names(f"SHOW TAG KEYS FROM {m}")
+        for kind, names in (("group-by tag", selector.group_by), ("tag filter", selector.tags)):
+            unknown = [t for t in names if t not in tag_keys]
+            if unknown:
+                raise SelectorError(
+                    f"{kind} {', '.join(map(repr, unknown))} does not exist in measurement "
+                    f"{selector.measurement!r} (its tag keys: {_listing(tag_keys)}); "
+                    "check --group-by / --tag"
+                )
+
     def discover(self, selector: SeriesSelector) -> list[SeriesKey]:
-        """The series keys the selector matches (by measurement and tag filters)."""
+        """The series keys the selector matches (by measurement and tag filters). A
+        selector naming a measurement, field or tag key that does not exist is refused
+        (:meth:`check_selector`). ``SHOW SERIES`` is paged, so a server's row limit
+        (``max-row-limit``) never truncates discovery."""
+        self.check_selector(selector)
         params: dict[str, Any] = {}
         conds = self._where(selector, params)
         q = f"SHOW SERIES FROM {quote_ident(selector.measurement)}"
         if conds:
             q += " WHERE " + " AND ".join(conds)
         keys: set[SeriesKey] = set()
-        for s in self.client.query(q, params):
-            for row in s.get("values") or []:
+        offset = 0
+        while True:  # paged: a fleet larger than any one answer is still found whole
+            rows = [
+                row
+                for s in self.client.query(f"{q} LIMIT {self.page} OFFSET {offset}", params)
+                for row in s.get("values") or ()
+            ]
+            for row in rows:
                 _m, tags = parse_series_key(row[0])
                 keys.add(
                     SeriesKey.make(
@@ -353,7 +467,9 @@ class InfluxQLSource(_OwnsClient):
                         {g: tags.get(g, "") for g in selector.group_by},
                     )
                 )
-        return sorted(keys)
+            if len(rows) < self.page:
+                return sorted(keys)
+            offset += self.page
 
     @staticmethod
     def _key_filter(

@@ -44,6 +44,8 @@ EVENT_MEASUREMENT = "cricket_event"
 SCORE_FIELDS = ("value", "reconstruction", "error", "score")
 EVENT_FIELDS = ("peak", "mean", "duration_s")
 RESERVED_TAGS = ("model_name", "model_version", "series")
+#: InfluxDB refuses a series key (measurement and tags) longer than 65,535 bytes
+MAX_KEY_BYTES = 65_535
 
 _BAD = ("\n", "\r")
 _AMBIGUOUS = re.compile(r"\\([,= \\]|$)")
@@ -112,6 +114,23 @@ def result_tags(key: SeriesKey, model_version: str, model_name: str | None = Non
         tags["model_name"] = str(model_name)
     tags["series"] = str(key)
     return tags
+
+
+def unwritable(key: SeriesKey, model_version: str = "0", model_name: str | None = None) -> str | None:
+    """Why results of ``key`` cannot be written as line protocol (a tag value with a
+    newline, an ambiguous backslash, a reserved tag name), or None when they can. The
+    pipeline skips such a series with a note instead of failing the whole run."""
+    try:
+        prefix = series_prefix(EVENT_MEASUREMENT, result_tags(key, model_version, model_name))
+    except InfluxError as exc:
+        return str(exc)
+    if len(prefix.encode()) > MAX_KEY_BYTES:
+        return (
+            f"its results' series key would be {len(prefix.encode()):,} bytes (tag values "
+            f"plus the series tag), more than the {MAX_KEY_BYTES:,} InfluxDB stores: shorten "
+            "the tag values"
+        )
+    return None
 
 
 def to_ns(index: pd.Index | Sequence[object]) -> np.ndarray:
