@@ -112,8 +112,8 @@ def covers(bundle: ModelBundle, key: object) -> bool:
         return False
     try:
         parsed = SeriesKey.parse(name)
-    except ValueError:
-        return False
+    except ValueError:  # not a series key (a name a notebook user chose): cannot tell
+        return True
     return (parsed.measurement, parsed.field) == (bundle.selector.measurement, bundle.selector.field)
 
 
