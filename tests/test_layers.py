@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CORE = {
     "cricket.base", "cricket.calibration", "cricket.config", "cricket.detector",
-    "cricket.errors", "cricket.model", "cricket.persistence", "cricket.points",
+    "cricket.errors", "cricket.limits", "cricket.model", "cricket.persistence", "cricket.points",
     "cricket.promotion", "cricket.scoring", "cricket.search", "cricket.segments",
     "cricket.series", "cricket.shapes", "cricket.training", "cricket.windows",
 }
