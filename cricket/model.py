@@ -254,6 +254,13 @@ def detector_problem(det: Any) -> str | None:
     threshold, scaler, shape libraries and calibration must be finite and consistent
     with its spec (a bundle edited into NaN thresholds or centroids would otherwise
     load and score nothing as anomalous)."""
+    try:
+        return _detector_problem(det)
+    except (TypeError, ValueError, AttributeError) as exc:  # strings where numbers belong...
+        return f"holds values that are not numbers ({type(exc).__name__}: {exc})"
+
+
+def _detector_problem(det: Any) -> str | None:
 
     def finite(x: Any) -> bool:
         a = np.asarray(x, dtype=float)

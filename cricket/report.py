@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from cricket.errors import CricketError
@@ -184,6 +185,9 @@ def _events_table(events: pd.DataFrame) -> str:
     )
 
 
+_PLOT_ERRORS = (np.linalg.LinAlgError, OverflowError, FloatingPointError, ValueError)
+
+
 def _series_section(idx: int, r: ScoredSeries) -> str:
     from cricket import plots
 
@@ -194,16 +198,27 @@ def _series_section(idx: int, r: ScoredSeries) -> str:
     )
     parts.append('<div class="row">')
     if r.frame is not None and len(r.frame):
-        png = plots.plot_series(r.frame, r.threshold, r.events)
-        parts.append(_img(png, f"original, reconstruction and score of {r.key}", "plot"))
+        try:
+            png = plots.plot_series(r.frame, r.threshold, r.events)
+        except _PLOT_ERRORS as exc:  # values near the float limits cannot be drawn
+            parts.append(f'<p class="muted">plot unavailable: {_e(type(exc).__name__)} '
+                         "(values too large or too small to draw)</p>")
+        else:
+            parts.append(_img(png, f"original, reconstruction and score of {r.key}", "plot"))
     else:
         parts.append('<p class="muted">no data points to plot</p>')
     pi = r.peak_event_index()
     if r.nearest_shapes and pi is not None and pi < len(r.nearest_shapes):
         segment, centroid = r.nearest_shapes[pi]
         if segment is not None and centroid is not None and len(segment) and len(centroid):
-            png = plots.plot_shape_pair(segment, centroid)
-            parts.append(_img(png, f"segment at the peak of {r.key} and nearest normal shape", "pair"))
+            try:
+                png = plots.plot_shape_pair(segment, centroid)
+            except _PLOT_ERRORS:
+                png = None
+            if png is not None:
+                parts.append(
+                    _img(png, f"segment at the peak of {r.key} and nearest normal shape", "pair")
+                )
     parts.append("</div>")
     parts.append(_events_table(r.events))
     parts.append("</section>")

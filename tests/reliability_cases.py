@@ -192,6 +192,10 @@ CASES: list[Case] = [
          "the 40 kB one, whose results' series key would pass InfluxDB's 64 kB, skipped with a "
          "note; per-series MLflow metric names kept under 250 characters",
          "tests/test_resource_limits.py::test_long_tag_values_and_odd_paths_are_scored_or_skipped_with_a_note"),
+    Case(B, "values of magnitude 1e-300, 1e300 and 1e308 (an anomaly x1.5 inside)",
+         "finite scores, the anomaly found, the report rendered (a plot matplotlib cannot draw "
+         "says so in the report instead of failing the run)",
+         "tests/test_resource_limits.py::test_extreme_magnitudes_score_finite_find_the_anomaly_and_render_a_report"),
     Case(B, "a report folder that cannot be created (score and backfill)",
          "exit 1 before any score is written: 'cannot write reports to ...' naming the folder and "
          "CRICKET_REPORT_DIR; a report write that fails later says the results in InfluxDB are complete",

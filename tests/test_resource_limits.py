@@ -98,3 +98,27 @@ def test_a_report_folder_that_cannot_be_created_fails_before_any_score_is_writte
         assert result.exit_code == 1 and "cannot write reports" in text, text
         assert str(blocker) in text and "CRICKET_REPORT_DIR" in text
     assert len(_scores(settings)) == before
+
+
+@pytest.mark.parametrize("magnitude", [1e-300, 1e300, 1e308])
+def test_extreme_magnitudes_score_finite_find_the_anomaly_and_render_a_report(magnitude):
+    from cricket.config import DetectorSpec
+    from cricket.detector import WaveformDetector
+    from cricket.report import Report, render_html
+    from cricket.scoring import score_series
+
+    spec = DetectorSpec(n_clusters=8, segment_len=16)
+    x = np.sin(np.arange(6000) / 10) + 0.1 * np.random.default_rng(0).normal(size=6000)
+    y = x * magnitude
+    det = WaveformDetector(spec).fit(y[:4000], holdout=y[4000:4600])
+    z = y[4600:].copy()
+    z[1000:1010] *= 1.5
+    idx = pd.date_range("2026-01-01", periods=len(z), freq="10s", tz="UTC")
+    r = score_series("m.f{h=a}", pd.Series(z, index=idx), det, "series",
+                     idx[200].to_pydatetime(), spec)
+    assert np.isfinite(r.frame["score"]).all()
+    assert any(e.start <= idx[1010] and e.end >= idx[1000] for e in r.events.itertuples())
+    html = render_html(Report(title="t", kind="score", window_start=idx[200].to_pydatetime(),
+                              window_end=idx[-1].to_pydatetime(), model_name="m",
+                              model_version="1", results=[r], notes=[]))
+    assert "<html" in html.lower()
