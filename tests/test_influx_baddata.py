@@ -12,7 +12,7 @@ import pytest
 
 from cricket.config import SeriesSelector
 from cricket.influx.base import InfluxError, InfluxWriteError
-from cricket.influx.influxql import InfluxQLSink, InfluxQLSource, quote_ident
+from cricket.influx.influxql import InfluxQLSink, InfluxQLSource, SelectorError, quote_ident
 from cricket.influx.server import find_free_port
 from cricket.series import SeriesKey
 
@@ -79,7 +79,9 @@ def test_empty_result_short_series_and_unknown_measurement(influx_settings):
         assert short[_key("a")].tolist() == [1.0, 2.0, 3.0]
         other = SeriesSelector(measurement="no_such_thing", group_by=["host"])
         assert src.read(other, T0, H1) == {}
-        assert src.discover(other) == []
+        # discovery refuses a measurement that does not exist, listing those that do
+        with pytest.raises(SelectorError, match="'no_such_thing' does not exist.*waveform"):
+            src.discover(other)
 
 
 def test_unknown_database_names_it_and_the_fix(influx_settings):
