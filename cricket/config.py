@@ -8,16 +8,18 @@ Secrets are ``SecretStr``: they never appear in ``repr``, logs or error messages
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -242,6 +244,24 @@ class Settings(BaseSettings):
     dask_address: str | None = Field(None, description="Dask scheduler address for scale-out")
     batch_size: int = Field(100, ge=1, description="series per task")
 
+    # Alerts
+    alert_webhook_url: SecretStr | None = Field(
+        None, description="built-in alert route: POST JSON here (a secret, never logged)"
+    )
+    alert_webhook_timeout_s: float = Field(10.0, gt=0, description="alert webhook timeout")
+    alert_webhook_retries: int = Field(3, ge=0, description="alert webhook retries")
+    alert_group_by: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="tags whose shared values group events into one incident "
+        "(comma-separated; empty: the whole fleet is one group; 'series': per series)",
+    )
+    alert_slack: timedelta = Field(
+        timedelta(minutes=5), description="events this close in time join one incident"
+    )
+    alert_report_url: str | None = Field(
+        None, description="base URL where reports are served (links in notifications)"
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -261,6 +281,21 @@ class Settings(BaseSettings):
     @classmethod
     def _chunk(cls, v: object) -> timedelta:
         return parse_duration(v)  # type: ignore[arg-type]
+
+    @field_validator("alert_slack", mode="before")
+    @classmethod
+    def _slack(cls, v: object) -> timedelta:
+        return parse_duration(v)  # type: ignore[arg-type]
+
+    @field_validator("alert_group_by", mode="before")
+    @classmethod
+    def _group_by(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = v.strip()
+            if v.startswith("["):
+                return json.loads(v)
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
 
     @field_validator("state_dir", "report_dir", mode="after")
     @classmethod
@@ -295,7 +330,9 @@ class Settings(BaseSettings):
         """Settings safe to log or record: secrets replaced by whether they are set."""
         out: dict[str, object] = {}
         for name, value in self.model_dump().items():
-            if isinstance(value, SecretStr) or name in {"influx_token", "influx_password"}:
+            if isinstance(value, SecretStr) or name in {
+                "influx_token", "influx_password", "alert_webhook_url"
+            }:
                 out[name] = "set" if value else "unset"
             else:
                 out[name] = str(value) if isinstance(value, Path | timedelta) else value

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cricket.config import DetectorSpec
+from cricket.feedback import LabelCheck
 from cricket.model import ModelBundle, compact
 from cricket.series import SeriesKey
 
@@ -223,6 +224,7 @@ class PromotionResult:
     champion_before: str | None
     new_eval: EvalSummary
     champion_eval: EvalSummary | None
+    label_check: LabelCheck | None = None
 
 
 def inject_probes(values: np.ndarray, spec: DetectorSpec, seed: int = 0) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -249,3 +251,16 @@ def inject_probes(values: np.ndarray, spec: DetectorSpec, seed: int = 0) -> tupl
             x[at : at + length] = hi + 2.0 * span
         probes.append((at, min(at + length, n) - 1))
     return x, probes
+
+
+def with_answers(
+    promote: bool, reason: str, version: str, champion: str | None, check: LabelCheck | None
+) -> tuple[bool, str]:
+    """People's answers overrule the numbers: a challenger that fires on a
+    labelled-normal stretch or misses a labelled anomaly is not promoted. The first
+    version is (scoring needs a model), and its reason says what it gets wrong."""
+    if check is None or check.ok or champion == version:
+        return promote, reason
+    if champion is None:
+        return promote, f"{reason}; but it {check.reason()}"
+    return False, f"not promoted: it {check.reason()}"

@@ -22,7 +22,7 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from cricket.config import Settings, sqlite_path
 from cricket.errors import CricketError
+from cricket.feedback import LabelledStretch, check_labels
 from cricket.model import BUNDLE_JSON, ModelBundle, ModelFormatError
 from cricket.promotion import (
     DEFAULT_TOLERANCE,
@@ -39,6 +40,7 @@ from cricket.promotion import (
     decide,
     evaluate_bundle,
     refuse_unpromotable,
+    with_answers,
 )
 
 if TYPE_CHECKING:
@@ -508,6 +510,7 @@ class Registry:
         held_out: Mapping[str, Any],
         tolerance: float = DEFAULT_TOLERANCE,
         bundle: ModelBundle | None = None,
+        labelled: Sequence[LabelledStretch] = (),
     ) -> PromotionResult:
         """Make ``version`` the challenger, compare it with the champion on ``held_out``,
         and move ``champion`` to it when :func:`cricket.promotion.decide` says so.
@@ -537,6 +540,9 @@ class Registry:
         promote, reason = decide(
             version, champion, new_eval, champion_eval, unreadable, tolerance, refusal
         )
+        # people's answers: the labelled stretches every challenger must get right
+        label_check = check_labels(new_bundle.detector_for, labelled) if labelled else None
+        promote, reason = with_answers(promote, reason, version, champion, label_check)
         set_tag = self.client.set_model_version_tag
         set_tag(self.name, version, "heldout_false_alarms", f"{new_eval.rate():.6f}")
         set_tag(self.name, version, "heldout_series", str(len(new_eval.covered)))
@@ -549,7 +555,9 @@ class Registry:
         else:
             set_tag(self.name, version, "decision", "rejected")
             set_tag(self.name, version, "decision_reason", reason)
-        return PromotionResult(version, promote, reason, champion, new_eval, champion_eval)
+        return PromotionResult(
+            version, promote, reason, champion, new_eval, champion_eval, label_check
+        )
 
     def promote(self, version: str, reason: str = "promoted by hand") -> str | None:
         """Make ``version`` the champion (a person's override). Returns the old champion.

@@ -48,6 +48,9 @@ class Report:
     model_version: str | int | None
     results: list[ScoredSeries] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: labels and silences that apply (rows of ANSWER_COLUMNS) and incidents announced
+    answers: list[dict[str, str]] = field(default_factory=list)
+    incidents: list[str] = field(default_factory=list)
 
     @property
     def n_events(self) -> int:
@@ -257,6 +260,7 @@ def render_html(report: Report, max_plotted: int = MAX_PLOTTED) -> str:
         out.append('<div class="notes"><ul>')
         out.extend(f"<li>{_e(n)}</li>" for n in report.notes)
         out.append("</ul></div>")
+    out.extend(_answers_section(report))
     out.append("<h2>Summary</h2>")
     if report.results:
         out.append(
@@ -302,6 +306,27 @@ def ensure_report_dir(out_dir: Path) -> Path:
             "scored or written"
         ) from None
     return out_dir
+
+
+ANSWER_COLUMNS = ("what", "series", "from", "to", "by", "why", "when")
+
+
+def _answers_section(report: Report) -> list[str]:
+    """Incidents announced, and the labels and silences people gave."""
+    out: list[str] = []
+    if report.incidents:
+        out.append("<h2>Incidents announced</h2><ul>")
+        out.extend(f"<li>{_e(t)}</li>" for t in report.incidents)
+        out.append("</ul>")
+    if report.answers:
+        out.append("<h2>Labels and silences</h2><table><thead><tr>")
+        out.extend(f"<th>{_e(c)}</th>" for c in ANSWER_COLUMNS)
+        out.append("</tr></thead><tbody>")
+        for row in report.answers:
+            out.append("<tr>" + "".join(f"<td>{_e(row.get(c, ''))}</td>" for c in ANSWER_COLUMNS)
+                       + "</tr>")
+        out.append("</tbody></table>")
+    return out
 
 
 def write_report(report: Report, out_dir: Path, max_plotted: int = MAX_PLOTTED) -> Path:
@@ -371,6 +396,14 @@ def markdown_summary(report: Report, max_rows: int = 50, report_path: Path | Non
         lines.append(f"- report: {md_escape(report_path)}")
     if report.notes:
         lines += ["", "**Notes**", ""] + [f"- {md_escape(n)}" for n in report.notes]
+    if report.incidents:
+        lines += ["", "**Incidents announced**", ""] + [f"- {md_escape(t)}" for t in report.incidents]
+    if report.answers:
+        lines += ["", "**Labels and silences**", "",
+                  "| " + " | ".join(ANSWER_COLUMNS) + " |",
+                  "|" + "---|" * len(ANSWER_COLUMNS)]
+        lines += ["| " + " | ".join(md_escape(r.get(c, "")) for c in ANSWER_COLUMNS) + " |"
+                  for r in report.answers]
     if hits:
         lines += [
             "",

@@ -33,11 +33,13 @@ def backfill(
     model_version: str | None = None,
     selector: SeriesSelector = SeriesSelector(),
     redo: bool = False,
+    alert: bool = False,
 ) -> dict:
     """Score [start, end) chunk by chunk with ``model_version`` (default: the champion).
     Chunks already scored by this model (name and version) are skipped unless ``redo``;
     a chunk that held no data, or far fewer points than expected, is not recorded as
-    done, so a rerun after late data arrives scores it."""
+    done, so a rerun after late data arrives scores it. A backfill announces no incident
+    unless ``alert`` (then once per problem, as the hourly run)."""
     log = get_run_logger()
     settings = Settings()
     t0 = time.perf_counter()
@@ -97,7 +99,7 @@ def backfill(
     published = publish_window(
         settings, "backfill", start, end, version, merge_by_series(
             anomalous_parts, selector.every * (bundle.spec.min_event_gap + 1)
-        ), notes
+        ), notes, page=alert,
     )
     return {
         **published,

@@ -17,6 +17,7 @@ from cricket.flows.runtime import (
     scheduled_time,
     task_runner,
 )
+from cricket.tasks.alert import read_labels
 from cricket.tasks.common import Stopwatch
 from cricket.tasks.extract import discover_series
 from cricket.tasks.registry import evaluate_and_promote, log_and_register
@@ -62,12 +63,14 @@ def nightly_retrain(
     if not keys:
         raise no_series_error(selector, settings.influx_database)
     check_batch("the retrain", n_steps, len(keys), batch_size_for(settings, len(keys)))
+    labels = read_labels(settings)  # people's answers: what to learn, what to keep out
     batches = list(batched(keys, batch_size_for(settings, len(keys))))
     fleet_cap = max(FLEET_POINTS // len(batches), 1)
     done: dict[int, TrainBatch] = {}
     for index, _batch, fut in pipelined(
         lambda batch: train_batch.submit(
-            settings, selector, spec, batch, window, min_history_points, fleet_cap
+            settings, selector, spec, batch, window, min_history_points, fleet_cap,
+            [lab for lab in labels if lab.series in {str(k) for k in batch}],
         ),
         batches,
         in_flight_limit(settings),
@@ -90,7 +93,10 @@ def nightly_retrain(
     }
     version = log_and_register(settings, model, params)
     clock.lap("register")
-    decision = evaluate_and_promote(settings, model.bundle, version, model.evaluation_tails())
+    stretches = [st for b in trained for st in b.stretches]
+    decision = evaluate_and_promote(
+        settings, model.bundle, version, model.evaluation_tails(), labelled=stretches
+    )
     clock.lap("evaluate")
 
     get_run_logger().info(
@@ -106,6 +112,12 @@ def nightly_retrain(
         "decision": decision["reason"],
         "train_from": window.start.isoformat(),
         "train_to": window.end.isoformat(),
+        "labels": {
+            "normal": sum(st.label.label == "normal" for st in stretches),
+            "anomaly": sum(st.label.label == "anomaly" for st in stretches),
+            "shapes_learned": sum(b.shapes_learned for b in trained),
+            "check": decision.get("label_check"),
+        },
         "seconds": clock.total(),
         "batches": len(batches),
         "timings": clock.timings(),

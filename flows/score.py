@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 from cricket.flows.runtime import (
     batch_size_for,
@@ -18,6 +19,7 @@ from cricket.flows.runtime import (
     scheduled_time,
     task_runner,
 )
+from cricket.tasks.alert import alert_window
 from cricket.tasks.extract import discover_series
 from cricket.tasks.publish import log_report_to_mlflow, publish_report, write_results
 from cricket.tasks.registry import load_model
@@ -28,7 +30,7 @@ from cricket.config import SeriesSelector, Settings
 from cricket.errors import CricketValueError
 from cricket.limits import check_batch, check_series_span
 from cricket.model import ModelBundle, check_scoring_selector
-from cricket.report import Report, ensure_report_dir
+from cricket.report import Report, ensure_report_dir, report_filename
 from cricket.scoring import ScoredSeries
 from cricket.windows import batched, score_window, utc
 
@@ -135,8 +137,10 @@ def publish_window(
     version: str,
     scored: list[ScoredSeries],
     notes: list[str],
-) -> dict[str, str]:
-    """The HTML report of a window, its Prefect artifacts and its MLflow run."""
+    page: bool = True,
+) -> dict[str, Any]:
+    """Announce the window's new incidents (when ``page``), then write its HTML report
+    (with the incidents, labels and silences), its Prefect artifacts and its MLflow run."""
     rep = Report(
         title=f"Cricket {kind} {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
         kind=kind,  # type: ignore[arg-type]
@@ -147,12 +151,26 @@ def publish_window(
         results=scored,
         notes=notes,
     )
+    alerts = alert_window(
+        settings, scored, start, end, version, report_link(settings, rep), page=page
+    )
+    rep.incidents = alerts["incidents"]
+    rep.answers = alerts["answers"]
     path = publish_report(settings, rep)
     run = log_report_to_mlflow(
         settings, rep, path,
         {"scored": len(scored), "events": sum(len(s.events) for s in scored)},
     )
-    return {"report": str(path), "mlflow_run": run}
+    return {"report": str(path), "mlflow_run": run, "alerts": alerts}
+
+
+def report_link(settings: Settings, rep: Report) -> str:
+    """Where a notification points: ``CRICKET_ALERT_REPORT_URL`` + the report's file
+    name when reports are served, else the file's URI."""
+    name = report_filename(rep)
+    if settings.alert_report_url:
+        return settings.alert_report_url.rstrip("/") + "/" + name
+    return (settings.reports_path / name).absolute().as_uri()
 
 
 @flow(name="hourly-score", log_prints=True, task_runner=task_runner())

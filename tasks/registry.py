@@ -8,13 +8,14 @@ Nothing is cached or persisted: bundles and held-out arrays are never hashed.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cricket.tasks.common import IO_TASK
 from prefect import get_run_logger, task
 
 from cricket.config import Settings
+from cricket.feedback import LabelledStretch
 from cricket.model import ModelBundle, ModelFormatError
 from cricket.plots import training_pictures
 from cricket.promotion import DEFAULT_TOLERANCE
@@ -82,15 +83,17 @@ def evaluate_and_promote(
     version: str,
     holdouts: Mapping[str, Any],
     tolerance: float = DEFAULT_TOLERANCE,
+    labelled: Sequence[LabelledStretch] = (),
 ) -> dict[str, Any]:
-    """Challenger vs champion on the same held-out tail; move ``champion`` if not worse.
+    """Challenger vs champion on the same held-out tail; move ``champion`` if not worse,
+    and only if it gets the ``labelled`` stretches (people's answers) right.
 
     Returns ``{"version", "promote", "reason", "champion_before", "false_alarms",
-    "champion_false_alarms"}``.
+    "champion_false_alarms", "label_check"}``.
     """
     with mlflow_store(settings):
         result = Registry(settings).evaluate_and_promote(
-            version, holdouts, tolerance=tolerance, bundle=bundle
+            version, holdouts, tolerance=tolerance, bundle=bundle, labelled=labelled
         )
     get_run_logger().info("version %s: %s", version, result.reason)
     return {
@@ -102,6 +105,7 @@ def evaluate_and_promote(
         "champion_false_alarms": (
             None if result.champion_eval is None else result.champion_eval.rate()
         ),
+        "label_check": None if result.label_check is None else result.label_check.to_dict(),
     }
 
 

@@ -14,6 +14,15 @@ from prefect import get_run_logger, task
 
 from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.detector import WaveformDetector
+from cricket.feedback import (
+    ANOMALY,
+    NORMAL,
+    Label,
+    LabelledStretch,
+    labels_by_series,
+    learn_normal,
+    mask_labelled,
+)
 from cricket.model import compact
 from cricket.series import SeriesKey
 from cricket.training import (
@@ -33,6 +42,9 @@ class TrainBatch:
     holdouts: dict[str, pd.Series]
     fleet_sample: np.ndarray
     seconds: dict[str, float] = field(default_factory=dict)
+    #: the labelled stretches of the batch's series (with context), for the promotion check
+    stretches: list[LabelledStretch] = field(default_factory=list)
+    shapes_learned: int = 0
 
 
 @task(
@@ -50,14 +62,20 @@ def train_batch(
     window: TrainingWindow,
     min_points: int,
     fleet_cap: int,
+    labels: list[Label] | None = None,
 ) -> TrainBatch:
     """Fit one detector per series of ``keys`` on the window's history; its held-out
-    tail is returned for calibration and evaluation."""
+    tail is returned for calibration and evaluation. ``labels`` (people's answers):
+    labelled anomalies are kept out of training and calibration, labelled-normal
+    stretches out of calibration and learned as shapes."""
     log = get_run_logger()
     t0 = time.perf_counter()
     data = read_window(settings, selector, keys, window.start, window.end)
     t1 = time.perf_counter()
     trained, holdouts, fleet_parts = [], {}, []
+    stretches: list[LabelledStretch] = []
+    learned = 0
+    by_series = labels_by_series(labels or [])
     cut = pd.Timestamp(window.holdout_start)
     for key in keys:
         s = data.pop(key, None)  # drop each raw series once used: memory stays one batch
@@ -66,7 +84,18 @@ def train_batch(
             trained.append(TrainedSeries(name, None, reason="no data in the training window"))
             continue
         train, hold = s[s.index < cut], s[s.index >= cut]
+        mine = by_series.get(name, [])
+        if mine:
+            train = mask_labelled(train, [lab for lab in mine if lab.label == ANOMALY])
+            hold = mask_labelled(hold, mine)
         res = train_series(name, train, hold, spec, min_points)
+        if mine:
+            found = read_stretches(settings, selector, key, mine, spec)
+            stretches.extend(found)
+            if res.detector is not None:
+                learned += learn_normal(
+                    res.detector, [st for st in found if st.label.label == NORMAL]
+                )
         if res.detector is not None:  # ship and keep the learned state only, no caches
             res.detector = compact(res.detector)
         if res.detector is None:
@@ -76,7 +105,29 @@ def train_batch(
         fleet_parts.append(train)
     sample = fleet_training_values(fleet_parts, spec, fleet_cap)
     t2 = time.perf_counter()
-    return TrainBatch(trained, holdouts, sample, {"extract": t1 - t0, "fit": t2 - t1})
+    if learned:
+        log.info("learned %d shapes from labelled-normal stretches", learned)
+    return TrainBatch(trained, holdouts, sample, {"extract": t1 - t0, "fit": t2 - t1},
+                      stretches, learned)
+
+
+def read_stretches(
+    settings: Settings,
+    selector: SeriesSelector,
+    key: SeriesKey,
+    labels: list[Label],
+    spec: DetectorSpec,
+) -> list[LabelledStretch]:
+    """Each label's stretch with the context scoring would see on both sides (the
+    longest segment a detector may use), wherever in time it lies."""
+    margin = selector.every * (max(spec.max_period, spec.segment_len) + spec.segment_len)
+    out = []
+    for lab in labels:
+        data = read_window(settings, selector, [key], lab.start - margin, lab.end + margin)
+        values = data.get(key)
+        if values is not None and values.notna().any():
+            out.append(LabelledStretch(lab, values))
+    return out
 
 
 @task(name="train-fleet", timeout_seconds=3600, **CPU_TASK)

@@ -31,6 +31,7 @@ from reliability_support import (
 pytestmark = pytest.mark.slow
 
 TOKEN = f"tok-SECRET-{uuid.uuid4().hex[:12]}"
+HOOK = f"hook-SECRET-{uuid.uuid4().hex[:12]}"  # the alert webhook URL's path (a secret)
 PASSWORD = f"pw-SECRET-{uuid.uuid4().hex[:12]}"
 
 
@@ -61,6 +62,10 @@ def test_token_and_password_appear_in_no_output(
     monkeypatch.setenv("CRICKET_INFLUX_USERNAME", "cricket")
     fast_retries(monkeypatch)
     tiny_pipeline(settings, monkeypatch, hosts=2)
+    from receiver_support import Receiver
+
+    receiver = Receiver()
+    monkeypatch.setenv("CRICKET_ALERT_WEBHOOK_URL", f"{receiver.url}/{HOOK}")
     monkeypatch.setenv("CRICKET_INFLUX_PASSWORD", PASSWORD)
     monkeypatch.setenv("CRICKET_INFLUX_USERNAME", "cricket")
     import os
@@ -83,6 +88,13 @@ def test_token_and_password_appear_in_no_output(
         hourly_score(selector=SELECTOR, at=END.to_pydatetime())
     failures += [str(info.value), repr(info.value)]
     apply_env(monkeypatch, settings)
+    # an alert webhook that does not answer: its failure names no URL
+    from cricket.webhook import AlertDeliveryError, post_json
+
+    with pytest.raises(AlertDeliveryError) as hook_info:
+        post_json(f"http://127.0.0.1:9/{HOOK}", {"x": 1}, timeout_s=1, retries=0)
+    failures.append(str(hook_info.value))
+    receiver.close()
     from typer.testing import CliRunner
 
     from cricket.cli import app
@@ -92,7 +104,7 @@ def test_token_and_password_appear_in_no_output(
     failures.append(repr(settings))
     failures.append(str(settings.public_dict()))
 
-    needles = [TOKEN, PASSWORD]
+    needles = [TOKEN, PASSWORD, HOOK]
     leaks: list[str] = []
     texts = {"caplog": caplog.text, "failures": "\n".join(failures)}
     out, err = capfd.readouterr()

@@ -12,4 +12,13 @@ app = typer.Typer(
 )
 
 # Importing a module registers its commands on ``app`` (keep heavy imports inside commands).
-from cricket.cli import demo, evaluate, influx, models, pipeline, serve  # noqa: E402,F401
+from cricket.cli import (  # noqa: E402,F401
+    alerts,
+    answers,
+    demo,
+    evaluate,
+    influx,
+    models,
+    pipeline,
+    serve,
+)

@@ -112,6 +112,9 @@ def backfill(
     chunk: DurationOpt = "1h",
     version: VersionOpt = None,
     redo: Annotated[bool, typer.Option(help="score chunks already done again")] = False,
+    alert: Annotated[
+        bool, typer.Option(help="announce new incidents (a backfill pages nobody by default)")
+    ] = False,
     measurement: MeasurementOpt = "waveform",
     field: FieldOpt = "value",
     group_by: GroupByOpt = "host",
@@ -133,6 +136,7 @@ def backfill(
         model_version=version,
         selector=selector,
         redo=redo,
+        alert=alert,
     )
     if as_json:
         print(json.dumps(summary, default=str))
@@ -147,6 +151,22 @@ def backfill(
     _print_skipped(summary)
     for note in summary.get("notes", [])[:10]:
         console.print(f"  note: {note}", markup=False)
+    print_alerts(summary.get("alerts"))
+
+
+def print_alerts(alerts: dict | None) -> None:
+    """Incidents announced, and the labels and silences that applied."""
+    if not alerts:
+        return
+    for title in alerts.get("incidents", []):
+        console.print(f"  incident: {title}", markup=False)
+    if alerts.get("silenced"):
+        console.print(f"  {alerts['silenced']} incident(s) inside a silence: not announced")
+    for row in alerts.get("answers", []):
+        console.print(
+            f"  {row['what']} on {row['series']} {row['from']} to {row['to']} by {row['by']}: "
+            f"{row['why']}", markup=False,
+        )
 
 
 def _spec(cls, **kw):  # noqa: ANN001, ANN202
@@ -177,6 +197,7 @@ def _print_score_summary(summary: dict) -> None:
     _print_skipped(summary)
     for note in summary.get("notes", [])[:10]:
         console.print(f"  note: {note}", markup=False)
+    print_alerts(summary.get("alerts"))
     if summary.get("report"):
         console.print(f"report: {summary['report']}", markup=False)
 
