@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 from typing import Any
-
-import httpx
 
 from cricket.errors import CricketError
 
@@ -36,23 +36,26 @@ def post_json(
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(min(backoff_s * 2 ** (attempt - 1), 10.0))
+        # urllib, not httpx: httpx logs every request's URL at INFO, and this one is secret
+        req = urllib.request.Request(
+            url, data=body, method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "cricket-alerts"},
+        )
         try:
-            r = httpx.post(
-                url, content=body, timeout=timeout_s,
-                headers={"Content-Type": "application/json", "User-Agent": "cricket-alerts"},
-            )
-        except httpx.HTTPError as exc:
-            last = type(exc).__name__  # never str(exc): it may hold the URL
-            continue
-        if r.status_code == 429 or r.status_code >= 500:
-            last = f"HTTP {r.status_code}"
-            continue
-        if r.status_code >= 400:
+            with urllib.request.urlopen(req, timeout=timeout_s) as r:  # noqa: S310
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            status = int(exc.code)
+            if status == 429 or status >= 500:
+                last = f"HTTP {status}"
+                continue
             raise AlertDeliveryError(
                 f"the alert webhook (CRICKET_ALERT_WEBHOOK_URL) refused the notification "
-                f"with HTTP {r.status_code}: check the URL and what the receiver expects"
-            )
-        return r.status_code
+                f"with HTTP {status}: check the URL and what the receiver expects"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            last = type(exc).__name__  # never str(exc): it may hold the URL
+            continue
     raise AlertDeliveryError(
         f"the alert webhook (CRICKET_ALERT_WEBHOOK_URL) did not answer after "
         f"{retries + 1} attempts ({last}): check that the receiver is up; the incident "
