@@ -18,14 +18,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = {
     "cricket.alerts", "cricket.feedback",
     "cricket.base", "cricket.calibration", "cricket.config", "cricket.detector",
-    "cricket.errors", "cricket.limits", "cricket.model", "cricket.persistence", "cricket.points",
+    "cricket.errors", "cricket.limits", "cricket.model", "cricket.multifield",
+    "cricket.persistence", "cricket.points",
     "cricket.promotion", "cricket.scoring", "cricket.search", "cricket.segments",
     "cricket.series", "cricket.shapes", "cricket.training", "cricket.windows",
 }
 IO = {"cricket.influx", "cricket.registry", "cricket.pyfunc", "cricket.mlflow_model",
       "cricket.webhook"}
 PRESENTATION = {"cricket.plots", "cricket.report"}
-APPS = {"cricket.cli", "cricket.evaluate", "cricket.synth"}  # the outer layer of the library
+APPS = {"cricket.cli", "cricket.evaluate", "cricket.synth", "cricket.synth_points"}  # the outer layer of the library
 
 # flows/, tasks/, deployments/ install as cricket.flows, cricket.tasks, cricket.deployments
 PIPELINE = {"cricket.flows", "cricket.tasks", "cricket.deployments"}
