@@ -23,9 +23,9 @@ CORE = {
     "cricket.promotion", "cricket.scoring", "cricket.search", "cricket.segments",
     "cricket.series", "cricket.shapes", "cricket.training", "cricket.windows",
 }
-IO = {"cricket.influx", "cricket.registry", "cricket.pyfunc", "cricket.mlflow_model",
+IO = {"cricket.influx", "cricket.registry", "cricket.point_registry", "cricket.pyfunc", "cricket.mlflow_model",
       "cricket.webhook"}
-PRESENTATION = {"cricket.plots", "cricket.report"}
+PRESENTATION = {"cricket.plots", "cricket.report", "cricket.report_points"}
 APPS = {"cricket.cli", "cricket.evaluate", "cricket.synth", "cricket.synth_points"}  # the outer layer of the library
 
 # flows/, tasks/, deployments/ install as cricket.flows, cricket.tasks, cricket.deployments
