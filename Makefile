@@ -27,4 +27,4 @@ lint: setup
 
 clean:
 	-$(BIN)/cricket influx stop
-	rm -rf .cricket
+	@echo "state (models, reports, local InfluxDB data) is kept in $$($(BIN)/python -c 'from cricket.config import default_state_dir; print(default_state_dir())'): remove it by hand to start over"

@@ -197,7 +197,54 @@ def sqlite_path(uri: str) -> Path:
 
 
 def default_state_dir() -> Path:
-    return Path(os.environ.get("CRICKET_STATE_DIR", Path.cwd() / ".cricket")).absolute()
+    """``$CRICKET_STATE_DIR``, else ``$XDG_DATA_HOME/cricket`` (``~/.local/share/cricket``):
+    one place whatever the working directory, so cron, systemd and a shell share it."""
+    explicit = os.environ.get("CRICKET_STATE_DIR")
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return (Path(data_home).expanduser() / "cricket").absolute()
+
+
+#: the ecosystem's own variables, honoured when the CRICKET_* one is not set
+ECOSYSTEM_ENV = {
+    "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
+    "influx_url": "INFLUXDB_V2_URL",
+    "influx_token": "INFLUXDB_V2_TOKEN",
+    "influx_org": "INFLUXDB_V2_ORG",
+}
+
+
+class EcosystemEnvSource(PydanticBaseSettingsSource):
+    """``MLFLOW_TRACKING_URI`` and influxdb-client's ``INFLUXDB_V2_URL/_TOKEN/_ORG``,
+    below the ``CRICKET_*`` variables and above the TOML file."""
+
+    def get_field_value(self, field, field_name):  # noqa: ANN001, ANN201
+        return os.environ.get(ECOSYSTEM_ENV.get(field_name, "")) or None, field_name, False
+
+    def __call__(self) -> dict[str, object]:
+        return {name: os.environ[var] for name, var in ECOSYSTEM_ENV.items()
+                if os.environ.get(var)}
+
+
+class ConfigFileError(CricketValueError):
+    """The TOML configuration file cannot be read."""
+
+
+class CheckedTomlSource(TomlConfigSettingsSource):
+    """The TOML file; a malformed file is refused with its name and the line at fault."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        import tomllib
+
+        try:
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigFileError(
+                f"the configuration file {path.absolute()} is not valid TOML ({exc}): fix that "
+                "line, or point CRICKET_CONFIG at another file"
+            ) from None
+        super().__init__(settings_cls, toml_file=path)
 
 
 class Settings(BaseSettings):
@@ -238,6 +285,12 @@ class Settings(BaseSettings):
         None, description="tracking URI; default sqlite:///<state_dir>/mlflow.db"
     )
     model_name: str = Field("cricket-waveform", description="registered model name")
+    mlflow_ui_url: str | None = Field(
+        None,
+        description="where people open MLflow in a browser (report links point there); "
+        "default the tracking URI when it is a server, else http://127.0.0.1:5000 "
+        "(`mlflow ui --backend-store-uri <tracking URI>`)",
+    )
 
     # Pipeline
     report_dir: Path | None = Field(None, description="HTML reports; default <state_dir>/reports")
@@ -272,9 +325,11 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_path = Path(os.environ.get("CRICKET_CONFIG", "cricket.toml"))
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings, env_settings, EcosystemEnvSource(settings_cls)
+        ]
         if toml_path.is_file():
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            sources.append(CheckedTomlSource(settings_cls, toml_path))
         return tuple(sources)
 
     @field_validator("influx_read_chunk", mode="before")
@@ -313,6 +368,15 @@ class Settings(BaseSettings):
                 return Path(uri).absolute().as_uri()
             return uri
         return sqlite_uri(self.state_dir / "mlflow.db")
+
+    @property
+    def ui_url(self) -> str:
+        """The MLflow UI people open in a browser (see ``mlflow_ui_url``)."""
+        if self.mlflow_ui_url:
+            return self.mlflow_ui_url.rstrip("/")
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return self.tracking_uri.rstrip("/")
+        return "http://127.0.0.1:5000"
 
     @property
     def reports_path(self) -> Path:

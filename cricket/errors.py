@@ -22,11 +22,43 @@ expect a built-in type, a subclass derives from both (``CricketValueError`` is a
 
 from __future__ import annotations
 
+import re
+
 from pydantic import ValidationError
+
+# user[:password]@ in any URL (http://user:pw@host, postgresql://u:p@db/...)
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s?#]+@")
+
+
+def redact(text: object) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***``."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}***@", str(text))
 
 
 class CricketError(Exception):
-    """Base class for errors whose message already says what went wrong and what to do."""
+    """Base class for errors whose message already says what went wrong and what to do.
+
+    ``retryable`` says whether trying again later can succeed (a server that did not
+    answer, an HTTP 5xx); a missing database, unknown version or refused credentials
+    cannot heal by retrying, and the pipeline's tasks fail at once on those."""
+
+    retryable: bool = False
+
+    def __init__(self, *args: object, retryable: bool | None = None) -> None:
+        super().__init__(*args)
+        if retryable is not None:
+            self.retryable = retryable
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether retrying can help: what the error says of itself; an error a user must
+    fix (bad input, unknown names) never; any other failure (I/O) may heal."""
+    marked = getattr(exc, "retryable", None)
+    if marked is not None:
+        return bool(marked)
+    if isinstance(exc, ValueError | TypeError | KeyError | LookupError | AttributeError):
+        return False
+    return True
 
 
 class CricketValueError(CricketError, ValueError):
@@ -46,7 +78,7 @@ def user_facing(exc: BaseException) -> str | None:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
     if isinstance(exc, CricketError):
-        return str(exc) or type(exc).__name__
+        return redact(str(exc) or type(exc).__name__)
     cause = exc.__cause__
     if cause is not None and cause is not exc:
         return user_facing(cause)

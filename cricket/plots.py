@@ -47,6 +47,22 @@ def _events_spans(events: pd.DataFrame | None) -> list[tuple[object, object]]:
     return list(zip(events["start"], events["end"], strict=True))
 
 
+def break_gaps(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a NaN row wherever consecutive times are further apart than the
+    usual step (a missing stretch, or hours a backfill report leaves out), so lines
+    stop at a gap instead of being drawn straight across it."""
+    if len(frame) < 3 or not isinstance(frame.index, pd.DatetimeIndex):
+        return frame
+    steps = frame.index.to_series().diff().iloc[1:]
+    step = steps.median()
+    gaps = steps[steps > 2 * step]
+    if gaps.empty:
+        return frame
+    filler = pd.DataFrame(np.nan, index=gaps.index - step, columns=frame.columns)
+    as_float = frame.astype({c: float for c in frame.columns if frame[c].dtype == bool})
+    return pd.concat([as_float, filler]).sort_index()
+
+
 def plot_series(
     frame: pd.DataFrame,
     threshold: float,
@@ -64,6 +80,7 @@ def plot_series(
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
     # Fixed margins: a layout engine would cost more than the drawing itself.
     fig.subplots_adjust(left=0.1, right=0.93, top=0.97, bottom=0.12, hspace=0.08)
+    frame = break_gaps(frame)
     x = frame.index
     top.plot(x, frame["value"], color=_VALUE, lw=1.0, label="original")
     top.plot(x, frame["reconstruction"], color=_RECON, lw=1.0, ls="--", label="reconstruction")

@@ -21,6 +21,9 @@ from cricket.model import ModelBundle, compact
 from cricket.series import SeriesKey
 
 DEFAULT_TOLERANCE = 0.002  # absolute: 0.2 percentage points of held-out points flagged
+#: a promoted version that flags more than this share of held-out points gets a warning
+#: (the calibrated threshold expects about 1e-5): promoted, but a person should look
+HIGH_FALSE_ALARMS = 0.01
 
 
 @dataclass

@@ -65,7 +65,10 @@ class NoChampionError(RegistryError, LookupError):
 # --------------------------------------------------------------------------- store failures
 class RegistryUnavailableError(CricketError):
     """The MLflow store could not be read or written (moved, locked, corrupted, down).
-    Retried like any I/O failure; the message names the store."""
+    Retried like any I/O failure (``retryable``), except a store that does not exist;
+    the message names the store."""
+
+    retryable = True
 
 
 #: MLflow error codes that are answers about the registry's content, not store failures
@@ -255,8 +258,8 @@ class Registry:
     ) -> str:
         """Log one retrain as an MLflow run; returns the run id.
 
-        Params: the bundle's spec and selector plus ``params``. Metrics: ``metrics`` and
-        ``per_series_metrics`` (as ``<series>/<metric>``, and in full as JSON). Artifacts:
+        Params: the bundle's spec and selector plus ``params``. Metrics: ``metrics`` (the
+        fleet summary); ``per_series_metrics`` as a table artifact (per_series_metrics.json). Artifacts:
         ``artifacts`` (images, HTML) under ``figures/``, and the bundle as a pyfunc model.
         With ``held_out``, the bundle's held-out evaluation is logged too.
         """
@@ -268,10 +271,9 @@ class Registry:
         _flatten("", dict(params or {}), flat)
         flat["series_count"] = str(len(bundle.detectors))
         flat["fleet"] = str(bundle.fleet is not None)
+        # The fleet summary as metrics (charts); per-series figures as one table artifact
+        # (a metric per series and figure would be thousands of charts).
         all_metrics = {_metric_name(k): float(v) for k, v in (metrics or {}).items()}
-        for series, values in (per_series_metrics or {}).items():
-            for k, v in values.items():
-                all_metrics[_metric_name(f"{series}/{k}")] = float(v)
         all_metrics = {k: v for k, v in all_metrics.items() if math.isfinite(v)}
         evaluation = evaluate_bundle(bundle, held_out) if held_out is not None else None
         if evaluation is not None:
@@ -288,10 +290,12 @@ class Registry:
                 if all_metrics:
                     mlflow.log_metrics(all_metrics)
                 if per_series_metrics:
-                    mlflow.log_dict(
-                        {k: dict(v) for k, v in per_series_metrics.items()},
-                        "per_series_metrics.json",
+                    import pandas as pd
+
+                    table = pd.DataFrame(
+                        [{"series": k, **dict(v)} for k, v in per_series_metrics.items()]
                     )
+                    mlflow.log_table(table, artifact_file="per_series_metrics.json")
                 if evaluation is not None:
                     mlflow.log_dict(evaluation.to_dict(), "evaluation.json")
                 for label, path in (artifacts or {}).items():
@@ -396,7 +400,9 @@ class Registry:
                 raise RegistryUnavailableError(
                     f"the MLflow store {db} does not exist, so there is no champion model: "
                     "run the nightly retrain first (cricket retrain), or set "
-                    "CRICKET_MLFLOW_TRACKING_URI to where the store is (it may have moved)"
+                    "MLFLOW_TRACKING_URI (or CRICKET_MLFLOW_TRACKING_URI) to where the store "
+                    "is (it may have moved)",
+                    retryable=False,
                 )
 
     def resolve(self, version: str | None = None, alias: str = CHAMPION) -> str:

@@ -51,6 +51,15 @@ class Report:
     #: labels and silences that apply (rows of ANSWER_COLUMNS) and incidents announced
     answers: list[dict[str, str]] = field(default_factory=list)
     incidents: list[str] = field(default_factory=list)
+    #: series the model knows that sent no data (or far less than expected), described
+    missing: list[str] = field(default_factory=list)
+    #: series scored in all, when ``results`` holds only some of them (a backfill keeps
+    #: the anomalous ones)
+    series_scored: int | None = None
+
+    @property
+    def n_series(self) -> int:
+        return self.series_scored if self.series_scored is not None else len(self.results)
 
     @property
     def n_events(self) -> int:
@@ -147,6 +156,8 @@ th,td{border:1px solid #dde;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#eef1f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.key{font-family:ui-monospace,Menlo,monospace;word-break:break-all}
 tr.hit td{background:#fff4ef}
+.missing{background:#fdecea;border:1px solid #e0a0a0;border-radius:6px;padding:4px 16px}
+.card.missing b{color:#b00020}
 .notes{background:#fffbe6;border:1px solid #f0e0a0;border-radius:6px;padding:8px 16px}
 section.series{background:#fff;border:1px solid #dde;border-radius:6px;padding:12px;margin:16px 0}
 .row{display:flex;gap:12px;flex-wrap:wrap;align-items:flex-start}
@@ -251,11 +262,19 @@ def render_html(report: Report, max_plotted: int = MAX_PLOTTED) -> str:
         f"version {_e(version)} · generated {_e(now)}</p>",
         "</header>",
         '<div class="cards">',
-        f'<div class="card"><b>{len(report.results)}</b><span>series</span></div>',
+        f'<div class="card"><b>{report.n_series}</b><span>series scored</span></div>',
         f'<div class="card"><b>{len(hits)}</b><span>anomalous series</span></div>',
         f'<div class="card"><b>{report.n_events}</b><span>events</span></div>',
+        f'<div class="card{" missing" if report.missing else ""}"><b>{len(report.missing)}</b>'
+        "<span>series missing data</span></div>",
         "</div>",
     ]
+    if report.missing:
+        out.append('<div class="missing"><h2>Data missing</h2><p>These series the model knows '
+                   "sent no data, or far less than expected, in the window "
+                   "(<code>data_missing</code> events):</p><ul>")
+        out.extend(f"<li>{_e(m)}</li>" for m in report.missing)
+        out.append("</ul></div>")
     if report.notes:
         out.append('<div class="notes"><ul>')
         out.extend(f"<li>{_e(n)}</li>" for n in report.notes)
@@ -388,10 +407,13 @@ def markdown_summary(report: Report, max_rows: int = 50, report_path: Path | Non
         f"to {md_escape(_fmt_time(report.window_end))}, model {md_escape(report.model_name)} "
         f"version {md_escape(version)}.",
         "",
-        f"- series scored: {len(report.results)}",
+        f"- series scored: {report.n_series}",
         f"- anomalous series: {len(hits)}",
         f"- events: {report.n_events}",
+        f"- series missing data: {len(report.missing)}",
     ]
+    if report.missing:
+        lines += ["", "**Data missing**", ""] + [f"- {md_escape(m)}" for m in report.missing]
     if report_path is not None:
         lines.append(f"- report: {md_escape(report_path)}")
     if report.notes:

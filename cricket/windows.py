@@ -32,6 +32,10 @@ def floor_time(ts: datetime, step: timedelta) -> datetime:
 
 def score_window(at: datetime, window: timedelta) -> tuple[datetime, datetime]:
     """The last complete window before ``at``: a run scheduled at 10:05 scores 09:00-10:00."""
+    if window <= timedelta(0):
+        raise CricketValueError(
+            f"the window must be a positive duration such as '1h' (got {window})"
+        )
     end = floor_time(at, window)
     return end - window, end
 

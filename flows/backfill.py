@@ -93,13 +93,17 @@ def backfill(
         )
     events = sum(s["events"] for s in summaries)
     anomalous = sorted({k for s in summaries for k in s["anomalous_series"]})
+    missing = [
+        f"{s['window_start'][:16]}: {m}" for s in summaries for m in s.get("data_missing", [])
+    ]
     notes = (incomplete + [n for s in summaries for n in s["notes"]])[:50]
     if len(todo) < len(parts):
         notes.insert(0, f"{len(parts) - len(todo)} chunks were scored before and are not in this report")
     published = publish_window(
         settings, "backfill", start, end, version, merge_by_series(
             anomalous_parts, selector.every * (bundle.spec.min_event_gap + 1)
-        ), notes, page=alert,
+        ), notes, page=alert, missing=missing,
+        series_scored=len({k for s in summaries for k in s.get("scored_series", [])}),
     )
     return {
         **published,
@@ -114,6 +118,7 @@ def backfill(
         "events": events,
         "anomalous_series": anomalous,
         "skipped_series": sorted({k for s in summaries for k in s.get("skipped_series", [])}),
+        "data_missing": missing,
         "points_written": sum(s["points_written"] for s in summaries),
         "seconds": round(time.perf_counter() - t0, 2),
     }

@@ -18,7 +18,7 @@ from cricket.flows.score import hourly_score
 from prefect import flow, get_run_logger
 
 from cricket.config import DetectorSpec, SeriesSelector, Settings
-from cricket.influx.influxql import InfluxQLClient, InfluxQLSource
+from cricket.influx.influxql import InfluxQLClient, InfluxQLSource, quote_ident
 from cricket.synth import Fleet, make_fleet, write_fleet
 
 
@@ -70,6 +70,7 @@ def demo(
     anomaly_hours: int = 12,
     n_clusters: int | None = None,
     seed: int = 7,
+    reset_database: bool = True,
 ) -> dict:
     """Write a synthetic fleet, retrain, backfill the hours since training, score the
     latest hour, and report events found against anomalies injected. ``n_clusters``
@@ -85,8 +86,15 @@ def demo(
         anomaly_window=(anomalies_from, end),
     )
     with InfluxQLClient(settings) as client:
-        # A fresh database each run: the demo can be run again and again.
-        client.drop_database(settings.influx_database)
+        # Fresh data each run: the demo can be run again and again. On the project's own
+        # influxd the whole database is recreated; on a server of yours only what the
+        # demo writes (the synthetic fleet and Cricket's results) is removed.
+        if reset_database:
+            client.drop_database(settings.influx_database)
+        else:
+            client.ensure_database(settings.influx_database)
+            for measurement in ("waveform", "cricket_score", "cricket_event", "cricket_chunk"):
+                client.query(f"DROP MEASUREMENT {quote_ident(measurement)}", method="POST")
         client.ensure_database(settings.influx_database)
     points = write_fleet(fleet, settings)
     log.info("wrote %d points of %d series", points, len(fleet.series))
@@ -133,6 +141,8 @@ def demo(
         "hourly_report": scored.get("report"),
         "scored_window": [scored["window_start"], scored["window_end"]],
         "backfill": {"chunks": filled["chunks"], "scored": filled["scored"]},
+        "backfill_range": [filled["start"], filled["end"]],
+        "data_missing": len(filled.get("data_missing", [])) + len(scored.get("data_missing", [])),
         "seconds": {
             "write": round(t_write - t0, 1),
             "retrain": round(t_train - t_write, 1),

@@ -91,7 +91,8 @@ def nightly_retrain(
         "train_to": window.end.isoformat(),
         "min_history_points": min_history_points,
     }
-    version = log_and_register(settings, model, params)
+    run_name = f"retrain {selector.measurement}.{selector.field} to {window.end:%Y-%m-%d %H:%M}"
+    version = log_and_register(settings, model, params, run_name=run_name)
     clock.lap("register")
     stretches = [st for b in trained for st in b.stretches]
     decision = evaluate_and_promote(
@@ -110,6 +111,7 @@ def nightly_retrain(
         "fleet_served": sorted(model.skipped),
         "promoted": bool(decision["promote"]),
         "decision": decision["reason"],
+        "warnings": [decision["warning"]] if decision.get("warning") else [],
         "train_from": window.start.isoformat(),
         "train_to": window.end.isoformat(),
         "labels": {

@@ -21,7 +21,7 @@ from cricket.flows.runtime import (
 )
 from cricket.tasks.alert import alert_window
 from cricket.tasks.extract import discover_series
-from cricket.tasks.publish import log_report_to_mlflow, publish_report, write_results
+from cricket.tasks.publish import log_report_to_mlflow, publish_report, write_missing, write_results
 from cricket.tasks.registry import load_model
 from cricket.tasks.score import ScoreBatch, context_for, score_batch, sub_bundle
 from prefect import flow, get_run_logger
@@ -29,9 +29,11 @@ from prefect import flow, get_run_logger
 from cricket.config import SeriesSelector, Settings
 from cricket.errors import CricketValueError
 from cricket.limits import check_batch, check_series_span
+from cricket.missing import expected_points, find_missing
 from cricket.model import ModelBundle, check_scoring_selector
 from cricket.report import Report, ensure_report_dir, report_filename
 from cricket.scoring import ScoredSeries
+from cricket.series import SeriesKey
 from cricket.windows import batched, score_window, utc
 
 
@@ -96,6 +98,16 @@ def score_range(
         skipped.extend(results[index].skipped)
     if not any(len(s.frame) for s in scored):
         notes.append(f"no data between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
+    # A series the model knows that sent no data (or far less than expected) is an event.
+    missing = find_missing(
+        known_series(bundle, selector),
+        {s.key: int(s.frame["value"].notna().sum()) for s in scored},
+        expected_points(start, end, selector.every),
+    )
+    if missing:
+        written += write_missing.submit(settings, missing, version, start, end).result()
+        log.warning("%d series sent no data or far less than expected: %s", len(missing),
+                    "; ".join(m.describe() for m in missing[:10]))
     n_events = sum(len(s.events) for s in scored)
     steps = int((end - start) / selector.every)
     summary = {
@@ -111,6 +123,8 @@ def score_range(
         "events": n_events,
         "anomalous_series": sorted(s.key for s in scored if len(s.events)),
         "skipped_series": skipped,
+        "data_missing": [m.describe() for m in missing],
+        "scored_series": sorted(s.key for s in scored),
         "notes": notes,
         "batches": len(batches),
         "timings": {k: round(v, 3) for k, v in timings.items()},
@@ -119,7 +133,8 @@ def score_range(
         collect.extend(s for s in scored if len(s.events))
     if report:
         t_report = time.perf_counter()
-        summary.update(publish_window(settings, kind, start, end, version, scored, notes))
+        summary.update(publish_window(settings, kind, start, end, version, scored, notes,
+                                      missing=missing))
         summary["timings"]["report"] = round(time.perf_counter() - t_report, 3)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     log.info(
@@ -127,6 +142,22 @@ def score_range(
         len(scored), start.isoformat(), end.isoformat(), version, n_events,
     )
     return summary
+
+
+def known_series(bundle: ModelBundle, selector: SeriesSelector) -> list[str]:
+    """The series of the model that this selector asks for (a run over another
+    measurement or other tags does not expect them)."""
+    out = []
+    for name in bundle.series_keys:
+        try:
+            key = SeriesKey.parse(name)
+        except ValueError:
+            continue
+        tags = key.tag_dict
+        if (key.measurement == selector.measurement and key.field == selector.field
+                and all(tags.get(k) == v for k, v in selector.tags.items())):
+            out.append(name)
+    return out
 
 
 def publish_window(
@@ -138,9 +169,13 @@ def publish_window(
     scored: list[ScoredSeries],
     notes: list[str],
     page: bool = True,
+    missing: list | None = None,
+    series_scored: int | None = None,
 ) -> dict[str, Any]:
-    """Announce the window's new incidents (when ``page``), then write its HTML report
-    (with the incidents, labels and silences), its Prefect artifacts and its MLflow run."""
+    """Announce the window's new incidents (when ``page``; ``missing``: the data_missing
+    findings, ``cricket.missing.MissingData`` or their descriptions), then write its HTML
+    report (with the incidents, labels, silences and missing data), its Prefect artifacts
+    and its MLflow run."""
     rep = Report(
         title=f"Cricket {kind} {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
         kind=kind,  # type: ignore[arg-type]
@@ -150,9 +185,13 @@ def publish_window(
         model_version=version,
         results=scored,
         notes=notes,
+        missing=[m if isinstance(m, str) else m.describe() for m in missing or []],
+        series_scored=series_scored,
     )
+    findings = [m for m in missing or [] if not isinstance(m, str)]  # data_missing alerts
     alerts = alert_window(
-        settings, scored, start, end, version, report_link(settings, rep), page=page
+        settings, scored, start, end, version, report_link(settings, rep), page=page,
+        missing=findings,
     )
     rep.incidents = alerts["incidents"]
     rep.answers = alerts["answers"]

@@ -13,14 +13,30 @@ from typing import Any
 
 from prefect.cache_policies import NO_CACHE
 
+from cricket.errors import is_retryable
+
 IO_RETRIES = 3
 IO_BACKOFF = [2, 5, 15]
+
+
+def retry_if_retryable(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry what can heal (a server that did not answer,
+    an HTTP 5xx after the client's own retries, a locked store); fail at once on what
+    cannot (a missing database or store, an unknown version, refused credentials, bad
+    input): see ``cricket.errors.is_retryable``."""
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - the failed run's own exception
+        return is_retryable(exc)
+    return True
+
 
 #: options for tasks that talk to InfluxDB or MLflow
 IO_TASK = dict(
     retries=IO_RETRIES,
     retry_delay_seconds=IO_BACKOFF,
     retry_jitter_factor=0.5,
+    retry_condition_fn=retry_if_retryable,
     cache_policy=NO_CACHE,
     persist_result=False,
 )

@@ -26,6 +26,7 @@ from prefect.artifacts import (
 )
 
 from cricket.config import Settings
+from cricket.errors import redact
 from cricket.influx.base import Sink
 from cricket.report import Report, event_rows, markdown_summary, write_report
 from cricket.series import SeriesKey
@@ -70,14 +71,38 @@ def write_results(settings: Settings, results: Sequence[Any], model_version: str
     return counts["scores"] + counts["events"]
 
 
+@task(name="write-data-missing", timeout_seconds=300, **IO_TASK)
+def write_missing(
+    settings: Settings, missing: Sequence[Any], model_version: str, start: Any, end: Any
+) -> int:
+    """Write one ``data_missing`` event per series in ``missing`` (``cricket.missing.
+    MissingData``) for the window [start, end) to ``cricket_event``. Returns points."""
+    from cricket.influx import lineprotocol as lp
+    from cricket.influx import make_sink
+    from cricket.missing import missing_events
+
+    lines = [
+        line
+        for m in missing
+        for line in lp.missing_lines(SeriesKey.parse(m.key), missing_events(m, start, end),
+                                     str(model_version), settings.model_name)
+    ]
+    sink = make_sink(settings)
+    try:
+        return int(sink.write_lines(lines)) if lines else 0
+    finally:
+        sink.close()
+
+
 def _artifact_key(kind: str, what: str) -> str:
     """Prefect artifact keys hold only lowercase letters, digits and dashes."""
     return re.sub(r"[^a-z0-9]+", "-", f"cricket-{kind}-{what}".lower()).strip("-")
 
 
 def create_report_artifacts(report: Report, path: Path | None) -> dict[str, str]:
-    """Table (events), markdown (summary) and link (HTML report) artifacts for the
-    current flow or task run. Returns their ids."""
+    """Table (events) and markdown (summary) artifacts for the current flow or task run
+    (the link to the report comes with its MLflow run: ``create_report_link``). Returns
+    their ids."""
     rows = event_rows(report)
     n_rows = len(rows)
     rows = rows[:MAX_TABLE_ROWS]
@@ -101,16 +126,22 @@ def create_report_artifacts(report: Report, path: Path | None) -> dict[str, str]
             )
         ),
     }
-    if path is not None:
-        ids["link"] = str(
-            create_link_artifact(
-                link=Path(path).absolute().as_uri(),
-                link_text=f"anomaly report ({Path(path).name})",
-                key=_artifact_key(report.kind, "report"),
-                description="The HTML anomaly report (self-contained; open in a browser)",
-            )
-        )
     return ids
+
+
+def create_report_link(report: Report, url: str, path: Path) -> str:
+    """A link artifact to the report where a browser can open it: the MLflow run that
+    holds it as an artifact (a ``file://`` link is refused by browsers and does not
+    exist on another machine). Returns the artifact id."""
+    return str(
+        create_link_artifact(
+            link=url,
+            link_text=f"anomaly report ({Path(path).name}) in MLflow",
+            key=_artifact_key(report.kind, "report"),
+            description="The HTML anomaly report, an artifact of the MLflow run "
+            "(Artifacts > report); on this machine also at " + str(path),
+        )
+    )
 
 
 @task(name="publish-report", timeout_seconds=600, retries=1, retry_delay_seconds=2,
@@ -156,6 +187,11 @@ def log_report_to_mlflow(
 
     start: datetime = utc(report.window_start)
     end: datetime = utc(report.window_end)
-    return Registry(settings).log_scoring_run(
+    registry = Registry(settings)
+    run_id = registry.log_scoring_run(
         path, report.kind, str(report.model_version), start, end, metrics
     )
+    experiment = registry.client.get_run(run_id).info.experiment_id
+    url = f"{settings.ui_url}/#/experiments/{experiment}/runs/{run_id}/artifacts"
+    create_report_link(report, redact(url), path)
+    return run_id

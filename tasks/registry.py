@@ -15,10 +15,11 @@ from cricket.tasks.common import IO_TASK
 from prefect import get_run_logger, task
 
 from cricket.config import Settings
+from cricket.errors import is_retryable
 from cricket.feedback import LabelledStretch
 from cricket.model import ModelBundle, ModelFormatError
 from cricket.plots import training_pictures
-from cricket.promotion import DEFAULT_TOLERANCE
+from cricket.promotion import DEFAULT_TOLERANCE, HIGH_FALSE_ALARMS
 from cricket.registry import (
     CHAMPION,
     Registry,
@@ -37,8 +38,8 @@ def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
         state.result()
     except PERMANENT:
         return False
-    except Exception:  # noqa: BLE001 - anything else is worth another try
-        return True
+    except Exception as exc:  # noqa: BLE001 - the rest says whether it can heal
+        return is_retryable(exc)
     return True
 
 
@@ -96,7 +97,21 @@ def evaluate_and_promote(
             version, holdouts, tolerance=tolerance, bundle=bundle, labelled=labelled
         )
     get_run_logger().info("version %s: %s", version, result.reason)
+    warning = None
+    rate = result.new_eval.rate()
+    if result.promoted and rate > HIGH_FALSE_ALARMS:
+        warning = (
+            f"version {version} was promoted but flags {rate:.2%} of its held-out points "
+            f"(more than {HIGH_FALSE_ALARMS:.0%}): expect false events; check the training "
+            "window for anomalies, then retrain or roll back (cricket models rollback)"
+        )
+        with mlflow_store(settings):
+            Registry(settings).client.set_model_version_tag(
+                settings.model_name, version, "warning", warning
+            )
+        get_run_logger().warning("%s", warning)
     return {
+        "warning": warning,
         "version": result.version,
         "promote": result.promoted,
         "reason": result.reason,

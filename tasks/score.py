@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import pandas as pd
-from cricket.tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES
+from cricket.tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES, retry_if_retryable
 from cricket.tasks.extract import read_window
 from prefect import get_run_logger, task
 
@@ -44,6 +44,7 @@ def sub_bundle(bundle: ModelBundle, keys: Iterable[object]) -> ModelBundle:
     name="score-batch",
     retries=IO_RETRIES,
     retry_delay_seconds=IO_BACKOFF,
+    retry_condition_fn=retry_if_retryable,
     timeout_seconds=1800,
     **CPU_TASK,
 )

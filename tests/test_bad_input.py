@@ -221,6 +221,10 @@ def test_non_numeric_field_fails_the_score_naming_the_field_and_writes_nothing(p
 
 def test_selector_matching_nothing_fails_retrain_with_a_clear_message(pipe):
     result, text = cli("retrain", "--measurement", "no_such_metric", "--end", W1.isoformat())
+    # a misspelt measurement is named, with the ones that exist
+    assert result.exit_code == 1 and "'no_such_metric' does not exist" in text
+    assert "waveform" in text and "--measurement" in text
+    result, text = cli("retrain", "--tag", "host=no_such_host", "--end", W1.isoformat())
     assert result.exit_code == 1 and "matched no series" in text and "selector" in text
 
 
@@ -272,13 +276,13 @@ def test_tag_filter_without_equals_is_refused(pipe):
 
 def test_odd_segment_length_is_refused_before_any_work(pipe):
     result, text = cli("retrain", "--segment-len", "31")
-    assert result.exit_code == 1 and "segment_len must be even" in text
+    assert result.exit_code == 1 and "--segment-len must be even" in text
 
 
 def test_holdout_not_shorter_than_the_training_window_is_refused(pipe):
     result, text = cli("retrain", "--train-window", "1h", "--holdout", "2h",
                        "--end", W1.isoformat())
-    assert result.exit_code == 1 and "must be shorter than train_window" in text
+    assert result.exit_code == 1 and "must be shorter than --train-window" in text
 
 
 def test_unknown_model_version_names_the_command_that_lists_versions(pipe):

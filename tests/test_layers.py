@@ -20,7 +20,7 @@ CORE = {
     "cricket.base", "cricket.calibration", "cricket.config", "cricket.detector",
     "cricket.errors", "cricket.limits", "cricket.model", "cricket.multifield",
     "cricket.persistence", "cricket.points",
-    "cricket.promotion", "cricket.scoring", "cricket.search", "cricket.segments",
+    "cricket.missing", "cricket.promotion", "cricket.scoring", "cricket.search", "cricket.segments",
     "cricket.series", "cricket.shapes", "cricket.training", "cricket.windows",
 }
 IO = {"cricket.influx", "cricket.registry", "cricket.point_registry", "cricket.pyfunc", "cricket.mlflow_model",

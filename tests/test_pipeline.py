@@ -85,6 +85,17 @@ def test_first_retrain_registers_a_champion_with_one_library_per_series(trained)
     assert run.data.metrics["series"] == len(fleet.series)
     assert 0 < run.data.metrics["mean_threshold"] <= 100
     assert "mean_heldout_error_p99" in run.data.metrics
+    # a named run; the fleet summary as metrics, per-series figures as one table artifact
+    assert run.info.run_name.startswith("retrain waveform.value to ")
+    assert not [m for m in run.data.metrics if "{" in m], run.data.metrics
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = registry.client.download_artifacts(mv.run_id, "per_series_metrics.json", tmp)
+        table = json.loads(open(path).read())
+    series_col = table["columns"].index("series")
+    assert sorted(r[series_col] for r in table["data"]) == sorted(str(k) for k in fleet.series)
     assert run.data.params["spec.n_clusters"] == str(SPEC.n_clusters)
     figures = {a.path for a in registry.client.list_artifacts(mv.run_id, "figures")}
     assert figures == {"figures/centroid_gallery.png", "figures/heldout_reconstruction.png"}

@@ -73,7 +73,7 @@ def test_hostile_text_is_escaped_everywhere() -> None:
     names = [t for t, _ in tags]
     assert "script" not in names and "svg" not in names
     clean = [t for t, _ in _tags(render_html(fleet_report(n_series=2)))]
-    assert names.count("b") == clean.count("b") == 3  # only the report's own summary cards
+    assert names.count("b") == clean.count("b") == 4  # only the report's own summary cards
     # Only the report's own images, none with an event handler or a non-data source.
     for t, a in tags:
         assert not any(k.startswith("on") for k in a), (t, a)
@@ -235,3 +235,23 @@ def test_plots_return_pngs_and_write_files(tmp_path: Path) -> None:
         assert data[:8] == PNG_MAGIC and len(data) > 2000
     assert (tmp_path / "g.png").read_bytes()[:8] == PNG_MAGIC
     assert (tmp_path / "h.png").stat().st_size > 2000
+
+
+def test_plots_break_lines_at_gaps_instead_of_drawing_across_them():
+    """A backfill report joins the anomalous hours of a series: the hours between them
+    have no data and must show as a gap, not a straight line."""
+    import numpy as np
+    import pandas as pd
+
+    from cricket.plots import break_gaps
+
+    first = pd.date_range("2026-11-20T10:00Z", periods=360, freq="10s")
+    later = pd.date_range("2026-11-20T14:00Z", periods=360, freq="10s")
+    frame = pd.DataFrame(
+        {"value": np.arange(720.0), "anomalous": [False] * 720}, index=first.append(later)
+    )
+    out = break_gaps(frame)
+    assert len(out) == 721
+    hole = out[(out.index > first[-1]) & (out.index < later[0])]
+    assert len(hole) == 1 and hole["value"].isna().all()
+    assert break_gaps(frame.iloc[:360]) is not None and len(break_gaps(frame.iloc[:360])) == 360

@@ -1,3 +1,3 @@
-from cricket.cli import app
+from cricket.cli import run
 
-app(prog_name="cricket")
+run()

@@ -9,14 +9,29 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: a path or URL is printed on one line, whatever the terminal's width
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+_verbose = False
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print a clear error (no traceback) and exit."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+#: exit statuses (README, "Exit codes")
+EXIT_OK = 0
+EXIT_ERROR = 1  # something to fix: input, configuration, a service that does not answer
+EXIT_USAGE = 2  # the command line itself (unknown option, missing argument)
+EXIT_DATA_MISSING = 3  # the run worked, but series the model knows sent (almost) no data
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """Print a clear error (one line, no traceback, credentials masked) and exit."""
+    from cricket.errors import redact
+
+    err_console.print(
+        f"[bold red]error:[/] {escape(redact(message))}", markup=True, highlight=False,
+        soft_wrap=True,
+    )
     raise typer.Exit(code)
 
 
@@ -32,6 +47,21 @@ def parse_time(text: str) -> datetime:
         return utc(pd.Timestamp(text))
     except (ValueError, TypeError):
         fail(f"cannot read {text!r} as a time: write it like 2026-11-24T10:00 (UTC)")
+
+
+def duration(option: str, text: str, allow_zero: bool = False):  # noqa: ANN201
+    """A duration option, checked: one line naming the option when it is wrong."""
+    from datetime import timedelta
+
+    from cricket.config import parse_duration
+
+    try:
+        td = parse_duration(text)
+    except ValueError as exc:
+        fail(f"{option}: {exc}")
+    if td < timedelta(0) or (td == timedelta(0) and not allow_zero):
+        fail(f"{option} {text!r} must be a positive duration, like '1h'")
+    return td
 
 
 def selector_options(
@@ -65,27 +95,52 @@ def _validation_message(exc: Exception) -> str:
         parts = []
         for e in errors():
             loc = ".".join(str(p) for p in e.get("loc", ()))
-            parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+            msg = str(e.get("msg", "")).removeprefix("Value error, ")
+            parts.append(f"{loc}: {msg}" if loc else msg)
         return "; ".join(parts)
     return str(exc)
 
 
-def quiet_prefect() -> None:
-    """Prefect's own logs go to the console only at WARNING unless asked for."""
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+def quiet_prefect(verbose: bool = False) -> None:
+    """Set before Prefect or MLflow is imported: the terminal shows a short summary, or
+    with ``verbose`` the runs' logs. The runs' logs still go to the Prefect API (UI) at
+    INFO either way: only the console handler is quiet."""
+    global _verbose
+    _verbose = verbose
+    level = "INFO" if verbose else "CRITICAL"
+    os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = level
+    if verbose:
+        os.environ.pop("MLFLOW_LOGGING_LEVEL", None)
+    else:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # A temporary server started by Prefect itself (not through flows.server) gets time
+    # to create its database on a slow machine too.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
 
 
 def run_flow(name: str, flow: Callable[..., Any], **params: Any) -> Any:
-    """Run a flow in this process with a spinner; known failures become clear errors."""
-    quiet_prefect()
+    """Run a flow in this process with a spinner, against a Prefect API that answers
+    (flows.server); known failures become clear one-line errors."""
     from cricket.errors import user_facing
+    from cricket.flows.server import prefect_api
 
-    with console.status(f"running {name} ...", spinner="dots"):
+    if not _verbose:  # MLflow prints "Successfully registered model ..." past its loggers
+        from mlflow.utils.logging_utils import disable_logging
+
+        disable_logging()
+
+    with console.status(f"running {name} ...", spinner="dots") as status:
         try:
-            return flow(**params)
+            with prefect_api(announce=status.update) as where:
+                status.update(f"running {name} ...")
+                result = flow(**params)
         except Exception as exc:  # noqa: BLE001
             message = user_facing(exc)
             if message is None:
                 raise
             fail(message)
+    if isinstance(result, dict):
+        result.setdefault("prefect_api", where)
+    return result

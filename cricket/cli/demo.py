@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from cricket.cli import app
 from cricket.cli.common import console, fail, quiet_prefect
+from cricket.errors import redact
 
 
 @app.command()
@@ -25,35 +27,40 @@ def demo(
     ui: Annotated[bool, typer.Option(help="also start the Prefect and MLflow UIs")] = False,
     port: Annotated[int | None, typer.Option(help="port of the local InfluxDB")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="show the runs' logs (they always go to the Prefect UI)")
+    ] = False,
 ) -> None:
     """Start a local InfluxDB, write a synthetic fleet with anomalies, retrain, score the
-    latest hour, backfill the hours before it, and print what was found."""
-    quiet_prefect()
+    latest hour, backfill the hours before it, and print what was found. It uses the same
+    settings as every other command (database, MLflow store, state folder), so
+    `cricket score`, `cricket models list` and `cricket backfill` work on its data after."""
+    quiet_prefect(verbose)
     from cricket.config import Settings
     from cricket.influx.server import InfluxServer
 
-    if not os.environ.get("CRICKET_INFLUX_URL"):
+    settings = Settings()
+    local = not (os.environ.get("CRICKET_INFLUX_URL") or os.environ.get("INFLUXDB_V2_URL"))
+    if local:
         try:
             server = InfluxServer(port=port).start()
         except Exception as exc:  # noqa: BLE001 - the launcher's message says what to do
             fail(str(exc))
-        os.environ["CRICKET_INFLUX_URL"] = server.url
+        if server.url != settings.influx_url.rstrip("/"):
+            # another port than the default: the other commands need to be told
+            os.environ["CRICKET_INFLUX_URL"] = server.url
         console.print(f"local InfluxDB running at {server.url} (stop it: cricket influx stop)")
-    os.environ.setdefault("CRICKET_INFLUX_DATABASE", "cricket_demo")
-    settings = Settings()
+        settings = Settings()
     urls = start_uis(settings) if ui else {}
 
-    from cricket.errors import user_facing
+    from cricket.cli.common import run_flow
     from cricket.flows.demo import demo as demo_flow
 
-    with console.status("running the demo pipeline (write, retrain, backfill, score) ..."):
-        try:
-            summary = demo_flow(hosts=hosts, days=days, n_clusters=n_clusters)
-        except Exception as exc:  # noqa: BLE001
-            message = user_facing(exc)
-            if message is None:
-                raise
-            fail(message)
+    summary = run_flow(
+        "the demo pipeline (write, retrain, backfill, score)", demo_flow,
+        hosts=hosts, days=days, n_clusters=n_clusters, reset_database=local,
+    )
+    summary["influx_url"] = settings.influx_url
     if as_json:
         import json
 
@@ -84,18 +91,31 @@ def print_summary(summary: dict, settings, urls: dict[str, str]) -> None:  # noq
         console.print(f"    missed  {line}", markup=False)
     for line in summary["false_events"][:10]:
         console.print(f"    false   {line}", markup=False)
+    if summary.get("data_missing"):
+        console.print(f"  data missing:    {summary['data_missing']} series", markup=False)
     console.print(f"  report:          {summary['report']}", markup=False)
     console.print(f"  latest hour:     {summary['hourly_report']}", markup=False)
     console.print(
         f"  time:            {s['total']} s (write {s['write']}, retrain {s['retrain']}, "
         f"backfill {s['backfill']}, score {s['score']})"
     )
+    console.print(f"  state:           {settings.state_dir}", markup=False)
+    console.print(f"  data:            database {settings.influx_database!r} at "
+                  f"{redact(settings.influx_url)}", markup=False)
+    console.print(f"  [dim]{escape(summary.get('prefect_api', ''))}[/]")
+    console.print()
+    console.print("Try, from any directory:")
+    console.print("  cricket models list", markup=False)
+    console.print(f"  cricket score --at {summary['scored_window'][1][:16]}", markup=False)
+    start, end = summary["backfill_range"]
+    console.print(f"  cricket backfill --start {start[:16]} --end {end[:16]} --redo", markup=False)
     console.print()
     if urls:
         console.print(f"Prefect UI: {urls['prefect']}   MLflow UI: {urls['mlflow']}")
     else:
         console.print("Look at the runs and the model versions:")
-        console.print("  Prefect UI:  .venv/bin/prefect server start   (then http://127.0.0.1:4200)")
+        console.print("  Prefect UI:  .venv/bin/prefect server start   (then http://127.0.0.1:4200;"
+                      " the next commands find it and their runs show there)")
         console.print(
             f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} "
             "--port 5000",
@@ -145,4 +165,4 @@ def _wait_http(url: str, timeout: float) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    fail(f"the UI at {url} did not start in {timeout:.0f} s: see {url} logs under .cricket/logs")
+    fail(f"the UI at {url} did not start in {timeout:.0f} s: see the logs under <state dir>/logs")

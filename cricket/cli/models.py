@@ -38,7 +38,8 @@ def list_models() -> None:
 
     registry = _registry()
     rows = registry.list_versions()
-    console = Console()
+    # A table needs its width even where stdout is not a terminal (cron, a pipe, CI).
+    console = Console() if Console().is_terminal else Console(width=200)
     if not rows:
         typer.echo(
             f"no versions of model {registry.name!r} in {registry.uri}: "
@@ -56,6 +57,8 @@ def list_models() -> None:
         decision = row.decision
         if t.get("decision_reason"):
             decision = f"{decision}: {t['decision_reason']}"
+        if t.get("warning"):
+            decision = f"{decision} [WARNING: {t['warning']}]"
         aliases = ", ".join(row.aliases)
         style = "bold green" if "champion" in row.aliases else None
         table.add_row(

@@ -17,7 +17,9 @@ from cricket.series import SeriesKey
 
 
 class InfluxError(CricketError):
-    """A failure talking to InfluxDB. The message names the server and what to do."""
+    """A failure talking to InfluxDB. The message names the server and what to do.
+    ``retryable`` only where the server did not answer or answered 5xx after the
+    client's own retries: a missing database or refused credentials do not heal."""
 
 
 class InfluxWriteError(InfluxError):
@@ -31,7 +33,7 @@ class InfluxWriteError(InfluxError):
         first_unwritten: pd.Timestamp | None = None,
         last_unwritten: pd.Timestamp | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, retryable=True)
         self.written = written
         self.first_unwritten = first_unwritten
         self.last_unwritten = last_unwritten

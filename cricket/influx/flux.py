@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cricket.config import SeriesSelector, Settings
+from cricket.errors import redact
 from cricket.influx import lineprotocol as lp
 from cricket.influx.base import InfluxError, InfluxWriteError
 from cricket.series import SeriesKey
@@ -53,7 +54,8 @@ class _FluxClient:
         from influxdb_client import InfluxDBClient
 
         self.settings = settings
-        self.url = settings.influx_url.rstrip("/")
+        self.base_url = settings.influx_url.rstrip("/")
+        self.url = redact(self.base_url)  # for messages: credentials in the URL masked
         token = settings.influx_token.get_secret_value() if settings.influx_token else None
         if token is None and settings.influx_username:
             pw = settings.influx_password.get_secret_value() if settings.influx_password else ""
@@ -67,7 +69,7 @@ class _FluxClient:
             )
         self.org = settings.influx_org or "-"
         self.client = InfluxDBClient(
-            url=self.url,
+            url=self.base_url,
             token=token or "",
             org=self.org,
             timeout=int(settings.influx_timeout_s * 1000),
@@ -117,7 +119,8 @@ class _FluxClient:
                 continue
         raise InfluxError(
             f"InfluxDB at {self.url} failed the {what} after {retries + 1} attempts ({last}). "
-            "Is the server running and CRICKET_INFLUX_URL right?"
+            "Is the server running and CRICKET_INFLUX_URL right?",
+            retryable=True,
         )
 
     def frames(self, query: str, params: dict[str, Any]) -> list[pd.DataFrame]:

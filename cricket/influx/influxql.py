@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cricket.config import SeriesSelector, Settings
-from cricket.errors import CricketValueError
+from cricket.errors import CricketValueError, redact
 from cricket.influx import lineprotocol as lp
 from cricket.influx.base import InfluxError, InfluxWriteError
 from cricket.series import SeriesKey
@@ -154,7 +154,8 @@ class InfluxQLClient:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.url = settings.influx_url.rstrip("/")
+        self.base_url = settings.influx_url.rstrip("/")
+        self.url = redact(self.base_url)  # for messages: credentials in the URL masked
         headers = {"Accept": "application/json"}
         auth = None
         if settings.influx_token is not None:
@@ -163,7 +164,7 @@ class InfluxQLClient:
             pw = settings.influx_password.get_secret_value() if settings.influx_password else ""
             auth = httpx.BasicAuth(settings.influx_username, pw)
         self._http = httpx.Client(
-            base_url=self.url,
+            base_url=self.base_url,
             headers=headers,
             auth=auth,
             timeout=settings.influx_timeout_s,
@@ -210,7 +211,8 @@ class InfluxQLClient:
         raise InfluxError(
             f"InfluxDB at {self.url} failed the {what} after {retries + 1} attempts ({last}). "
             "Is the server running? Start the local one with `cricket influx start`, "
-            "or set CRICKET_INFLUX_URL to your server."
+            "or set CRICKET_INFLUX_URL to your server.",
+            retryable=True,
         )
 
     def query(
@@ -748,6 +750,10 @@ class InfluxQLSink(_OwnsClient):
         return self.client.write_lines(
             lp.event_lines(key, events, model_version, self.settings.model_name)
         )
+
+    def write_lines(self, lines: Sequence[str]) -> int:
+        """Ready-made result lines (e.g. ``lineprotocol.missing_lines``) to the score database."""
+        return self.client.write_lines(lines)
 
     def write_series(self, key: SeriesKey, series: pd.Series, database: str | None = None) -> int:
         """Write raw metric points (measurement/field/tags from the key) to the source

@@ -16,6 +16,11 @@ What Cricket writes (both sinks, InfluxQL and Flux, write the same points):
     fields: start, end (integer epoch nanoseconds, UTC), peak, mean (float, 0-100 score),
             duration_s (float)
 
+``cricket_event`` with tag ``event_kind=data_missing``  one point per series the model knows
+    that sent no data (or far less than expected) in a scored window, time = the window
+    start. fields: start, end, peak, mean (0-100: the share of the expected points that is
+    missing), duration_s, received, expected (integers). Anomaly events carry no ``event_kind``.
+
 Same time + same tags overwrite, so writing a window twice leaves one copy.
 """
 
@@ -245,6 +250,36 @@ def event_lines(
         start,
         {c: events[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in EVENT_FIELDS},
         {"start": start, "end": end},
+    )
+
+
+DATA_MISSING = "data_missing"
+KIND_TAG = "event_kind"
+
+
+def missing_lines(
+    key: SeriesKey, events: pd.DataFrame, model_version: str, model_name: str | None = None
+) -> list[str]:
+    """``data_missing`` events (see ``cricket.missing.missing_events``): tagged
+    ``event_kind=data_missing`` beside the anomaly events of the same series."""
+    if events.empty:
+        return []
+    tags = result_tags(key, model_version, model_name)
+    if KIND_TAG in tags:
+        raise InfluxError(f"series {key} has a tag named {KIND_TAG!r}, which Cricket uses on "
+                          "its data_missing events: rename the tag")
+    tags[KIND_TAG] = DATA_MISSING
+    start = to_ns(events["start"])
+    return float_lines(
+        series_prefix(EVENT_MEASUREMENT, tags),
+        start,
+        {c: events[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in EVENT_FIELDS},
+        {
+            "start": start,
+            "end": to_ns(events["end"]),
+            "received": events["received"].to_numpy(dtype=np.int64),
+            "expected": events["expected"].to_numpy(dtype=np.int64),
+        },
     )
 
 
