@@ -22,6 +22,9 @@ def serve_command(
 
     Registers the deployments with the Prefect API at PREFECT_API_URL and runs them here. Start `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api so the UI shows the runs.
     """
+    from cricket.cli.common import quiet_prefect
+
+    quiet_prefect(verbose=True)  # a long-running server shows its runs' logs
     from cricket.deployments.serve import api_url_configured, serve
 
     if not api_url_configured():
