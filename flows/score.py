@@ -99,8 +99,9 @@ def score_range(
     if not any(len(s.frame) for s in scored):
         notes.append(f"no data between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
     # A series the model knows that sent no data (or far less than expected) is an event.
+    # (a series skipped because its results cannot be written back did send data)
     missing = find_missing(
-        known_series(bundle, selector),
+        set(known_series(bundle, selector)) - {str(k) for k in skipped},
         {s.key: int(s.frame["value"].notna().sum()) for s in scored},
         expected_points(start, end, selector.every),
     )
