@@ -49,6 +49,7 @@ from cricket.cli import (  # noqa: E402,F401
     influx,
     models,
     pipeline,
+    points,
     serve,
 )
 
