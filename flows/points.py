@@ -92,18 +92,18 @@ def _score(start: datetime, end: datetime, version: str | None, kind: str) -> di
 @flow(name="points-score", log_prints=True, task_runner=task_runner())
 def points_score(
     window: timedelta = timedelta(hours=1), end: datetime | None = None,
-    version: str | None = None,
+    model_version: str | None = None,
 ) -> dict:
     """Score the last complete ``window`` (ending at ``end``, default the scheduled time
-    floored to the window) with the champion point model (or ``version``)."""
+    floored to the window) with the champion point model (or ``model_version``)."""
     end = utc(end) if end is not None else floor_time(scheduled_time(), window)
-    return _score(end - window, end, version, "score")
+    return _score(end - window, end, model_version, "score")
 
 
 @flow(name="points-backfill", log_prints=True, task_runner=task_runner())
-def points_backfill(start: datetime, end: datetime, version: str | None = None) -> dict:
-    """Score [start, end) with the champion point model (or ``version``)."""
+def points_backfill(start: datetime, end: datetime, model_version: str | None = None) -> dict:
+    """Score [start, end) with the champion point model (or ``model_version``)."""
     start, end = utc(start), utc(end)
     if not start < end:
         raise CricketValueError(f"start ({start}) must be before end ({end})")
-    return _score(start, end, version, "backfill")
+    return _score(start, end, model_version, "backfill")

@@ -46,6 +46,30 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "strategy": None,
         "tags": {"cricket", "score", "backfill"},
     },
+    "points-retrain": {
+        "flow": "points-retrain",
+        "entrypoint": "cricket.flows.points:points_retrain",
+        "cron": "30 2 * * *",
+        "limit": 1,
+        "strategy": "ENQUEUE",
+        "tags": {"cricket", "retrain", "points"},
+    },
+    "points-score": {
+        "flow": "points-score",
+        "entrypoint": "cricket.flows.points:points_score",
+        "cron": "10 * * * *",
+        "limit": 1,
+        "strategy": "CANCEL_NEW",
+        "tags": {"cricket", "score", "points"},
+    },
+    "points-backfill": {
+        "flow": "points-backfill",
+        "entrypoint": "cricket.flows.points:points_backfill",
+        "cron": None,
+        "limit": None,
+        "strategy": None,
+        "tags": {"cricket", "score", "points", "backfill"},
+    },
 }
 
 
@@ -83,7 +107,7 @@ def _yaml_schedules(config: dict[str, Any]) -> list[tuple[str, str, bool]]:
 # --------------------------------------------------------------------------------------
 def test_prefect_yaml_loads_through_prefect_loader() -> None:
     configs, actions = _load_yaml()
-    assert set(configs) == set(EXPECTED), "prefect.yaml must define exactly the three deployments"
+    assert set(configs) == set(EXPECTED), "prefect.yaml must define exactly the expected deployments"
 
     # Runs start in the operator's project folder, resolved on the worker at run time.
     assert actions["pull"] == [
@@ -119,7 +143,9 @@ def test_prefect_yaml_parameters_are_valid_for_the_flows() -> None:
     configs, _ = _load_yaml()
     # backfill's start and end have no default: they are entered when a run is created.
     assert not {"start", "end"} & set(configs["backfill"]["parameters"])
-    entered = {"backfill": {"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z"}}
+    assert not {"start", "end"} & set(configs["points-backfill"]["parameters"])
+    window = {"start": "2024-05-01T00:00:00Z", "end": "2024-05-02T00:00:00Z"}
+    entered = {"backfill": window, "points-backfill": window}
     params = {
         n: _flow_for(c["entrypoint"]).validate_parameters({**c["parameters"], **entered.get(n, {})})
         for n, c in configs.items()
@@ -154,9 +180,8 @@ def test_prefect_yaml_holds_no_credentials() -> None:
 def _runner_summary(dep: Any) -> dict[str, Any]:
     strategy = dep.concurrency_options.collision_strategy.value if dep.concurrency_options else None
     return {
-        "entrypoint": dep.entrypoint.replace(".nightly_retrain", ":nightly_retrain")
-        .replace(".hourly_score", ":hourly_score")
-        .replace("backfill.backfill", "backfill:backfill"),
+        # module path a.b.c.func -> the entrypoint a.b.c:func
+        "entrypoint": ":".join(dep.entrypoint.rsplit(".", 1)),
         "schedules": [(s.schedule.cron, s.schedule.timezone, s.active) for s in dep.schedules or []],
         "limit": dep.concurrency_limit,
         "strategy": strategy,

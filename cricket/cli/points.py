@@ -130,7 +130,7 @@ def score(
     from cricket.flows.points import points_score
 
     summary = run_flow("points-score", points_score, window=parse_duration(window),
-                       end=parse_time(end), version=version)
+                       end=parse_time(end), model_version=version)
     _print(summary, as_json)
 
 
@@ -145,5 +145,5 @@ def backfill(
     from cricket.flows.points import points_backfill
 
     summary = run_flow("points-backfill", points_backfill, start=parse_time(start),
-                       end=parse_time(end), version=version)
+                       end=parse_time(end), model_version=version)
     _print(summary, as_json)
