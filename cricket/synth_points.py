@@ -8,7 +8,7 @@ Each device (``host=psu001...``) of measurement ``psu`` reports three fields eve
 
 An anomaly (``decorrelated``) replaces ``power`` (or ``temp``) over a stretch by the
 value it would have at the *mirrored* load (``lo + hi - load``), placed where the load is
-near its daily peak: every field stays inside its own normal range (the tests check it),
+near its daily peak or trough: every field stays inside its own normal range (the tests check it),
 but the combination never occurs in normal operation. ``InjectedAnomaly.key`` is the
 device key (``psu.load+power+temp{host=...}``) and ``kind`` names the field broken.
 """
@@ -94,9 +94,12 @@ def make_point_fleet(
         dev = SeriesKey.make(MEASUREMENT, "+".join(FIELDS), {"host": host})
         devices.append(dev)
         if d % 3 != 2 and tail > anomaly_steps:
-            # starts where the load is in its top fifth, in the last `anomaly_hours`
+            # starts where the load is near its daily peak or trough (there the mirrored
+            # load is far from the real one), in the last `anomaly_hours`
             lo_i = n - tail
-            peak = np.flatnonzero(cyc[lo_i : n - anomaly_steps] > 0.8) + lo_i
+            far = np.abs(cyc[lo_i : n - anomaly_steps] - 0.5) > 0.35
+            far &= np.abs(cyc[lo_i + anomaly_steps : n] - 0.5) > 0.35  # and still at its end
+            peak = np.flatnonzero(far) + lo_i
             chosen: list[int] = []
             for i in rng.permutation(peak):
                 if all(abs(i - j) > 4 * anomaly_steps for j in chosen):
