@@ -63,8 +63,9 @@ class TailCalibrator:
         q = np.maximum.accumulate(self.quantiles)
         cdf = np.interp(e, q, probs, left=0.0, right=1.0)
         surv = np.clip(1.0 - cdf, 1.0 - TAIL_FROM, 1.0)
-        tail = (1.0 - TAIL_FROM) * np.exp(-np.maximum(e - u, 0.0) / self.beta)
-        p = np.where(e > u, tail, surv)
+        # The tail in log space, -log10((1 - TAIL_FROM) exp(-z)): no underflow to an
+        # infinite surprise, so the largest errors still rank (severity is uncapped).
+        tail = -np.log10(1.0 - TAIL_FROM) + np.maximum(e - u, 0.0) / self.beta * np.log10(np.e)
         with np.errstate(divide="ignore", invalid="ignore"):
-            out = -np.log10(p)
+            out = np.where(e > u, tail, -np.log10(surv))
         return np.where(np.isnan(e), np.nan, out)

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,8 +52,8 @@ from cricket.base import BaseDetector, as_values_with_gaps
 from cricket.calibration import TailCalibrator, surprise_to_score
 from cricket.config import DetectorSpec
 from cricket.errors import CricketValueError
+from cricket.extent import attributed_error, settle_events, spread, structure_extent
 from cricket.persistence import ModelFormatError
-from cricket.scoring import events_from_mask
 from cricket.segments import window
 from cricket.series import RobustScaler, dominant_period, fill_short_gaps, split_at_gaps
 from cricket.shapes import ShapeLibrary
@@ -63,20 +63,35 @@ from cricket.shapes import ShapeLibrary
 class ScoreFrame:
     """Per-point results of :meth:`WaveformDetector.score` (equal-length arrays):
     value, reconstruction and error (>= 0) in the series' units, score (0-100, NaN
-    where unscorable), anomalous (bool)."""
+    where unscorable), anomalous (bool: the causal alert, score >= threshold).
+
+    For the events (:mod:`cricket.extent`): ``surprise`` (the score's uncapped
+    ``-log10 p``), ``extent`` (samples whose attributed error reaches the alert level),
+    ``lead`` (the same for the ``reach`` points of context before the first one),
+    ``reach`` (the longest segment) and ``scales``: each view's surprise by name
+    (``shape 32``, ``shape 94``, ``structure 94``), for the report's "which scale fired"."""
 
     value: np.ndarray
     reconstruction: np.ndarray
     error: np.ndarray
     score: np.ndarray
     anomalous: np.ndarray
+    surprise: np.ndarray | None = None
+    extent: np.ndarray | None = None
+    lead: np.ndarray | None = None
+    reach: int = 0
+    scales: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.value)
 
     def events(self, min_gap: int = 0) -> pd.DataFrame:
-        """Anomalous intervals: start_idx, end_idx (inclusive), peak, mean score."""
-        return events_from_mask(self.anomalous, self.score, min_gap)
+        """Events: ``start_idx``, ``end_idx`` (inclusive; the settled extent),
+        ``alert_idx`` (first alert), ``peak`` and ``mean`` score, ``severity``
+        (uncapped, for ranking); see :func:`cricket.extent.settle_events`."""
+        surprise = self.surprise if self.surprise is not None else np.full(len(self), np.nan)
+        return settle_events(self.anomalous, surprise, self.score, self.extent, self.reach,
+                             min_gap, self.lead)
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
@@ -95,7 +110,7 @@ class WaveformDetector(BaseDetector):
     calibrated 0-100 score."""
 
     kind = "WaveformDetector"
-    format_version = 2
+    format_version = 3  # 3: attributed-error and structure calibrations (settled events)
     _fitted_attr = "libraries_"
 
     def __init__(self, spec: DetectorSpec | None = None, per_series_scaling: bool = False) -> None:
@@ -126,23 +141,60 @@ class WaveformDetector(BaseDetector):
         """Distance of the windowed segment ending at each point to its nearest shape
         in library ``k`` (scaled units); NaN where no full segment ends (start of a
         piece, gaps)."""
+        return self._scale_pass(scaled, k, attributed=False)[0]
+
+    def _scale_pass(
+        self, scaled: np.ndarray, k: int, attributed: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Library ``k``'s trailing error and (``attributed``) each sample's attributed
+        error (:func:`cricket.extent.attributed_error`), from one nearest-shape search."""
         lib = self.libraries_[k]
         n = int(lib.segment_len)
         out = np.full(len(scaled), np.nan)
+        attr = np.full(len(scaled), np.nan) if attributed else None
         w = window(n)
         for start, piece in self._pieces(scaled, n):
             segs = np.lib.stride_tricks.sliding_window_view(piece, n) * w
-            _, dist = lib.nearest(segs)
+            idx, dist = lib.nearest(segs)
             out[start + n - 1 : start + len(piece)] = dist
-        return out
+            if attr is not None:
+                attr[start : start + len(piece)] = attributed_error(
+                    segs, lib.centroids_[idx], w
+                )
+        return out, attr
+
+    def _views(self, scaled: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """Each view's causal surprise by name, and the extent mask (None for a model
+        saved without the attributed calibration)."""
+        views: dict[str, np.ndarray] = {}
+        level = self.alert_surprise
+        extent = None
+        attributed = bool(getattr(self, "attr_calibrators_", None))
+        for k, cal in enumerate(self.calibrators_):
+            err, attr = self._scale_pass(scaled, k, attributed)
+            views[f"shape {self.libraries_[k].segment_len}"] = cal.surprise(err)
+            if attr is not None:
+                hot = self.attr_calibrators_[k].surprise(attr) >= level
+                extent = hot if extent is None else extent | hot
+        if getattr(self, "spread_calibrator_", None) is not None:
+            m = self.spread_len_
+            s = self.spread_calibrator_.surprise(spread(self._pieces(scaled, m), len(scaled), m))
+            views[f"structure {m}"] = s
+            if extent is not None:
+                extent |= structure_extent(np.nan_to_num(s) >= level, m)
+        return views, extent
 
     def _surprise(self, scaled: np.ndarray) -> np.ndarray:
-        """Per-point surprise: the largest over the scales (NaN where no scale scores)."""
+        """Per-point surprise: the largest over the views (NaN where none scores)."""
         out = None
-        for k, cal in enumerate(self.calibrators_):
-            s = cal.surprise(self._trailing_error(scaled, k))
+        for s in self._views(scaled)[0].values():
             out = s if out is None else np.fmax(out, s)
         return out
+
+    @property
+    def alert_surprise(self) -> float:
+        """The surprise at the alert threshold: ``-log10(1 - threshold_quantile)``."""
+        return -math.log10(1.0 - self.spec.threshold_quantile)
 
     def _reconstruct(self, scaled: np.ndarray) -> np.ndarray:
         rec = np.full(len(scaled), np.nan)
@@ -201,7 +253,7 @@ class WaveformDetector(BaseDetector):
             if period is not None and period > n:
                 scales.append(period)
 
-        self.libraries_, self.calibrators_ = [], []
+        self.libraries_, self.calibrators_, self.attr_calibrators_ = [], [], []
         held_scaled = self.scaler_.transform(np.r_[held_context, held])
         for m in scales:
             lib = self._fit_library(m, scaled)
@@ -209,14 +261,25 @@ class WaveformDetector(BaseDetector):
                 continue
             self.libraries_.append(lib)
             k = len(self.libraries_) - 1
-            held_err = self._trailing_error(held_scaled, k)[len(held_context) :]
+            held_err, held_attr = self._scale_pass(held_scaled, k)
+            held_err = held_err[len(held_context) :]
+            held_attr = held_attr[len(held_context) :]
             if np.count_nonzero(~np.isnan(held_err)) < 8:
                 if k > 0:  # a long scale the held-out data cannot calibrate: drop it
                     self.libraries_.pop()
                     continue
                 # Too little held-out data: fall back to the training errors (optimistic).
-                held_err = self._trailing_error(scaled, k)
+                held_err, held_attr = self._scale_pass(scaled, k)
             self.calibrators_.append(TailCalibrator.fit(held_err))
+            self.attr_calibrators_.append(TailCalibrator.fit(held_attr))
+        # Lost periodic structure: the spread over one dominant period (see cricket.extent).
+        self.spread_calibrator_, self.spread_len_ = None, 0
+        if len(self.libraries_) > 1:
+            m = int(self.libraries_[1].segment_len)
+            held_spread = spread(self._pieces(held_scaled, m), len(held_scaled), m)
+            held_spread = held_spread[len(held_context) :]
+            if np.count_nonzero(np.isfinite(held_spread)) >= 8:
+                self.spread_calibrator_, self.spread_len_ = TailCalibrator.fit(held_spread), m
         self.threshold_ = float(surprise_to_score(-math.log10(1.0 - spec.threshold_quantile)))
         self.n_train_ = int(np.count_nonzero(~np.isnan(train)))
         return self
@@ -252,7 +315,10 @@ class WaveformDetector(BaseDetector):
         own = self._own_scaler(x)
         x_model = own.transform(x) if own is not None else x
         scaled = self.scaler_.transform(x_model)
-        surprise = self._surprise(scaled)
+        views, extent = self._views(scaled)
+        surprise = None
+        for v in views.values():
+            surprise = v if surprise is None else np.fmax(surprise, v)
         score = surprise_to_score(surprise)
         score[np.isnan(surprise)] = np.nan
         rec = self.scaler_.inverse_transform(self._reconstruct(scaled))
@@ -263,12 +329,18 @@ class WaveformDetector(BaseDetector):
         sl = slice(context, None)
         with np.errstate(invalid="ignore"):
             anomalous = score >= self.threshold_
+        reach = self.context_len
         return ScoreFrame(
             value=x[sl],
             reconstruction=rec[sl],
             error=error[sl],
             score=score[sl],
             anomalous=anomalous[sl] & ~np.isnan(score[sl]),
+            surprise=surprise[sl],
+            extent=None if extent is None else extent[sl],
+            lead=None if extent is None else extent[max(context - reach, 0) : context],
+            reach=reach,
+            scales={name: v[sl] for name, v in views.items()},
         )
 
     def decision_function(self, values: Any) -> np.ndarray:
@@ -312,13 +384,21 @@ class WaveformDetector(BaseDetector):
         for k, (lib, cal) in enumerate(zip(self.libraries_, self.calibrators_, strict=True)):
             lib_meta, lib_arrays = lib.get_state()
             # "xi": the tail's shape in format 2, always 0 (an exponential tail).
-            libs.append({"library": lib_meta, "beta": cal.beta, "xi": 0.0})
+            attr = self.attr_calibrators_[k]
+            libs.append({"library": lib_meta, "beta": cal.beta, "xi": 0.0,
+                         "attributed_beta": attr.beta})
             arrays.update({f"scale{k}.{name}": v for name, v in lib_arrays.items()})
             arrays[f"scale{k}.quantiles"] = cal.quantiles.copy()
+            arrays[f"attributed{k}.quantiles"] = attr.quantiles.copy()
+        structure = None
+        if self.spread_calibrator_ is not None:
+            structure = {"length": int(self.spread_len_), "beta": self.spread_calibrator_.beta}
+            arrays["structure.quantiles"] = self.spread_calibrator_.quantiles.copy()
         meta = {
             "spec": self.spec.model_dump(mode="json"),
             "per_series_scaling": bool(self.per_series_scaling),
             "scales": libs,
+            "structure": structure,
             "scaler": self.scaler_.get_state()[0],
             "threshold": self.threshold_,
             "n_train": self.n_train_,
@@ -328,7 +408,13 @@ class WaveformDetector(BaseDetector):
     @classmethod
     def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> WaveformDetector:
         det = cls(DetectorSpec(**meta["spec"]), bool(meta.get("per_series_scaling", False)))
-        det.libraries_, det.calibrators_ = [], []
+        det.libraries_, det.calibrators_, det.attr_calibrators_ = [], [], []
+
+        def quantiles(name: str) -> np.ndarray:
+            if name not in arrays:
+                raise ModelFormatError(f"the saved state has no {name} array")
+            return np.array(arrays[name], dtype=np.float64)
+
         for k, sc in enumerate(meta["scales"]):
             prefix = f"scale{k}."
             lib_arrays = {
@@ -336,12 +422,18 @@ class WaveformDetector(BaseDetector):
                 for name, v in arrays.items()
                 if name.startswith(prefix) and name != prefix + "quantiles"
             }
-            if prefix + "quantiles" not in arrays:
-                raise ModelFormatError(f"the saved state has no {prefix}quantiles array")
             det.libraries_.append(ShapeLibrary.from_state(sc["library"], lib_arrays))
-            det.calibrators_.append(
-                TailCalibrator(np.array(arrays[prefix + "quantiles"], dtype=np.float64), sc["beta"])
+            det.calibrators_.append(TailCalibrator(quantiles(prefix + "quantiles"), sc["beta"]))
+            det.attr_calibrators_.append(
+                TailCalibrator(quantiles(f"attributed{k}.quantiles"), sc["attributed_beta"])
             )
+        structure = meta.get("structure")
+        det.spread_calibrator_, det.spread_len_ = None, 0
+        if structure is not None:
+            det.spread_calibrator_ = TailCalibrator(
+                quantiles("structure.quantiles"), structure["beta"]
+            )
+            det.spread_len_ = int(structure["length"])
         det.scaler_ = RobustScaler.from_state(meta["scaler"])
         det.threshold_ = float(meta["threshold"])
         det.n_train_ = int(meta["n_train"])

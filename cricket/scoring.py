@@ -24,8 +24,13 @@ from cricket.series import SeriesKey, prepare
 if TYPE_CHECKING:
     from cricket.detector import WaveformDetector
 
-#: columns of a series' events in time (``ScoredSeries.events``)
-EVENT_COLUMNS = ["start", "end", "peak", "mean", "duration_s"]
+#: columns of a series' events in time (``ScoredSeries.events``): the settled extent
+#: (start, end: first and last anomalous step), peak and mean score, duration, severity
+#: (uncapped, for ranking: ``cricket.extent``) and the explanation in the metric's units:
+#: which view fired (``shape 32``, ``shape 94``, ``structure 94``), the actual and the
+#: typical (rebuilt from normal shapes) mean over the event.
+EVENT_COLUMNS = ["start", "end", "peak", "mean", "duration_s", "severity", "scale", "actual",
+                 "typical"]
 
 
 def events_from_mask(mask: np.ndarray, scores: np.ndarray, min_gap: int = 0) -> pd.DataFrame:
@@ -229,9 +234,14 @@ def score_series(
     else:
         step = times[1] - times[0] if len(times) > 1 else pd.Timedelta(0)
     rows = []
+    surprise = {name: np.nan_to_num(v, nan=-np.inf) for name, v in sf.scales.items()}
     for e in ev_idx.itertuples(index=False):
-        start = out_index[int(e.start_idx)]
-        end = out_index[int(e.end_idx)]
+        a, b = int(e.start_idx), int(e.end_idx)
+        start, end = out_index[a], out_index[b]
+        # which view fired: the most surprising one over the event and its alerts
+        lo, hi = min(a, int(e.alert_idx)), max(b, int(e.alert_idx))
+        scale = max(surprise, key=lambda k: surprise[k][lo : hi + 1].max(), default="")
+        actual, typical = raw[a : b + 1], recon[a : b + 1]
         rows.append(
             {
                 "start": start,
@@ -239,6 +249,10 @@ def score_series(
                 "peak": float(e.peak),
                 "mean": float(e.mean),
                 "duration_s": float((end - start + step).total_seconds()),
+                "severity": float(e.severity),
+                "scale": scale,
+                "actual": float(np.nanmean(actual)) if np.isfinite(actual).any() else np.nan,
+                "typical": float(np.nanmean(typical)) if np.isfinite(typical).any() else np.nan,
             }
         )
     events = pd.DataFrame(rows, columns=EVENT_COLUMNS)
@@ -270,12 +284,30 @@ def join_events(events: pd.DataFrame, max_gap: pd.Timedelta) -> pd.DataFrame:
             last["mean"] = (
                 last["mean"] * last["duration_s"] + row["mean"] * row["duration_s"]
             ) / weight
+            # severity = peak surprise + log10(duration): the larger peak, the joined length
+            peak_s = max(_peak_surprise(last), _peak_surprise(row))
+            if _peak_surprise(row) > _peak_surprise(last):
+                for col in ("scale", "actual", "typical"):
+                    last[col] = row.get(col)
             last["end"] = max(last["end"], row["end"])
             last["peak"] = max(last["peak"], row["peak"])
             last["duration_s"] = (last["end"] - last["start"]).total_seconds() + step
+            last["severity"] = (
+                peak_s + np.log10(max(last["duration_s"] / (step or 1.0), 1.0))
+                if np.isfinite(peak_s) else np.nan
+            )
         else:
             rows.append(row)
-    return pd.DataFrame(rows, columns=EVENT_COLUMNS)
+    return pd.DataFrame(rows).reindex(columns=EVENT_COLUMNS)
+
+
+def _peak_surprise(row: dict) -> float:
+    """An event's peak surprise, back from its severity (peak + log10 of its samples)."""
+    sev = row.get("severity")
+    if sev is None or not np.isfinite(sev):
+        return -np.inf
+    step = row["duration_s"] - (row["end"] - row["start"]).total_seconds()
+    return float(sev) - np.log10(max(row["duration_s"] / (step or 1.0), 1.0))
 
 
 def continue_event(
@@ -301,7 +333,8 @@ def continue_event(
     last = before.iloc[-1]
     if first["start"] - last["end"] > max_gap:
         return events
-    joined = join_events(pd.concat([last.to_frame().T[EVENT_COLUMNS], events[EVENT_COLUMNS]],
+    joined = join_events(pd.concat([last.to_frame().T.reindex(columns=EVENT_COLUMNS),
+                                    events.reindex(columns=EVENT_COLUMNS)],
                                    ignore_index=True), max_gap)
     return joined[joined["end"] >= window_start].reset_index(drop=True)
 

@@ -31,9 +31,13 @@ class Match:
     false_events: list[str] = field(default_factory=list)
 
 
-def match_events(fleet: Fleet, events: pd.DataFrame, slack: pd.Timedelta) -> Match:
-    """An injected anomaly is found when an event of the same series overlaps it (give or
-    take ``slack``); an event that overlaps no injected anomaly is a false event."""
+def match_events(
+    fleet: Fleet, events: pd.DataFrame, slack: pd.Timedelta = pd.Timedelta(0)
+) -> Match:
+    """An injected anomaly is found when an event of the same series overlaps it (the
+    event's settled extent, first to last anomalous step, meets the anomaly's
+    ``[start, end)``; the demo gives no ``slack``); an event that overlaps no injected
+    anomaly is a false event."""
     out = Match()
     used = set()
     for a in fleet.truth:
@@ -42,7 +46,7 @@ def match_events(fleet: Fleet, events: pd.DataFrame, slack: pd.Timedelta) -> Mat
         if not events.empty:
             ev = events[events["series"] == key]
             for i, row in ev.iterrows():
-                if row["start"] <= a.end + slack and row["end"] >= a.start - slack:
+                if row["start"] < a.end + slack and row["end"] >= a.start - slack:
                     hit = True
                     used.add(i)
         label = f"{a.kind} on {key} at {a.start:%Y-%m-%d %H:%M}"
@@ -125,7 +129,7 @@ def demo(
     scored = hourly_score(selector=selector, at=end.to_pydatetime(), model_version=version)
     t_score = time.perf_counter()
     events = read_all_events(settings, anomalies_from, end, version)
-    match = match_events(fleet, events, slack=pd.Timedelta(minutes=10))
+    match = match_events(fleet, events)
     return {
         "series": len(fleet.series),
         "points_written": points,

@@ -202,4 +202,16 @@ def detector_scores(values: np.ndarray, det) -> np.ndarray:  # noqa: ANN001
             s = surprise(e, cal.quantiles, cal.beta)
             if not math.isnan(s) and (math.isnan(out[i]) or s > out[i]):
                 out[i] = s
+    cal = getattr(det, "spread_calibrator_", None)
+    if cal is not None:  # lost periodic structure: the spread over one period
+        m = det.spread_len_
+        for i in range(m - 1, len(x)):
+            win = x[i - m + 1 : i + 1]
+            if any(math.isnan(v) for v in win):
+                continue
+            mean = sum(win) / m
+            sd = math.sqrt(sum((v - mean) ** 2 for v in win) / m)
+            s = surprise(-math.log10(sd + 1e-6), cal.quantiles, cal.beta)
+            if math.isnan(out[i]) or s > out[i]:
+                out[i] = s
     return np.array([score(s) for s in out])

@@ -48,6 +48,7 @@ SCORE_MEASUREMENT = "cricket_score"
 EVENT_MEASUREMENT = "cricket_event"
 SCORE_FIELDS = ("value", "reconstruction", "error", "score")
 EVENT_FIELDS = ("peak", "mean", "duration_s")
+EVENT_OPTIONAL_FIELDS = ("severity",)  # written when the frame has them
 RESERVED_TAGS = ("model_name", "model_version", "series")
 #: InfluxDB refuses a series key (measurement and tags) longer than 65,535 bytes
 MAX_KEY_BYTES = 65_535
@@ -248,7 +249,11 @@ def event_lines(
     return float_lines(
         prefix,
         start,
-        {c: events[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in EVENT_FIELDS},
+        {
+            c: pd.to_numeric(events[c]).to_numpy(dtype=np.float64, na_value=np.nan)
+            for c in (*EVENT_FIELDS, *EVENT_OPTIONAL_FIELDS)
+            if c in events.columns
+        },
         {"start": start, "end": end},
     )
 

@@ -1,0 +1,155 @@
+"""Where an anomaly lies, and how bad it is: the settled extent and severity of events.
+
+The score of a point is causal (the error of the segment that *ends* there), so an alert
+comes as early as the data allows; but a segment stays anomalous until the anomaly has
+left it, and the period scale's segment can span hundreds of samples, so the run of
+alerts outlasts the anomaly. Once later data is in, the extent is settled on what the
+samples themselves did:
+
+* **Attributed error** (per scale): each sample gets the window-weighted RMS of the
+  residual (windowed segment minus its nearest shape) of every sliding segment that
+  covers it, ``sqrt(sum_j r_j(i)^2 / sum_j w(i - s_j)^2)``. A normal sample next to an
+  anomaly is also covered by segments that lie wholly in normal data and rebuild well,
+  so its attributed error stays low; a sample inside the anomaly is badly rebuilt by
+  every segment. Calibrated on held-out data like the score, it is a per-sample surprise.
+* **Lost periodic structure** (with a period scale): ``-log10`` of the spread (std) of
+  the values over the trailing dominant period. Every normal window of one period holds
+  one whole cycle, so its spread hardly varies; a window whose pulse did not come, that
+  froze, or lost its waveform is too quiet. This is a causal view like the scales (its
+  surprise joins the score); its extent is where the structure was due: from the first
+  flagged window's end to the last flagged window's start.
+
+An event is a run of alerts (score >= threshold, runs closer than ``min_gap`` merged);
+its extent is the samples within ``[first alert - reach, last alert]`` (``reach``: the
+longest segment) whose attributed surprise reaches the alert level; events whose extents
+overlap or lie within ``min_gap`` merge, so one anomaly is one event.
+
+**Severity** (uncapped, for ranking): ``peak surprise + log10(duration in samples)``,
+that is ``-log10`` of the peak error's tail probability divided by the event's length:
+a one-in-10^8 error ranks above a one-in-10^6 one, and of two equally rare errors the
+longer-lasting ranks higher (ten times longer: one point more).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from cricket.scoring import events_from_mask
+
+EPS = 1e-6  # spread floor (robust-scaled units): a frozen window is very quiet, not -inf
+_CHUNK = 4096  # segments per block in the attributed error (memory: _CHUNK x segment)
+
+EVENT_COLUMNS = ["start_idx", "end_idx", "alert_idx", "peak", "mean", "severity"]
+
+
+def attributed_error(segments: np.ndarray, nearest: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per sample of a contiguous piece: the window-weighted RMS residual of every
+    sliding segment covering it. ``segments`` are the piece's windowed segments at hop 1
+    (``len(piece) - m + 1`` rows), ``nearest`` their nearest shapes (same shape)."""
+    s, m = segments.shape
+    num = np.zeros(s + m - 1)
+    den = np.zeros(s + m - 1)
+    w2 = w * w
+    for c0 in range(0, s, _CHUNK):
+        r2 = segments[c0 : c0 + _CHUNK] - nearest[c0 : c0 + _CHUNK]
+        np.square(r2, out=r2)
+        rows = r2.shape[0]
+        for j in range(m):
+            num[c0 + j : c0 + j + rows] += r2[:, j]
+            den[c0 + j : c0 + j + rows] += w2[j]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.sqrt(num / den)
+    out[den < 1e-12] = np.nan  # covered only by window ends that weigh (almost) nothing
+    return out
+
+
+def spread(pieces: list[tuple[int, np.ndarray]], n: int, m: int) -> np.ndarray:
+    """``-log10(std + EPS)`` of the values over the trailing ``m`` samples at each point
+    of ``n`` (NaN where no full window ends); ``pieces`` as ``split_at_gaps`` gives."""
+    out = np.full(n, np.nan)
+    for start, piece in pieces:
+        if len(piece) < m:
+            continue
+        # Window by window (exact and causal: a window's spread never depends on
+        # values outside it, as a running sum's rounding would), in blocks.
+        win = np.lib.stride_tricks.sliding_window_view(piece, m)
+        sd = np.concatenate([win[c0 : c0 + _CHUNK].std(axis=1)
+                             for c0 in range(0, len(win), _CHUNK)])
+        out[start + m - 1 : start + len(piece)] = -np.log10(sd + EPS)
+    return out
+
+
+def structure_extent(flag: np.ndarray, m: int) -> np.ndarray:
+    """Samples a run of flagged trailing windows of ``m`` points at: from the run's first
+    window end to its last window start (when the run is shorter than a window, the
+    other way round: the samples every flagged window shares)."""
+    out = np.zeros(len(flag), dtype=bool)
+    padded = np.r_[False, np.asarray(flag, dtype=bool), False]
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    for a, stop in zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True):
+        lo, hi = sorted((a, stop - 1 - m + 1))
+        out[max(lo, 0) : hi + 1] = True
+    return out
+
+
+def settle_events(
+    alert: np.ndarray,
+    surprise: np.ndarray,
+    score: np.ndarray,
+    extent: np.ndarray | None,
+    reach: int,
+    min_gap: int,
+    lead: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Events with settled extents (indices into ``alert``): ``start_idx``, ``end_idx``
+    (inclusive), ``alert_idx`` (the first alert), ``peak`` and ``mean`` score and
+    ``severity`` over the extent. ``extent`` marks the samples whose attributed
+    surprise reaches the alert level (None: the runs of alerts are the events, as the
+    causal score has them); ``lead`` is the same mask for the points just before
+    ``alert[0]`` (left context): an event whose extent lies wholly there belongs to the
+    window before and is dropped."""
+    alert = np.asarray(alert, dtype=bool)
+    runs = events_from_mask(alert, score, min_gap)
+    if runs.empty:
+        return pd.DataFrame({c: np.array([], dtype=np.int64 if c.endswith("idx") else float)
+                             for c in EVENT_COLUMNS})
+    lead = np.zeros(0, dtype=bool) if lead is None else np.asarray(lead, dtype=bool)
+    full = None if extent is None else np.r_[lead, np.asarray(extent, dtype=bool)]
+    off = len(lead)
+    spans: list[list[int]] = []
+    for a, b in zip(runs["start_idx"].tolist(), runs["end_idx"].tolist(), strict=True):
+        if full is None:
+            spans.append([a, b, a, b])
+            continue
+        lo = max(a - reach, -off)
+        hot = np.flatnonzero(full[lo + off : b + off + 1])
+        if hot.size == 0:
+            spans.append([a, a, a, b])
+            continue
+        s0, s1 = lo + int(hot[0]), lo + int(hot[-1])
+        if s1 < 0:
+            continue  # the tail of an event of the window before
+        spans.append([max(s0, 0), s1, a, b])
+    spans.sort()
+    merged: list[list[int]] = []
+    for s0, s1, a, b in spans:
+        if merged and s0 <= merged[-1][1] + min_gap:
+            last = merged[-1]
+            last[1], last[2], last[3] = max(last[1], s1), min(last[2], a), max(last[3], b)
+        else:
+            merged.append([s0, s1, a, b])
+    rows = []
+    sc = np.asarray(score, dtype=float)
+    su = np.asarray(surprise, dtype=float)
+    for s0, s1, a, b in merged:
+        # the peak: over the extent and the alerts that pointed at it
+        lo, hi = min(s0, a), max(s1, b)
+        part, spart = sc[lo : hi + 1], su[lo : hi + 1]
+        peak = float(np.nanmax(part)) if np.isfinite(part).any() else float("nan")
+        speak = float(np.nanmax(spart)) if np.isfinite(spart).any() else float("nan")
+        inner = sc[s0 : s1 + 1]
+        mean = float(np.nanmean(inner)) if np.isfinite(inner).any() else peak
+        rows.append((s0, s1, a, peak, mean, speak + float(np.log10(s1 - s0 + 1))))
+    out = pd.DataFrame(rows, columns=EVENT_COLUMNS)
+    return out.astype({"start_idx": np.int64, "end_idx": np.int64, "alert_idx": np.int64})
