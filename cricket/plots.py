@@ -119,21 +119,73 @@ def plot_shape_pair(
     centroid: np.ndarray,
     path: str | Path | None = None,
     label: str = "at peak",
+    step_s: float | None = None,
 ) -> bytes:
     """The actual (windowed) segment at an event's peak beside the nearest normal shape
-    of the library, on one shared y axis so their sizes compare."""
+    of the library, on one shared y axis so their sizes compare. The x axis is the time
+    before the peak (minutes when ``step_s``, the series' step in seconds, is given;
+    else steps); the y axis the model's scaled units (median 0, IQR 1, windowed)."""
     segment = np.asarray(segment, dtype=float)
     centroid = np.asarray(centroid, dtype=float)
-    fig = Figure(figsize=(3.6, 2.6))
+    fig = Figure(figsize=(3.8, 2.8))
     left, right = fig.subplots(1, 2, sharey=True)
-    fig.subplots_adjust(left=0.16, right=0.98, top=0.9, bottom=0.1, wspace=0.08)
-    left.plot(segment, color=_SCORE, lw=1.3)
+    fig.subplots_adjust(left=0.18, right=0.98, top=0.9, bottom=0.2, wspace=0.08)
+    n = len(segment)
+    scale, unit = (step_s / 60.0, "min") if step_s else (1.0, "steps")
+    t = (np.arange(n) - (n - 1)) * scale
+    left.plot(t, segment, color=_SCORE, lw=1.3)
     left.set_title(f"actual {label}", fontsize=8, parse_math=False)
-    right.plot(centroid, color=_VALUE, lw=1.3)
+    right.plot((np.arange(len(centroid)) - (len(centroid) - 1)) * scale, centroid,
+               color=_VALUE, lw=1.3)
     right.set_title("nearest normal", fontsize=8)
+    left.set_ylabel("scaled (windowed)", fontsize=7)
     for ax in (left, right):
+        ax.set_xlabel(f"{unit} before the peak", fontsize=7)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.25)
+    return _png(fig, path)
+
+
+def plot_event(
+    frame: pd.DataFrame,
+    event: pd.Series | dict,
+    path: str | Path | None = None,
+    margin: float = 1.0,
+) -> bytes:
+    """One event explained: the actual values against the typical ones (rebuilt from
+    normal shapes) in the metric's units (top), and each view's surprise (-log10 p)
+    with the event shaded (bottom), over the event and ``margin`` of its length (at
+    least 30 steps) either side, on a labelled time axis (UTC)."""
+    start, end = pd.Timestamp(event["start"]), pd.Timestamp(event["end"])
+    idx = frame.index
+    step = (idx[1] - idx[0]) if len(idx) > 1 else pd.Timedelta(seconds=1)
+    pad = max((end - start) * margin, step * 30)
+    part = frame[(idx >= start - pad) & (idx <= end + pad)]
+    fig = Figure(figsize=(5.2, 3.4))
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
+    fig.subplots_adjust(left=0.14, right=0.97, top=0.9, bottom=0.16, hspace=0.1)
+    x = part.index.tz_convert("UTC").tz_localize(None) if part.index.tz is not None else part.index
+    top.plot(x, part["value"], color=_VALUE, lw=0.9, label="actual")
+    top.plot(x, part["reconstruction"], color=_RECON, lw=0.9, ls="--", label="typical")
+    top.set_ylabel("value", fontsize=8)
+    top.legend(loc="upper right", fontsize=7, frameon=False, ncols=2)
+    fired = event.get("scale") if isinstance(event.get("scale"), str) else ""
+    top.set_title(f"most severe event{': ' + fired + ' fired' if fired else ''}", fontsize=8,
+                  loc="left", parse_math=False)
+    views = [c for c in part.columns if str(c).startswith("surprise:")]
+    for c in views:
+        bottom.plot(x, part[c], lw=0.9, label=str(c)[len("surprise:"):])
+    if views:
+        bottom.legend(loc="upper right", fontsize=7, frameon=False, ncols=len(views))
+    bottom.set_ylabel("surprise\n(-log10 p)", fontsize=8)
+    bottom.set_xlabel("time (UTC)", fontsize=8)
+    s0 = start.tz_convert("UTC").tz_localize(None) if start.tz is not None else start
+    s1 = end.tz_convert("UTC").tz_localize(None) if end.tz is not None else end
+    for ax in (top, bottom):
+        ax.axvspan(s0, s1 + step, color=_EVENT, alpha=0.45, lw=0)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.25)
+    bottom.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
     return _png(fig, path)
 
 

@@ -68,7 +68,8 @@ class Report:
     def anomalous(self) -> list[ScoredSeries]:
         """Series with at least one event, highest peak score first."""
         hits = [r for r in self.results if r.n_events]
-        return sorted(hits, key=lambda r: (-_finite_or(r.peak_score, -1.0), r.key))
+        return sorted(hits, key=lambda r: (-_finite_or(r.top_severity, -1.0),
+                                           -_finite_or(r.peak_score, -1.0), r.key))
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -169,7 +170,8 @@ img.plot{max-width:100%;height:auto}img.pair{max-width:300px;height:auto}
 def _summary_rows(report: Report) -> str:
     ordered = sorted(
         report.results,
-        key=lambda r: (-r.n_events, -_finite_or(r.peak_score, -1.0), r.key),
+        key=lambda r: (-_finite_or(r.top_severity, -1.0), -r.n_events,
+                       -_finite_or(r.peak_score, -1.0), r.key),
     )
     rows = []
     for r in ordered:
@@ -182,24 +184,60 @@ def _summary_rows(report: Report) -> str:
     return "\n".join(rows)
 
 
+def _fmt_num(x: object) -> str:
+    try:
+        v = float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "-"
+    return f"{v:.4g}" if math.isfinite(v) else "-"
+
+
+def by_severity(events: pd.DataFrame) -> pd.DataFrame:
+    """Events, most severe first (events without a severity last, by peak score)."""
+    if events is None or events.empty:
+        return events
+    ev = events.copy()
+    for col, out in (("severity", "_sev"), ("peak", "_peak")):
+        ev[out] = (pd.to_numeric(ev[col], errors="coerce").fillna(-np.inf)
+                   if col in ev.columns else -np.inf)
+    return ev.sort_values(["_sev", "_peak"], ascending=False).drop(columns=["_sev", "_peak"])
+
+
 def _events_table(events: pd.DataFrame) -> str:
+    """One row per event, most severe first, explained in the metric's own units: the
+    actual and the typical (rebuilt from normal shapes) mean over the event, which view
+    fired and each view's peak surprise (-log10 p)."""
     rows = []
-    for _, ev in events.iterrows():
+    for _, ev in by_severity(events).iterrows():
         rows.append(
             "<tr>"
             f"<td>{_e(_fmt_time(ev.get('start')))}</td><td>{_e(_fmt_time(ev.get('end')))}</td>"
             f"<td class=\"num\">{_e(fmt_duration(ev.get('duration_s')))}</td>"
+            f"<td class=\"num\">{_e(_fmt_num(ev.get('severity')))}</td>"
             f"<td class=\"num\">{_e(_fmt_score(ev.get('peak')))}</td>"
-            f"<td class=\"num\">{_e(_fmt_score(ev.get('mean')))}</td>"
+            f"<td class=\"num\">{_e(_fmt_num(ev.get('actual')))}</td>"
+            f"<td class=\"num\">{_e(_fmt_num(ev.get('typical')))}</td>"
+            f"<td>{_e(ev.get('scale') if isinstance(ev.get('scale'), str) else '-')}</td>"
+            f"<td>{_e(ev.get('views') if isinstance(ev.get('views'), str) else '-')}</td>"
             "</tr>"
         )
     return (
-        "<table><thead><tr><th>start</th><th>end</th><th>duration</th><th>peak score</th>"
-        "<th>mean score</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        "<table><thead><tr><th>start</th><th>end</th><th>duration</th><th>severity</th>"
+        "<th>peak score</th><th>actual (mean)</th><th>typical (mean)</th><th>fired</th>"
+        "<th>surprise by view (-log10 p)</th></tr></thead><tbody>" + "".join(rows)
+        + "</tbody></table>"
     )
 
 
 _PLOT_ERRORS = (np.linalg.LinAlgError, OverflowError, FloatingPointError, ValueError)
+
+
+def _step_seconds(frame: pd.DataFrame | None) -> float | None:
+    if frame is None or len(frame) < 2:
+        return None
+    steps = np.diff(frame.index.asi8)
+    steps = steps[steps > 0]
+    return float(np.median(steps)) / 1e9 if steps.size else None
 
 
 def _series_section(idx: int, r: ScoredSeries) -> str:
@@ -222,11 +260,19 @@ def _series_section(idx: int, r: ScoredSeries) -> str:
     else:
         parts.append('<p class="muted">no data points to plot</p>')
     pi = r.peak_event_index()
+    if r.n_events and r.frame is not None and len(r.frame):
+        try:
+            png = plots.plot_event(r.frame, by_severity(r.events).iloc[0])
+        except _PLOT_ERRORS:  # values near the float limits cannot be drawn
+            png = None
+        if png is not None:
+            parts.append(_img(png, f"the most severe event of {r.key}: actual against "
+                                   "typical, and each view's surprise", "plot"))
     if r.nearest_shapes and pi is not None and pi < len(r.nearest_shapes):
         segment, centroid = r.nearest_shapes[pi]
         if segment is not None and centroid is not None and len(segment) and len(centroid):
             try:
-                png = plots.plot_shape_pair(segment, centroid)
+                png = plots.plot_shape_pair(segment, centroid, step_s=_step_seconds(r.frame))
             except _PLOT_ERRORS:
                 png = None
             if png is not None:
@@ -429,13 +475,13 @@ def markdown_summary(report: Report, max_rows: int = 50, report_path: Path | Non
     if hits:
         lines += [
             "",
-            "| series | events | peak score | model source |",
-            "|---|---:|---:|---|",
+            "| series | events | top severity | peak score | model source |",
+            "|---|---:|---:|---:|---|",
         ]
-        for r in hits[:max_rows]:
+        for r in hits[:max_rows]:  # most severe first
             lines.append(
-                f"| {md_escape(r.key)} | {r.n_events} | {md_escape(_fmt_score(r.peak_score))} "
-                f"| {md_escape(r.source)} |"
+                f"| {md_escape(r.key)} | {r.n_events} | {md_escape(_fmt_num(r.top_severity))} "
+                f"| {md_escape(_fmt_score(r.peak_score))} | {md_escape(r.source)} |"
             )
         if len(hits) > max_rows:
             lines.append(f"\n{len(hits) - max_rows} more anomalous series are not listed.")
@@ -445,8 +491,8 @@ def markdown_summary(report: Report, max_rows: int = 50, report_path: Path | Non
 
 
 def event_rows(report: Report) -> list[dict[str, object]]:
-    """One JSON-safe row per event (series, start, end, peak score, duration), for a
-    Prefect table artifact; highest peak first."""
+    """One JSON-safe row per event (series, start, end, peak score, duration, severity,
+    the view that fired), for a Prefect table artifact; most severe first."""
     rows: list[dict[str, object]] = []
     for r in report.results:
         if not r.n_events:
@@ -462,7 +508,19 @@ def event_rows(report: Report) -> list[dict[str, object]]:
                     if peak is not None and math.isfinite(float(peak))
                     else None,
                     "duration": fmt_duration(ev.get("duration_s")),
+                    "severity": _severity_or_none(ev.get("severity")),
+                    "fired": ev.get("scale") if isinstance(ev.get("scale"), str) else None,
                 }
             )
-    rows.sort(key=lambda row: -(row["peak score"] or 0.0))  # type: ignore[operator]
+    # most severe first (severity ranks; the 0-100 peak crowds at the top)
+    rows.sort(key=lambda row: (-(row["severity"] if row["severity"] is not None else -1e9),
+                               -(row["peak score"] or 0.0)))  # type: ignore[operator]
     return rows
+
+
+def _severity_or_none(x: object) -> float | None:
+    try:
+        v = float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return round(v, 2) if math.isfinite(v) else None

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 #: which view fired (``shape 32``, ``shape 94``, ``structure 94``), the actual and the
 #: typical (rebuilt from normal shapes) mean over the event.
 EVENT_COLUMNS = ["start", "end", "peak", "mean", "duration_s", "severity", "scale", "actual",
-                 "typical"]
+                 "typical", "views"]
+#: per-view surprise columns of ``ScoredSeries.frame`` start with this
+VIEW_PREFIX = "surprise:"
 
 
 def events_from_mask(mask: np.ndarray, scores: np.ndarray, min_gap: int = 0) -> pd.DataFrame:
@@ -183,6 +185,14 @@ class ScoredSeries:
         peaks = [p for p in peaks if math.isfinite(p)]
         return max(peaks) if peaks else math.nan
 
+    @property
+    def top_severity(self) -> float:
+        """The largest event severity (NaN without events or severities)."""
+        if not self.n_events or "severity" not in self.events.columns:
+            return math.nan
+        sev = pd.to_numeric(self.events["severity"], errors="coerce").to_numpy(dtype=float)
+        return float(np.nanmax(sev)) if np.isfinite(sev).any() else math.nan
+
     def peak_event_index(self) -> int | None:
         if not self.n_events or "peak" not in self.events.columns:
             return None
@@ -223,6 +233,7 @@ def score_series(
             "error": error,
             "score": np.asarray(sf.score, dtype=float),
             "anomalous": np.asarray(sf.anomalous, dtype=bool),
+            **{VIEW_PREFIX + name: np.asarray(v, dtype=float) for name, v in sf.scales.items()},
         },
         index=out_index,
     )
@@ -240,7 +251,8 @@ def score_series(
         start, end = out_index[a], out_index[b]
         # which view fired: the most surprising one over the event and its alerts
         lo, hi = min(a, int(e.alert_idx)), max(b, int(e.alert_idx))
-        scale = max(surprise, key=lambda k: surprise[k][lo : hi + 1].max(), default="")
+        peaks = {k: float(v[lo : hi + 1].max()) for k, v in surprise.items()}
+        scale = max(peaks, key=peaks.__getitem__, default="")
         actual, typical = raw[a : b + 1], recon[a : b + 1]
         rows.append(
             {
@@ -253,6 +265,8 @@ def score_series(
                 "scale": scale,
                 "actual": float(np.nanmean(actual)) if np.isfinite(actual).any() else np.nan,
                 "typical": float(np.nanmean(typical)) if np.isfinite(typical).any() else np.nan,
+                # the error of each view: its peak surprise (-log10 p) over the event
+                "views": ", ".join(f"{k} {v:.1f}" for k, v in peaks.items() if np.isfinite(v)),
             }
         )
     events = pd.DataFrame(rows, columns=EVENT_COLUMNS)
@@ -287,7 +301,7 @@ def join_events(events: pd.DataFrame, max_gap: pd.Timedelta) -> pd.DataFrame:
             # severity = peak surprise + log10(duration): the larger peak, the joined length
             peak_s = max(_peak_surprise(last), _peak_surprise(row))
             if _peak_surprise(row) > _peak_surprise(last):
-                for col in ("scale", "actual", "typical"):
+                for col in ("scale", "actual", "typical", "views"):
                     last[col] = row.get(col)
             last["end"] = max(last["end"], row["end"])
             last["peak"] = max(last["peak"], row["peak"])

@@ -48,7 +48,9 @@ def _tags(doc: str) -> list[tuple[str, dict[str, str | None]]]:
     return p.tags
 
 
-def test_every_series_listed_and_images_two_per_plotted_series() -> None:
+def test_every_series_listed_and_images_three_per_plotted_series() -> None:
+    """Per anomalous series: the series plot, its most severe event explained (actual
+    against typical, each view's surprise) and the segment beside the nearest shape."""
     report = fleet_report(n_series=7, every=3)
     doc = render_html(report)
     for r in report.results:
@@ -56,7 +58,7 @@ def test_every_series_listed_and_images_two_per_plotted_series() -> None:
     hits = report.anomalous()
     assert len(hits) == 4  # hosts 0, 3, 6 + the hostile one
     imgs = [a for t, a in _tags(doc) if t == "img"]
-    assert len(imgs) == 2 * len(hits)
+    assert len(imgs) == 3 * len(hits)
     for a in imgs:
         src = a["src"] or ""
         assert src.startswith("data:image/png;base64,")
@@ -114,14 +116,14 @@ def test_cap_on_plotted_series_says_how_many_left_out() -> None:
     # The two plotted are the highest peaks (70 + i): hosts 4 and 3.
     sections = doc.split('<section class="series"')[1:]
     assert "cricket004" in sections[0] and "cricket003" in sections[1]
-    assert len([t for t, _ in _tags(doc) if t == "img"]) == 4
+    assert len([t for t, _ in _tags(doc) if t == "img"]) == 6  # 3 per plotted series
 
 
-def test_series_without_nearest_shapes_gets_only_the_series_plot() -> None:
+def test_series_without_nearest_shapes_gets_no_shape_pair() -> None:
     r = series_result("waveform.value{host=a}", True, shapes=False)
     report = Report("t", "score", START, START + pd.Timedelta(hours=1), "m", 1, [r])
     doc = render_html(report)
-    assert len([t for t, _ in _tags(doc) if t == "img"]) == 1
+    assert len([t for t, _ in _tags(doc) if t == "img"]) == 2  # series plot, event plot
 
 
 def test_empty_report_renders_notes() -> None:
@@ -184,9 +186,9 @@ def test_markdown_summary_escapes_and_counts() -> None:
     assert "](http" not in md
     assert "\n# heading" not in md
     assert "a \\| b \\# heading \\[x\\]\\(http://evil\\)" in md
-    # Every table row has exactly the four cell separators.
+    # Every table row has exactly the six cell separators (five cells).
     rows = [line for line in md.splitlines() if line.startswith("| ")]
-    assert rows and all(len(re.findall(r"(?<!\\)\|", line)) == 5 for line in rows)
+    assert rows and all(len(re.findall(r"(?<!\\)\|", line)) == 6 for line in rows)
 
 
 def test_md_escape_round_trip_characters() -> None:
@@ -200,7 +202,7 @@ def test_event_rows_for_table_artifact() -> None:
     assert [r["series"] for r in rows] == [
         HOSTILE_KEY, "waveform.value{host=cricket002}", "waveform.value{host=cricket000}"
     ]
-    assert set(rows[0]) == {"series", "start", "end", "peak score", "duration"}
+    assert set(rows[0]) == {"series", "start", "end", "peak score", "duration", "severity", "fired"}
     assert rows[0]["peak score"] == 99.0 and rows[0]["duration"] == "3m 10s"
     assert rows[0]["start"] == "2024-05-01 10:30:50 UTC"
 
@@ -255,3 +257,34 @@ def test_plots_break_lines_at_gaps_instead_of_drawing_across_them():
     hole = out[(out.index > first[-1]) & (out.index < later[0])]
     assert len(hole) == 1 and hole["value"].isna().all()
     assert break_gaps(frame.iloc[:360]) is not None and len(break_gaps(frame.iloc[:360])) == 360
+
+
+def test_events_rank_by_severity_and_are_explained_in_the_metric_units() -> None:
+    """The most severe event comes first in the series' table, the summary and the
+    artifact rows, whatever its 0-100 peak; each row says actual against typical and
+    which view fired."""
+    from cricket.report import event_rows, markdown_summary
+
+    report = fleet_report(n_series=4, every=1, hostile=False)
+    quiet, loud = report.results[1], report.results[2]
+    for r, sev, peak in ((quiet, 4.2, 99.0), (loud, 11.5, 71.0)):
+        r.events = r.events.assign(severity=[sev], peak=[peak], scale=["shape 94"],
+                                   actual=[0.0], typical=[41.5], views=["shape 32 3.0"])
+    # a second, milder event on the loud series, listed after the severe one
+    extra = loud.events.assign(start=loud.events["start"] - pd.Timedelta("20min"),
+                               end=loud.events["end"] - pd.Timedelta("20min"),
+                               severity=[6.0], typical=[7.25])
+    loud.events = pd.concat([extra, loud.events], ignore_index=True)
+    assert report.anomalous()[0] is loud
+    rows = event_rows(report)
+    assert [r["severity"] for r in rows[:3]] == [11.5, 6.0, 4.2]
+    assert rows[0]["fired"] == "shape 94"
+    md = markdown_summary(report)
+    lines = [ln for ln in md.splitlines() if ln.startswith("| waveform")]
+    assert "cricket002" in lines[0] and "11.5" in lines[0]
+    doc = render_html(report)
+    section = next(part for part in doc.split('<section class="series"')[1:]
+                   if html.escape(loud.key) in part)
+    table = section[section.index("<table>"):section.index("</table>")]
+    assert table.index("11.5") < table.index(">6<")
+    assert "41.5" in table and "shape 94" in table and "actual (mean)" in table
