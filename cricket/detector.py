@@ -35,7 +35,13 @@ How the score is made
    points before it, so scores are causal: the score of a point never changes when
    later data arrives (the hourly pipeline and the NAB evaluation see the same numbers).
 3. Calibration (:mod:`cricket.calibration`): each scale's held-out errors turn an error
-   into a surprise; the score is the most surprising scale's, on 0-100.
+   into a surprise; the score is the most surprising view's, on 0-100.
+4. A third view with a period scale (:mod:`cricket.extent`): the spread of the values
+   over the trailing dominant period, whose surprise is high when a window is too quiet
+   (lost periodic structure: a missing pulse, a frozen value). It joins the score.
+5. Events (:meth:`ScoreFrame.events`): runs of alerts, each settled to the samples whose
+   attributed error (the residual of every segment covering a sample, calibrated like the
+   score) reaches the alert level; with an uncapped severity for ranking.
 """
 
 from __future__ import annotations

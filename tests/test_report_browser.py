@@ -41,7 +41,7 @@ def test_report_renders_escapes_and_screenshots(browser, tmp_path: Path) -> None
     # Every image came from the report itself and decoded.
     images = browser.find_elements(By.TAG_NAME, "img")
     plotted = len(report.anomalous())
-    assert len(images) == 2 * plotted
+    assert len(images) == 3 * plotted  # series plot, most severe event, shape pair
     for img in images:
         assert img.get_attribute("src").startswith("data:image/png;base64,")
         assert browser.execute_script(
