@@ -287,6 +287,13 @@ def _detector_problem(det: Any) -> str | None:
         q = np.asarray(cal.quantiles, dtype=float)
         if not finite(q) or not finite([cal.beta, getattr(cal, "xi", 0.0)]):
             return f"has a non-finite calibration in scale {k}"
+    # the calibrations that settle events (attributed error per scale, lost structure)
+    extra = list(getattr(det, "attr_calibrators_", None) or [])
+    if getattr(det, "spread_calibrator_", None) is not None:
+        extra.append(det.spread_calibrator_)
+    for cal in extra:
+        if not finite(cal.quantiles) or not finite([cal.beta]):
+            return "has a non-finite event calibration (attributed error or structure)"
     return None
 
 
