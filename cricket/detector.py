@@ -111,6 +111,10 @@ class ScoreFrame:
         )
 
 
+#: held-out periods the lost-structure view needs to calibrate its tail (fewer: no view)
+STRUCTURE_PERIODS = 10
+
+
 class WaveformDetector(BaseDetector):
     """Shape-library anomaly detector for one series (or a fleet of series) with a
     calibrated 0-100 score."""
@@ -284,7 +288,8 @@ class WaveformDetector(BaseDetector):
             m = int(self.libraries_[1].segment_len)
             held_spread = spread(self._pieces(held_scaled, m), len(held_scaled), m)
             held_spread = held_spread[len(held_context) :]
-            if np.count_nonzero(np.isfinite(held_spread)) >= 8:
+            # a tail needs many independent windows: at least STRUCTURE_PERIODS periods
+            if np.count_nonzero(np.isfinite(held_spread)) >= STRUCTURE_PERIODS * m:
                 self.spread_calibrator_, self.spread_len_ = TailCalibrator.fit(held_spread), m
         self.threshold_ = float(surprise_to_score(-math.log10(1.0 - spec.threshold_quantile)))
         self.n_train_ = int(np.count_nonzero(~np.isnan(train)))
