@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from cricket.flows.runtime import scheduled_time, task_runner
 from cricket.tasks.points import (
     load_point_model,
+    publish_point_artifacts,
     read_points,
     register_and_promote_points,
     score_points,
@@ -27,7 +28,7 @@ from prefect import flow, get_run_logger
 from cricket.config import Settings
 from cricket.errors import CricketValueError
 from cricket.multifield import PointSelector, PointSpec
-from cricket.report_points import markdown_summary, write_report
+from cricket.report_points import write_report
 from cricket.windows import floor_time, utc
 
 
@@ -78,14 +79,14 @@ def _score(start: datetime, end: datetime, version: str | None, kind: str) -> di
     report = write_report(results, settings.reports_path, name,
                           f"Point anomalies {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
                           resolved)
-    print(markdown_summary(results, resolved))
+    artifact = publish_point_artifacts(results, resolved, kind)
     events = [
         {"device": str(r.key), "start": e["start"].isoformat(), "end": e["end"].isoformat(),
          "peak": float(e["peak"]), "contributor": e["contributor"]}
         for r in results for _, e in r.events.iterrows()
     ]
     return {"model_version": resolved, "devices": len(results), "events": events,
-            "written": written, "report": str(report), "window_start": start.isoformat(),
+            "written": written, "report": str(report), "artifact": artifact, "window_start": start.isoformat(),
             "window_end": end.isoformat()}
 
 

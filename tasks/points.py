@@ -29,7 +29,7 @@ from cricket.point_registry import (
     point_registry,
     set_point_champion,
 )
-from cricket.report_points import DeviceResult
+from cricket.report_points import DeviceResult, markdown_summary
 from cricket.series import SeriesKey
 
 
@@ -114,3 +114,14 @@ def write_points(settings: Settings, results: list[DeviceResult], version: str) 
     finally:
         sink.close()
     return {"scores": scores, "events": events}
+
+
+@task(name="publish-point-artifacts", timeout_seconds=120, **IO_TASK)
+def publish_point_artifacts(results: list[DeviceResult], version: str, kind: str) -> str:
+    """A markdown artifact on the flow run: every event with the field named."""
+    from prefect.artifacts import create_markdown_artifact
+
+    return str(create_markdown_artifact(
+        markdown=markdown_summary(results, version), key=f"cricket-points-{kind}-events",
+        description=f"Point model events of the {kind} run",
+    ))

@@ -94,6 +94,15 @@ def test_backfill_finds_the_broken_correlations_names_the_field_and_clean_device
     assert html.count("alt='scatter'") == len(fleet.truth)
     assert html.count("alt='per-feature bars'") == len(fleet.truth)
     assert "out of line with the other fields" in html
+    # and a markdown artifact on the flow run names them too
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["cricket-points-backfill-events"])))
+    assert arts and all(f"| {a.key} |" in arts[0].data and a.kind in arts[0].data
+                        for a in fleet.truth)
 
 
 def test_a_second_retrain_is_judged_against_the_champion(trained):
