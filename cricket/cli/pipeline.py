@@ -200,16 +200,7 @@ def backfill(
             f"scored, {summary['skipped']} already done, {summary['events']} events, "
             f"{summary['points_written']} points written in {summary['seconds']} s"
         )
-        for key in summary["anomalous_series"]:
-            console.print(f"  anomalous: {key}", markup=False)
-        _print_skipped(summary)
-        for note in summary.get("notes", [])[:10]:
-            console.print(f"  note: {note}", markup=False)
-        print_alerts(summary.get("alerts"))
-        _print_missing(summary)
-        if summary.get("report"):
-            console.print(f"report: {summary['report']}", markup=False)
-        _print_where(summary)
+        _print_details(summary)
     _exit_for(summary)
 
 
@@ -290,13 +281,18 @@ def _print_score_summary(summary: dict) -> None:
         f"{summary['window_start']} to {summary['window_end']} with version "
         f"{summary['model_version']}: [bold]{summary['events']} events[/]"
     )
+    _print_details(summary)
+
+
+def _print_details(summary: dict) -> None:
+    """What a score or backfill summary says below its first line: the anomalous and
+    skipped series, notes, alerts, missing data, the report and where things ran."""
     for key in summary["anomalous_series"]:
         console.print(f"  anomalous: {key}", markup=False)
     _print_skipped(summary)
     for note in summary.get("notes", [])[:10]:
         console.print(f"  note: {note}", markup=False)
     print_alerts(summary.get("alerts"))
-
     _print_missing(summary)
     if summary.get("report"):
         console.print(f"report: {summary['report']}", markup=False)
