@@ -28,13 +28,10 @@ from typing import Any
 
 import pandas as pd
 
+from cricket.windows import utc_timestamp as _ts
+
 OPENED = "cricket.anomaly.opened"
 CLOSED = "cricket.anomaly.closed"
-
-
-def _ts(value: Any) -> pd.Timestamp:
-    t = pd.Timestamp(value)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
 @dataclass(frozen=True)

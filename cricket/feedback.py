@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cricket.errors import CricketError
+from cricket.windows import utc_timestamp as _ts
 
 NORMAL = "normal"
 ANOMALY = "anomaly"
@@ -36,11 +37,6 @@ COVER_QUANTILE = 0.5
 
 class FeedbackError(CricketError):
     """A label or silence that cannot be stored as given; the message says why."""
-
-
-def _ts(value: Any) -> pd.Timestamp:
-    t = pd.Timestamp(value)
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,15 @@ import pandas as pd
 from cricket.errors import CricketValueError
 
 
+def utc_timestamp(ts: datetime | str | pd.Timestamp) -> pd.Timestamp:
+    """A timezone-aware UTC Timestamp; naive input is taken as UTC."""
+    t = pd.Timestamp(ts)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
 def utc(ts: datetime | str | pd.Timestamp) -> datetime:
     """A timezone-aware UTC datetime; naive input is taken as UTC."""
-    t = pd.Timestamp(ts)
-    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
-    return t.to_pydatetime()
+    return utc_timestamp(ts).to_pydatetime()
 
 
 def floor_time(ts: datetime, step: timedelta) -> datetime:
