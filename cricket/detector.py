@@ -41,13 +41,16 @@ How the score is made
    (lost periodic structure: a missing pulse, a frozen value). It joins the score.
 5. Events (:meth:`ScoreFrame.events`): runs of alerts, each settled to the samples whose
    attributed error (the residual of every segment covering a sample, calibrated like the
-   score) reaches the alert level; with an uncapped severity for ranking.
+   score) reaches the alert level; with an uncapped severity for ranking. The attributed
+   error and its calibration are computed only when events (or the model's state) are
+   asked for: the causal score alone (NAB) does not pay for them.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +78,11 @@ class ScoreFrame:
     ``-log10 p``), ``extent`` (samples whose attributed error reaches the alert level),
     ``lead`` (the same for the ``reach`` points of context before the first one),
     ``reach`` (the longest segment) and ``scales``: each view's surprise by name
-    (``shape 32``, ``shape 94``, ``structure 94``), for the report's "which scale fired"."""
+    (``shape 32``, ``shape 94``, ``structure 94``), for the report's "which scale fired".
+
+    ``extent`` and ``lead`` are computed when first needed (:meth:`settled`, which
+    :meth:`events` calls): the causal score alone (NAB, ``decision_function``) never
+    pays for the attributed error."""
 
     value: np.ndarray
     reconstruction: np.ndarray
@@ -87,17 +94,28 @@ class ScoreFrame:
     lead: np.ndarray | None = None
     reach: int = 0
     scales: dict[str, np.ndarray] = field(default_factory=dict)
+    settle: Callable[[], tuple[np.ndarray | None, np.ndarray | None]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def __len__(self) -> int:
         return len(self.value)
+
+    def settled(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(extent, lead)``, computed on first call when the frame was made lazily."""
+        if self.settle is not None:
+            self.extent, self.lead = self.settle()
+            self.settle = None
+        return self.extent, self.lead
 
     def events(self, min_gap: int = 0) -> pd.DataFrame:
         """Events: ``start_idx``, ``end_idx`` (inclusive; the settled extent),
         ``alert_idx`` (first alert), ``peak`` and ``mean`` score, ``severity``
         (uncapped, for ranking); see :func:`cricket.extent.settle_events`."""
         surprise = self.surprise if self.surprise is not None else np.full(len(self), np.nan)
-        return settle_events(self.anomalous, surprise, self.score, self.extent, self.reach,
-                             min_gap, self.lead)
+        extent, lead = self.settled()
+        return settle_events(self.anomalous, surprise, self.score, extent, self.reach,
+                             min_gap, lead)
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
@@ -151,47 +169,83 @@ class WaveformDetector(BaseDetector):
         """Distance of the windowed segment ending at each point to its nearest shape
         in library ``k`` (scaled units); NaN where no full segment ends (start of a
         piece, gaps)."""
-        return self._scale_pass(scaled, k, attributed=False)[0]
+        return self._scale_pass(scaled, k)[0]
 
-    def _scale_pass(
-        self, scaled: np.ndarray, k: int, attributed: bool = True
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Library ``k``'s trailing error and (``attributed``) each sample's attributed
-        error (:func:`cricket.extent.attributed_error`), from one nearest-shape search."""
+    def _scale_pass(self, scaled: np.ndarray, k: int) -> tuple[np.ndarray, list[Any]]:
+        """Library ``k``'s trailing error, and what :meth:`_attributed` needs to give each
+        sample's attributed error later without a second nearest-shape search: per
+        gap-free piece, its start, values and the nearest shape of each segment."""
         lib = self.libraries_[k]
         n = int(lib.segment_len)
         out = np.full(len(scaled), np.nan)
-        attr = np.full(len(scaled), np.nan) if attributed else None
         w = window(n)
+        hits = []
         for start, piece in self._pieces(scaled, n):
             segs = np.lib.stride_tricks.sliding_window_view(piece, n) * w
             idx, dist = lib.nearest(segs)
             out[start + n - 1 : start + len(piece)] = dist
-            if attr is not None:
-                attr[start : start + len(piece)] = attributed_error(
-                    segs, lib.centroids_[idx], w
-                )
-        return out, attr
+            hits.append((start, piece, idx))
+        return out, hits
 
-    def _views(self, scaled: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-        """Each view's causal surprise by name, and the extent mask (None for a model
-        saved without the attributed calibration)."""
+    def _attributed(self, k: int, size: int, hits: list[Any]) -> np.ndarray:
+        """Each sample's attributed error at scale ``k`` (:func:`cricket.extent.
+        attributed_error`) from :meth:`_scale_pass`'s ``hits`` over ``size`` points."""
+        lib = self.libraries_[k]
+        n = int(lib.segment_len)
+        w = window(n)
+        attr = np.full(size, np.nan)
+        for start, piece, idx in hits:
+            segs = np.lib.stride_tricks.sliding_window_view(piece, n) * w
+            attr[start : start + len(piece)] = attributed_error(segs, lib.centroids_[idx], w)
+        return attr
+
+    @property
+    def attr_calibrators_(self) -> list[TailCalibrator]:
+        """The attributed-error calibrators (one per scale), fitted on the held-out data
+        the first time events or the model's state need them (NAB never does)."""
+        cals = getattr(self, "_attr_calibrators", None)
+        if cals is None:
+            sources = getattr(self, "_attr_sources", None)
+            if sources is None:
+                raise AttributeError("attr_calibrators_")
+            cals = [TailCalibrator.fit(self._attributed(k, size, hits)[off:])
+                    for k, (size, hits, off) in enumerate(sources)]
+            self._attr_calibrators, self._attr_sources = cals, None
+        return cals
+
+    def _views(
+        self, scaled: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], Callable[[], np.ndarray | None]]:
+        """Each view's causal surprise by name, and a function giving the extent mask
+        (None for a model saved without the attributed calibration) when called."""
         views: dict[str, np.ndarray] = {}
-        level = self.alert_surprise
-        extent = None
-        attributed = bool(getattr(self, "attr_calibrators_", None))
+        passes = []
         for k, cal in enumerate(self.calibrators_):
-            err, attr = self._scale_pass(scaled, k, attributed)
+            err, hits = self._scale_pass(scaled, k)
             views[f"shape {self.libraries_[k].segment_len}"] = cal.surprise(err)
-            if attr is not None:
-                hot = self.attr_calibrators_[k].surprise(attr) >= level
-                extent = hot if extent is None else extent | hot
+            passes.append(hits)
+        m = 0
         if getattr(self, "spread_calibrator_", None) is not None:
             m = self.spread_len_
             s = self.spread_calibrator_.surprise(spread(self._pieces(scaled, m), len(scaled), m))
             views[f"structure {m}"] = s
-            if extent is not None:
-                extent |= structure_extent(np.nan_to_num(s) >= level, m)
+
+        def extent() -> np.ndarray | None:
+            try:
+                cals = self.attr_calibrators_
+            except AttributeError:
+                return None
+            if not cals:
+                return None
+            level = self.alert_surprise
+            out = None
+            for k, hits in enumerate(passes):
+                hot = cals[k].surprise(self._attributed(k, len(scaled), hits)) >= level
+                out = hot if out is None else out | hot
+            if out is not None and m:
+                out |= structure_extent(np.nan_to_num(views[f"structure {m}"]) >= level, m)
+            return out
+
         return views, extent
 
     def _surprise(self, scaled: np.ndarray) -> np.ndarray:
@@ -263,7 +317,8 @@ class WaveformDetector(BaseDetector):
             if period is not None and period > n:
                 scales.append(period)
 
-        self.libraries_, self.calibrators_, self.attr_calibrators_ = [], [], []
+        self.libraries_, self.calibrators_ = [], []
+        self._attr_calibrators, self._attr_sources = None, []
         held_scaled = self.scaler_.transform(np.r_[held_context, held])
         for m in scales:
             lib = self._fit_library(m, scaled)
@@ -271,17 +326,19 @@ class WaveformDetector(BaseDetector):
                 continue
             self.libraries_.append(lib)
             k = len(self.libraries_) - 1
-            held_err, held_attr = self._scale_pass(held_scaled, k)
+            held_err, hits = self._scale_pass(held_scaled, k)
             held_err = held_err[len(held_context) :]
-            held_attr = held_attr[len(held_context) :]
+            source = (len(held_scaled), hits, len(held_context))
             if np.count_nonzero(~np.isnan(held_err)) < 8:
                 if k > 0:  # a long scale the held-out data cannot calibrate: drop it
                     self.libraries_.pop()
                     continue
                 # Too little held-out data: fall back to the training errors (optimistic).
-                held_err, held_attr = self._scale_pass(scaled, k)
+                held_err, hits = self._scale_pass(scaled, k)
+                source = (len(scaled), hits, 0)
             self.calibrators_.append(TailCalibrator.fit(held_err))
-            self.attr_calibrators_.append(TailCalibrator.fit(held_attr))
+            # the attributed calibrator is fitted from these when first needed
+            self._attr_sources.append(source)
         # Lost periodic structure: the spread over one dominant period (see cricket.extent).
         self.spread_calibrator_, self.spread_len_ = None, 0
         if len(self.libraries_) > 1:
@@ -326,7 +383,7 @@ class WaveformDetector(BaseDetector):
         own = self._own_scaler(x)
         x_model = own.transform(x) if own is not None else x
         scaled = self.scaler_.transform(x_model)
-        views, extent = self._views(scaled)
+        views, extent_of = self._views(scaled)
         surprise = None
         for v in views.values():
             surprise = v if surprise is None else np.fmax(surprise, v)
@@ -341,6 +398,13 @@ class WaveformDetector(BaseDetector):
         with np.errstate(invalid="ignore"):
             anomalous = score >= self.threshold_
         reach = self.context_len
+
+        def settle() -> tuple[np.ndarray | None, np.ndarray | None]:
+            extent = extent_of()
+            if extent is None:
+                return None, None
+            return extent[sl], extent[max(context - reach, 0) : context]
+
         return ScoreFrame(
             value=x[sl],
             reconstruction=rec[sl],
@@ -348,10 +412,9 @@ class WaveformDetector(BaseDetector):
             score=score[sl],
             anomalous=anomalous[sl] & ~np.isnan(score[sl]),
             surprise=surprise[sl],
-            extent=None if extent is None else extent[sl],
-            lead=None if extent is None else extent[max(context - reach, 0) : context],
             reach=reach,
             scales={name: v[sl] for name, v in views.items()},
+            settle=settle,
         )
 
     def decision_function(self, values: Any) -> np.ndarray:
@@ -419,7 +482,7 @@ class WaveformDetector(BaseDetector):
     @classmethod
     def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> WaveformDetector:
         det = cls(DetectorSpec(**meta["spec"]), bool(meta.get("per_series_scaling", False)))
-        det.libraries_, det.calibrators_, det.attr_calibrators_ = [], [], []
+        det.libraries_, det.calibrators_, det._attr_calibrators = [], [], []
 
         def quantiles(name: str) -> np.ndarray:
             if name not in arrays:
@@ -435,7 +498,7 @@ class WaveformDetector(BaseDetector):
             }
             det.libraries_.append(ShapeLibrary.from_state(sc["library"], lib_arrays))
             det.calibrators_.append(TailCalibrator(quantiles(prefix + "quantiles"), sc["beta"]))
-            det.attr_calibrators_.append(
+            det._attr_calibrators.append(
                 TailCalibrator(quantiles(f"attributed{k}.quantiles"), sc["attributed_beta"])
             )
         structure = meta.get("structure")

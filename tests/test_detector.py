@@ -188,3 +188,23 @@ def test_calibration_equals_the_naive_reference() -> None:
     probe = np.r_[0.0, np.linspace(0.01, 4.0, 97), 50.0, np.nan]
     want = [naive.surprise(e, q, beta) for e in probe]
     np.testing.assert_allclose(cal.surprise(probe), want, rtol=1e-9, atol=1e-12)
+
+
+def test_attribution_is_computed_only_for_events() -> None:
+    # The causal score (NAB, decision_function) never fits or computes the attributed
+    # error; events do, and get the same extents as a detector whose calibrators were
+    # fitted up front (by saving its state).
+    det = WaveformDetector(SPEC).fit(wave(2500))
+    x = wave(1500, seed=3)
+    x[600:700] = 2.5
+    det.decision_function(x)
+    assert det._attr_calibrators is None
+    lazy = det.score(x)
+    assert lazy.extent is None and lazy.settle is not None
+    ev = lazy.events(16)
+    assert len(ev) >= 1 and lazy.extent is not None and lazy.settle is None
+    assert det._attr_calibrators is not None
+    again = WaveformDetector.from_state(*det.get_state())
+    eager = again.score(x)
+    assert np.array_equal(eager.settled()[0], lazy.extent)
+    assert eager.events(16).equals(ev)
