@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 
-from cricket.flows.runtime import task_runner
+from cricket.flows.runtime import run_name, task_runner
 from cricket.flows.score import publish_window, score_range
 from cricket.tasks.ledger import done_chunks, mark_chunk_done
 from cricket.tasks.registry import load_model
@@ -25,7 +25,12 @@ from cricket.scoring import ScoredSeries, merge_by_series
 from cricket.windows import chunks, utc
 
 
-@flow(name="backfill", log_prints=True, task_runner=task_runner())
+@flow(
+    name="backfill",
+    flow_run_name=run_name("backfill"),
+    log_prints=True,
+    task_runner=task_runner(),
+)
 def backfill(
     start: datetime,
     end: datetime,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from cricket.flows.runtime import scheduled_time, task_runner
+from cricket.flows.runtime import run_name, scheduled_time, task_runner
 from cricket.tasks.points import (
     load_point_model,
     publish_point_artifacts,
@@ -32,7 +32,12 @@ from cricket.report_points import write_report
 from cricket.windows import floor_time, utc
 
 
-@flow(name="points-retrain", log_prints=True, task_runner=task_runner())
+@flow(
+    name="points-retrain",
+    flow_run_name=run_name("points-retrain"),
+    log_prints=True,
+    task_runner=task_runner(),
+)
 def points_retrain(
     selector: PointSelector = PointSelector(),
     spec: PointSpec = PointSpec(),
@@ -90,7 +95,12 @@ def _score(start: datetime, end: datetime, version: str | None, kind: str) -> di
             "window_end": end.isoformat()}
 
 
-@flow(name="points-score", log_prints=True, task_runner=task_runner())
+@flow(
+    name="points-score",
+    flow_run_name=run_name("points-score"),
+    log_prints=True,
+    task_runner=task_runner(),
+)
 def points_score(
     window: timedelta = timedelta(hours=1), end: datetime | None = None,
     model_version: str | None = None,
@@ -101,7 +111,12 @@ def points_score(
     return _score(end - window, end, model_version, "score")
 
 
-@flow(name="points-backfill", log_prints=True, task_runner=task_runner())
+@flow(
+    name="points-backfill",
+    flow_run_name=run_name("points-backfill"),
+    log_prints=True,
+    task_runner=task_runner(),
+)
 def points_backfill(start: datetime, end: datetime, model_version: str | None = None) -> dict:
     """Score [start, end) with the champion point model (or ``model_version``)."""
     start, end = utc(start), utc(end)

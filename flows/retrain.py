@@ -14,6 +14,7 @@ from cricket.flows.runtime import (
     batch_size_for,
     in_flight_limit,
     pipelined,
+    run_name,
     scheduled_time,
     task_runner,
 )
@@ -34,7 +35,12 @@ from cricket.windows import TrainingWindow, batched, floor_time
 FLEET_POINTS = 200_000
 
 
-@flow(name="nightly-retrain", log_prints=True, task_runner=task_runner())
+@flow(
+    name="nightly-retrain",
+    flow_run_name=run_name("retrain"),
+    log_prints=True,
+    task_runner=task_runner(),
+)
 def nightly_retrain(
     selector: SeriesSelector = SeriesSelector(),
     spec: DetectorSpec = DetectorSpec(),

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from pydantic import TypeAdapter
 
 from cricket.config import Settings
-from cricket.windows import utc
+from cricket.windows import floor_time, score_window, utc
 
 T = TypeVar("T")
 
@@ -22,6 +23,60 @@ def scheduled_time() -> datetime:
     from prefect.runtime import flow_run
 
     return utc(flow_run.scheduled_start_time)
+
+
+def _time(value: Any) -> datetime:
+    """A run parameter as a UTC datetime: a datetime from a call, an ISO string from a
+    deployment."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return utc(value)
+
+
+def _span(value: Any) -> timedelta:
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    return TypeAdapter(timedelta).validate_python(value)
+
+
+def describe_run(kind: str, params: dict[str, Any]) -> str:
+    """What a run does, in a few words: the window it scores, the range it backfills,
+    where its training ends (times in UTC; a pinned model version at the end)."""
+    version = f" v{params['model_version']}" if params.get("model_version") else ""
+    if kind == "score":
+        at = params.get("at")
+        start, end = score_window(
+            _time(at) if at else scheduled_time(), _span(params.get("window", "PT1H"))
+        )
+        return f"score {start:%Y-%m-%d %H:%M} to {end:%H:%M}{version}"
+    if kind == "points-score":
+        end = params.get("end")
+        return f"{kind} to {(_time(end) if end else scheduled_time()):%Y-%m-%d %H:%M}{version}"
+    if kind.endswith("backfill"):
+        start, end = _time(params["start"]), _time(params["end"])
+        return f"{kind} {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}{version}"
+    if kind.endswith("retrain"):
+        end = params.get("end")
+        end = _time(end) if end else floor_time(scheduled_time(), timedelta(hours=1))
+        return f"{kind} to {end:%Y-%m-%d %H:%M}"
+    return kind
+
+
+def run_name(kind: str) -> Callable[[], str]:
+    """For ``@flow(flow_run_name=run_name(kind))``: name each run with
+    :func:`describe_run`, so the Prefect UI's run list reads as a log. Parameters it
+    cannot read give Prefect's usual generated name: naming never fails a run."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+        from prefect.utilities.names import generate_slug
+
+        try:
+            return describe_run(kind, dict(flow_run.parameters or {}))
+        except Exception:  # noqa: BLE001 - a name is never worth a failed run
+            return generate_slug(2)
+
+    return name
 
 
 def default_workers() -> int:

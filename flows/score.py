@@ -16,6 +16,7 @@ from cricket.flows.runtime import (
     batch_size_for,
     in_flight_limit,
     pipelined,
+    run_name,
     scheduled_time,
     task_runner,
 )
@@ -213,7 +214,12 @@ def report_link(settings: Settings, rep: Report) -> str:
     return (settings.reports_path / name).absolute().as_uri()
 
 
-@flow(name="hourly-score", log_prints=True, task_runner=task_runner())
+@flow(
+    name="hourly-score",
+    flow_run_name=run_name("score"),
+    log_prints=True,
+    task_runner=task_runner(),
+)
 def hourly_score(
     selector: SeriesSelector = SeriesSelector(),
     window: timedelta = timedelta(hours=1),
