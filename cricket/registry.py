@@ -173,6 +173,34 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def describe_version(tags: Mapping[str, str]) -> str:
+    """The model version's description in the MLflow UI, from its tags: what it was
+    trained on, how it did on held-out data and what was decided, in plain words, so a
+    reviewer need not decode the tag table. Rewritten whenever the decision changes."""
+    lines = []
+    if tags.get("series_count"):
+        span = ""
+        if tags.get("trained_from") and tags.get("trained_to"):
+            span = f" from {tags['trained_from'][:16]} to {tags['trained_to'][:16]} UTC"
+        lines.append(f"Trained on {tags['series_count']} series{span}.")
+    if tags.get("heldout_false_alarms"):
+        held = f"Held-out data ({tags.get('heldout_series', '?')} series): " + (
+            f"{100 * float(tags['heldout_false_alarms']):.2f}% of normal samples flagged"
+        )
+        if tags.get("heldout_probe_recall"):
+            held += f", {100 * float(tags['heldout_probe_recall']):.0f}% of planted probes found"
+        lines.append(held + ".")
+    if tags.get("compared_with"):
+        lines.append(f"Compared with champion version {tags['compared_with']}.")
+    decision = tags.get("decision")
+    if decision:
+        reason = tags.get("decision_reason")
+        lines.append(f"Decision: {decision}" + (f": {reason}." if reason else "."))
+    if tags.get("rolled_back"):
+        lines.append(f"Rolled back: {tags['rolled_back']}.")
+    return "\n\n".join(lines)
+
+
 # --------------------------------------------------------------------------- registry
 class Registry:
     """Runs, versions and aliases of ``settings.model_name`` in MLflow."""
@@ -508,7 +536,13 @@ class Registry:
             tags["previous_champion"] = previous
         for k, v in tags.items():
             self.client.set_model_version_tag(self.name, version, k, v)
+        self._describe(version)
         return previous
+
+    def _describe(self, version: str) -> None:
+        """Rewrite the version's description from its tags (see :func:`describe_version`)."""
+        tags = dict(self.client.get_model_version(self.name, version).tags or {})
+        self.client.update_model_version(self.name, version, description=describe_version(tags))
 
     def evaluate_and_promote(
         self,
@@ -555,12 +589,14 @@ class Registry:
         recall = new_eval.recall()
         if recall is not None:
             set_tag(self.name, version, "heldout_probe_recall", f"{recall:.3f}")
-        set_tag(self.name, version, "compared_with", champion or "")
+        if champion is not None and champion != version:
+            set_tag(self.name, version, "compared_with", champion)
         if promote:
             self._make_champion(version, "promoted", reason)
         else:
             set_tag(self.name, version, "decision", "rejected")
             set_tag(self.name, version, "decision_reason", reason)
+            self._describe(version)
         return PromotionResult(
             version, promote, reason, champion, new_eval, champion_eval, label_check
         )
@@ -611,6 +647,8 @@ class Registry:
         self.client.set_model_version_tag(
             self.name, target, "decision_reason", f"restored by rollback from {current} at {stamp}"
         )
+        self._describe(current)
+        self._describe(target)
         return current, target
 
     def list_versions(self) -> list[VersionRow]:

@@ -126,6 +126,11 @@ def test_first_version_becomes_champion_and_loads(
     assert row.tags["series_count"] == "2"
     assert row.tags["trained_from"].startswith("2024-01-01")
     assert float(row.tags["heldout_false_alarms"]) < 0.02
+    assert "compared_with" not in row.tags  # nothing to compare with: no empty tag
+    # the MLflow UI's description says it in words
+    described = registry.client.get_model_version(registry.name, version).description
+    assert "Trained on 2 series from 2024-01-01" in described
+    assert "Decision: promoted: first version" in described
 
     loaded, loaded_version = registry.load_bundle()
     assert loaded_version == version and loaded.series_keys == KEYS
@@ -179,6 +184,9 @@ def test_worse_challenger_is_not_promoted_then_promote_and_rollback(
     tags = {r.version: r.tags for r in registry.list_versions()}
     assert tags[v2]["decision"] == "rejected"
     assert "more false alarms" in tags[v2]["decision_reason"]
+    described = registry.client.get_model_version(registry.name, v2).description
+    assert f"Compared with champion version {v1}." in described
+    assert "Decision: rejected:" in described and "more false alarms" in described
 
     # a second good version is not worse: it becomes champion
     v3 = add_version(registry, good, held_out)
@@ -190,6 +198,8 @@ def test_worse_challenger_is_not_promoted_then_promote_and_rollback(
     assert registry.rollback() == (v3, v1)
     assert registry.alias_version(CHAMPION) == v1
     assert registry.load_bundle()[1] == v1
+    described = registry.client.get_model_version(registry.name, v3).description
+    assert f"Rolled back: replaced by version {v1}" in described
     with pytest.raises(RegistryError, match="nothing to roll back to"):
         registry.rollback()
 
