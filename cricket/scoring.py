@@ -115,11 +115,20 @@ def quantile_threshold(errors: np.ndarray, quantile: float, scale: float = 1.0) 
     return float(np.quantile(e, quantile) * scale)
 
 
-def alert_scores(score: np.ndarray, hold: int | None = None, margin: float = 20.0) -> np.ndarray:
+def alert_scores(
+    score: np.ndarray,
+    hold: int | None = None,
+    margin: float = 20.0,
+    rearm: float | None = None,
+    quiet: int = 32,
+) -> np.ndarray:
     """Fire once per anomaly: keep a point's score only where it rises above every
     score of the ``hold`` points before it and either no alert was kept in the last
-    ``hold`` points or it beats the last kept one by ``margin`` (0-100 units);
-    other points get 0 (NaN stays NaN).
+    ``hold`` points, or it beats the last kept one by ``margin`` (0-100 units), or
+    (``rearm`` given) the score has been back below ``rearm`` for ``quiet`` points in a
+    row since the last alert (that anomaly is over: the next one is new, as the
+    pipeline's events end after ``min_event_gap`` normal points); other points get 0
+    (NaN stays NaN, and counts as quiet).
 
     Causal (uses only earlier points) and independent of any threshold: a stretch of
     high scores (a ramp, a long anomaly) raises one alert, or a few when it keeps
@@ -134,11 +143,21 @@ def alert_scores(score: np.ndarray, hold: int | None = None, margin: float = 20.
     padded = np.concatenate((np.full(hold, -np.inf), filled))
     prev_max = np.lib.stride_tricks.sliding_window_view(padded[:-1], hold).max(axis=1)
     rising = np.flatnonzero(filled > prev_max)
+    # quiet_end[t]: the last index before t that ends `quiet` quiet points in a row
+    quiet_end = np.full(len(s), -1, dtype=np.int64)
+    if rearm is not None and len(s):
+        q = int(quiet)
+        low = ~(filled >= rearm)
+        csum = np.concatenate(([0], np.cumsum(~low)))
+        idx = np.arange(len(s))
+        ends = (idx >= q - 1) & (csum[idx + 1] - csum[np.maximum(idx + 1 - q, 0)] == 0)
+        done = np.maximum.accumulate(np.where(ends, idx, -1))
+        quiet_end[1:] = done[:-1]
     out = np.where(np.isnan(s), np.nan, 0.0)
     last_t, last_v = -(10**12), -np.inf
     for t in rising.tolist():
         v = filled[t]
-        if t - last_t > hold or v >= last_v + margin:
+        if t - last_t > hold or v >= last_v + margin or quiet_end[t] >= last_t:
             out[t] = v
             last_t, last_v = t, v
     return out

@@ -69,3 +69,27 @@ def test_alert_scores_fire_once_per_anomaly() -> None:
     t[250:] = 99.0
     assert np.array_equal(alert_scores(t, 100)[:250], alert_scores(s, 100)[:250])
     assert np.array_equal(alert_scores(s, None), s)
+
+
+def test_alert_scores_rearm_after_a_quiet_stretch() -> None:
+    s = np.full(400, 5.0)
+    s[100:110] = 80.0  # an anomaly
+    s[180] = 90.0  # a second one within the hold, not 20 points worse
+    held = alert_scores(s, hold=200, margin=20.0)
+    assert np.flatnonzero(held).tolist() == [0, 100]  # 0: the first rise of the file
+    rearmed = alert_scores(s, hold=200, margin=20.0, rearm=25.0, quiet=32)
+    assert np.flatnonzero(rearmed).tolist() == [0, 100, 180]
+    # Not quiet long enough in between (31 < 32 low points after the first anomaly)
+    t = s.copy()
+    t[141:180] = 30.0
+    assert 180 not in np.flatnonzero(alert_scores(t, 200, 20.0, rearm=25.0, quiet=32))
+    # ... and a stretch in the middle of the anomaly does not count as quiet
+    u = s.copy()
+    u[110:180] = 60.0
+    assert 180 not in np.flatnonzero(alert_scores(u, 200, 20.0, rearm=25.0, quiet=32))
+    # Causal as before
+    v = s.copy()
+    v[250:] = 99.0
+    assert np.array_equal(
+        alert_scores(v, 200, 20.0, rearm=25.0)[:250], alert_scores(s, 200, 20.0, rearm=25.0)[:250]
+    )

@@ -49,6 +49,10 @@ class RunConfig:
     max_history: int = 5000  # most recent grid steps used for a refit
     alert_hold: int | None = 200  # grid steps: fire once per rise (detector.alert_scores)
     alert_margin: float = 20.0  # a new alert within the hold must beat the last by this
+    # ... or come after the score was back below alert_rearm (surprise 1) for alert_quiet
+    # steps in a row (one segment): the last anomaly is over, this one is new
+    alert_rearm: float | None = 25.0
+    alert_quiet: int = 32
 
 
 def _grid(f: NabFile) -> tuple[pd.Series, np.ndarray]:
@@ -101,7 +105,8 @@ def run_file(f: NabFile, config: RunConfig) -> np.ndarray:
         frame = det.score(values[c0:stop], context=start - c0)
         bin_score[start:stop] = frame.score
         start = stop
-    bin_score = alert_scores(bin_score, hold=config.alert_hold, margin=config.alert_margin)
+    bin_score = alert_scores(bin_score, hold=config.alert_hold, margin=config.alert_margin,
+                             rearm=config.alert_rearm, quiet=config.alert_quiet)
     bin_score = np.nan_to_num(bin_score, nan=0.0) / 100.0
 
     rows = np.arange(n_rows)
