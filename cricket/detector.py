@@ -108,14 +108,24 @@ class ScoreFrame:
             self.settle = None
         return self.extent, self.lead
 
-    def events(self, min_gap: int = 0) -> pd.DataFrame:
+    def events(self, min_gap: int = 0, keep_lead: bool = False) -> pd.DataFrame:
         """Events: ``start_idx``, ``end_idx`` (inclusive; the settled extent),
         ``alert_idx`` (first alert), ``peak`` and ``mean`` score, ``severity``
-        (uncapped, for ranking); see :func:`cricket.extent.settle_events`."""
+        (uncapped, for ranking); see :func:`cricket.extent.settle_events` (``keep_lead``:
+        extents may start, or lie wholly, in the left context: negative indices)."""
         surprise = self.surprise if self.surprise is not None else np.full(len(self), np.nan)
         extent, lead = self.settled()
         return settle_events(self.anomalous, surprise, self.score, extent, self.reach,
-                             min_gap, lead)
+                             min_gap, lead, self.fired(), keep_lead)
+
+    def fired(self) -> np.ndarray | None:
+        """Per point, the segment length of the most surprising view (None: no views)."""
+        if not self.scales:
+            return None
+        names = list(self.scales)
+        stack = np.vstack([np.nan_to_num(self.scales[k], nan=-np.inf) for k in names])
+        lengths = np.array([int(k.rsplit(" ", 1)[-1]) for k in names])
+        return lengths[np.argmax(stack, axis=0)]
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(

@@ -6,12 +6,12 @@ left it, and the period scale's segment can span hundreds of samples, so the run
 alerts outlasts the anomaly. Once later data is in, the extent is settled on what the
 samples themselves did:
 
-* **Attributed error** (per scale): each sample gets the window-weighted RMS of the
-  residual (windowed segment minus its nearest shape) of every sliding segment that
-  covers it, ``sqrt(sum_j r_j(i)^2 / sum_j w(i - s_j)^2)``. A normal sample next to an
-  anomaly is also covered by segments that lie wholly in normal data and rebuild well,
-  so its attributed error stays low; a sample inside the anomaly is badly rebuilt by
-  every segment. Calibrated on held-out data like the score, it is a per-sample surprise.
+* **Attributed error** (per scale): each sample gets the residual (windowed segment
+  minus its nearest shape, unwindowed) of the sliding segment that rebuilds it best
+  among those holding it in their central half (:func:`attributed_error`). A normal
+  sample next to an anomaly is held by some segment that lies wholly in normal data, so
+  its attributed error stays low; a sample inside the anomaly is badly rebuilt by every
+  segment. Calibrated on held-out data like the score, it is a per-sample surprise.
 * **Lost periodic structure** (with a period scale): ``-log10`` of the spread (std) of
   the values over the trailing dominant period. Every normal window of one period holds
   one whole cycle, so its spread hardly varies; a window whose pulse did not come, that
@@ -21,8 +21,10 @@ samples themselves did:
 
 An event is a run of alerts (score >= threshold, runs closer than ``min_gap`` merged);
 its extent is the samples within ``[first alert - reach, last alert]`` (``reach``: the
-longest segment) whose attributed surprise reaches the alert level; events whose extents
-overlap or lie within ``min_gap`` merge, so one anomaly is one event.
+longest segment) whose attributed surprise reaches the alert level (where none does,
+e.g. a warp that only the period scale sees as a whole: the segment of the view that
+fired, ending at the first alert); events whose extents overlap or lie within
+``min_gap`` merge, so one anomaly is one event.
 
 **Severity** (uncapped, for ranking): ``peak surprise + log10(duration in samples)``,
 that is ``-log10`` of the peak error's tail probability divided by the event's length:
@@ -44,23 +46,29 @@ EVENT_COLUMNS = ["start_idx", "end_idx", "alert_idx", "peak", "mean", "severity"
 
 
 def attributed_error(segments: np.ndarray, nearest: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Per sample of a contiguous piece: the window-weighted RMS residual of every
-    sliding segment covering it. ``segments`` are the piece's windowed segments at hop 1
-    (``len(piece) - m + 1`` rows), ``nearest`` their nearest shapes (same shape)."""
+    """Per sample of a contiguous piece: how badly the *best* of the sliding segments
+    that hold it in their central half rebuild it, ``min_j |r_j(i)| / w(i - s_j)`` over
+    segments ``j`` (start ``s_j``) with ``i - s_j`` in ``[m/4, 3m/4)`` (window >= 1/2).
+
+    A normal sample next to an anomaly is held centrally by some segment that lies wholly
+    in normal data (when at least m/4 away) and rebuilds well, so the best one is small
+    even where the anomaly makes its neighbours' nearest shapes misfit everything; a
+    sample inside an anomaly is rebuilt badly by every segment. (An average over the
+    covering segments smeared a long segment's misfit over up to one segment on each
+    side.) ``segments`` are the piece's windowed segments at hop 1 (``len(piece) - m + 1``
+    rows), ``nearest`` their nearest shapes (same shape). NaN for the first and last
+    ``m / 4`` samples of a piece, which no segment holds centrally."""
     s, m = segments.shape
-    num = np.zeros(s + m - 1)
-    den = np.zeros(s + m - 1)
-    w2 = w * w
+    q0, q1 = m // 4, m - m // 4
+    out = np.full(s + m - 1, np.inf)
     for c0 in range(0, s, _CHUNK):
-        r2 = segments[c0 : c0 + _CHUNK] - nearest[c0 : c0 + _CHUNK]
-        np.square(r2, out=r2)
-        rows = r2.shape[0]
-        for j in range(m):
-            num[c0 + j : c0 + j + rows] += r2[:, j]
-            den[c0 + j : c0 + j + rows] += w2[j]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.sqrt(num / den)
-    out[den < 1e-12] = np.nan  # covered only by window ends that weigh (almost) nothing
+        r = segments[c0 : c0 + _CHUNK] - nearest[c0 : c0 + _CHUNK]
+        np.abs(r, out=r)
+        rows = r.shape[0]
+        for p in range(q0, q1):
+            dst = out[c0 + p : c0 + p + rows]
+            np.minimum(dst, r[:, p] / w[p], out=dst)
+    out[np.isinf(out)] = np.nan
     return out
 
 
@@ -101,6 +109,8 @@ def settle_events(
     reach: int,
     min_gap: int,
     lead: np.ndarray | None = None,
+    fired: np.ndarray | None = None,
+    keep_lead: bool = False,
 ) -> pd.DataFrame:
     """Events with settled extents (indices into ``alert``): ``start_idx``, ``end_idx``
     (inclusive), ``alert_idx`` (the first alert), ``peak`` and ``mean`` score and
@@ -108,7 +118,13 @@ def settle_events(
     surprise reaches the alert level (None: the runs of alerts are the events, as the
     causal score has them); ``lead`` is the same mask for the points just before
     ``alert[0]`` (left context): an event whose extent lies wholly there belongs to the
-    window before and is dropped."""
+    window before and is dropped. ``fired``: per point, the segment length of the view
+    that fired there (an event whose extent holds no hot sample gets that segment,
+    ending at its first alert; without ``fired``, the first alert alone).
+
+    ``keep_lead``: instead, keep where each extent starts in the left context (a negative
+    ``start_idx``, down to ``-len(lead)``), also for an extent that lies wholly there:
+    what this window's data settles about an event of the window before."""
     alert = np.asarray(alert, dtype=bool)
     runs = events_from_mask(alert, score, min_gap)
     if runs.empty:
@@ -125,9 +141,13 @@ def settle_events(
         lo = max(a - reach, -off)
         hot = np.flatnonzero(full[lo + off : b + off + 1])
         if hot.size == 0:
-            spans.append([a, a, a, b])
+            back = 0 if fired is None else max(int(fired[a]) - 1, 0)
+            spans.append([max(a - back, 0), a, a, b])
             continue
         s0, s1 = lo + int(hot[0]), lo + int(hot[-1])
+        if keep_lead:
+            spans.append([s0, s1, a, b])
+            continue
         if s1 < 0:
             continue  # the tail of an event of the window before
         spans.append([max(s0, 0), s1, a, b])
@@ -143,12 +163,12 @@ def settle_events(
     sc = np.asarray(score, dtype=float)
     su = np.asarray(surprise, dtype=float)
     for s0, s1, a, b in merged:
-        # the peak: over the extent and the alerts that pointed at it
-        lo, hi = min(s0, a), max(s1, b)
+        # the peak: over the extent (in this window) and the alerts that pointed at it
+        lo, hi = max(min(s0, a), 0), max(s1, b)
         part, spart = sc[lo : hi + 1], su[lo : hi + 1]
         peak = float(np.nanmax(part)) if np.isfinite(part).any() else float("nan")
         speak = float(np.nanmax(spart)) if np.isfinite(spart).any() else float("nan")
-        inner = sc[s0 : s1 + 1]
+        inner = sc[max(s0, 0) : max(s1 + 1, 0)]
         mean = float(np.nanmean(inner)) if np.isfinite(inner).any() else peak
         rows.append((s0, s1, a, peak, mean, speak + float(np.log10(s1 - s0 + 1))))
     out = pd.DataFrame(rows, columns=EVENT_COLUMNS)

@@ -177,6 +177,12 @@ class ScoredSeries:
     detector scored it). ``nearest_shapes``: per event, (the windowed segment at its
     peak, the nearest library shape), in the model's scaled units. ``series_key``:
     the structured key for the sinks; when None it is parsed from ``key``.
+    ``carried``: events (same columns) whose settled extent starts before the window,
+    in its left context, or lies wholly there: what this window's data settles about an
+    event of the window before (see :func:`continue_event`); neither written nor reported.
+    ``revised``: records of the windows before that :func:`continue_event` revised with
+    this window's data (an end moved earlier or later): written (each overwrites the
+    record with its start), not reported as this window's events.
     """
 
     key: str
@@ -186,6 +192,8 @@ class ScoredSeries:
     source: str = "series"
     nearest_shapes: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     series_key: SeriesKey | None = None
+    carried: pd.DataFrame | None = None
+    revised: pd.DataFrame | None = None
 
     @property
     def n_events(self) -> int:
@@ -263,14 +271,43 @@ def score_series(
         step = pd.Timedelta(freq)
     else:
         step = times[1] - times[0] if len(times) > 1 else pd.Timedelta(0)
+    views = {name: np.nan_to_num(v, nan=-np.inf) for name, v in sf.scales.items()}
+    rows = _event_rows(ev_idx, times[context:], raw, recon, views, step)
+    lead = sf.events(spec.min_event_gap, keep_lead=True)
+    lead = lead[lead["start_idx"] < 0]
+    carried = pd.DataFrame(
+        _event_rows(lead, times, series.reindex(times).to_numpy(dtype=float),
+                    np.r_[np.full(context, np.nan), recon],
+                    {k: np.r_[np.full(context, -np.inf), v] for k, v in views.items()},
+                    step, offset=context),
+        columns=EVENT_COLUMNS,
+    )
+    events = pd.DataFrame(rows, columns=EVENT_COLUMNS)
+    shapes = detector.nearest_shapes(values, context, ev_idx, np.asarray(sf.score, dtype=float))
+    return ScoredSeries(
+        key,
+        frame[keep],
+        events,
+        float(detector.threshold_),
+        source,
+        shapes,
+        series_key,
+        carried=carried,
+    )
+
+
+def _event_rows(ev_idx: pd.DataFrame, index: pd.Index, raw: np.ndarray, recon: np.ndarray,
+                views: dict[str, np.ndarray], step: pd.Timedelta, offset: int = 0) -> list[dict]:
+    """Events in time (``EVENT_COLUMNS``) from the detector's ``ev_idx``, whose indices
+    are ``offset`` points into ``index``, ``raw``, ``recon`` and ``views``."""
     rows = []
-    surprise = {name: np.nan_to_num(v, nan=-np.inf) for name, v in sf.scales.items()}
     for e in ev_idx.itertuples(index=False):
-        a, b = int(e.start_idx), int(e.end_idx)
-        start, end = out_index[a], out_index[b]
+        a, b = int(e.start_idx) + offset, int(e.end_idx) + offset
+        alert = int(e.alert_idx) + offset
+        start, end = index[a], index[b]
         # which view fired: the most surprising one over the event and its alerts
-        lo, hi = min(a, int(e.alert_idx)), max(b, int(e.alert_idx))
-        peaks = {k: float(v[lo : hi + 1].max()) for k, v in surprise.items()}
+        lo, hi = min(a, alert), max(b, alert)
+        peaks = {k: float(v[lo : hi + 1].max()) for k, v in views.items()}
         scale = max(peaks, key=peaks.__getitem__, default="")
         actual, typical = raw[a : b + 1], recon[a : b + 1]
         rows.append(
@@ -288,17 +325,7 @@ def score_series(
                 "views": ", ".join(f"{k} {v:.1f}" for k, v in peaks.items() if np.isfinite(v)),
             }
         )
-    events = pd.DataFrame(rows, columns=EVENT_COLUMNS)
-    shapes = detector.nearest_shapes(values, context, ev_idx, np.asarray(sf.score, dtype=float))
-    return ScoredSeries(
-        key,
-        frame[keep],
-        events,
-        float(detector.threshold_),
-        source,
-        shapes,
-        series_key,
-    )
+    return rows
 
 
 def join_events(events: pd.DataFrame, max_gap: pd.Timedelta) -> pd.DataFrame:
@@ -370,6 +397,61 @@ def continue_event(
                                     events.reindex(columns=EVENT_COLUMNS)],
                                    ignore_index=True), max_gap)
     return joined[joined["end"] >= window_start].reset_index(drop=True)
+
+
+def revise_previous(
+    events: pd.DataFrame,
+    carried: pd.DataFrame | None,
+    previous: pd.DataFrame | None,
+    window_start: pd.Timestamp,
+    max_gap: pd.Timedelta,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """This window's events and the previous windows' records it revises.
+
+    The window before settled its last event without the data after its end (an event
+    ending near the hour may be cut short, or run on to the hour). ``carried`` (see
+    :class:`ScoredSeries`) is what this window's data settles about it, over the left
+    context: a carried event that overlaps (within ``max_gap``) a ``previous`` record
+    revises that record, keeping its start (so, written back, it replaces it):
+    * when it continues into this window, the record and this window's events up to its
+      end become one event (returned among the events, as :func:`continue_event`);
+    * when it ends before this window, the record ends where it ends (shortened or
+      extended), returned in the second frame; this window has no event for it.
+    Without a carried event that matches, :func:`continue_event` decides."""
+    empty = pd.DataFrame(columns=EVENT_COLUMNS)
+    window_start = pd.Timestamp(window_start)
+    if carried is None or carried.empty or previous is None or previous.empty:
+        return continue_event(events, previous, window_start, max_gap), empty
+    before = previous[previous["start"] < window_start].sort_values("start")
+    out = events.reindex(columns=EVENT_COLUMNS).reset_index(drop=True)
+    revised, matched = [], False
+    for c in carried.sort_values("start").to_dict("records"):
+        hits = before[(before["end"] >= c["start"] - max_gap)
+                      & (before["start"] <= c["end"] + max_gap)]
+        if hits.empty:
+            continue
+        matched = True
+        last = hits.iloc[-1].reindex(EVENT_COLUMNS).to_dict()
+        if c["end"] >= window_start:  # it runs on: one event from the earlier start
+            mine = out["start"] <= c["end"] + max_gap
+            joined = join_events(
+                pd.DataFrame([last, *out[mine].to_dict("records")]).reindex(columns=EVENT_COLUMNS),
+                pd.Timedelta.max,
+            )
+            out = pd.concat([joined, out[~mine]], ignore_index=True)
+            continue
+        step = last["duration_s"] - (last["end"] - last["start"]).total_seconds()
+        peak_s = max(_peak_surprise(last), _peak_surprise(c))
+        last["end"] = max(c["end"], last["start"])
+        last["duration_s"] = (last["end"] - last["start"]).total_seconds() + step
+        last["peak"] = max(last["peak"], c["peak"])
+        last["severity"] = (peak_s + np.log10(max(last["duration_s"] / (step or 1.0), 1.0))
+                            if np.isfinite(peak_s) else np.nan)
+        revised.append(last)
+    if not matched:
+        return continue_event(events, previous, window_start, max_gap), empty
+    out = out.sort_values("start").reset_index(drop=True)
+    return out, pd.DataFrame(revised).reindex(columns=EVENT_COLUMNS)
 
 
 def merge_by_series(

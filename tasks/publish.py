@@ -49,6 +49,9 @@ def write_with_sink(sink: Sink, results: Sequence[Any], model_version: str) -> d
             scores += int(sink.write_scores(key, r.frame, str(model_version)))
         if r.events is not None and len(r.events):
             events += int(sink.write_events(key, r.events, str(model_version)))
+        revised = getattr(r, "revised", None)  # earlier records, each overwritten
+        if revised is not None and len(revised):
+            events += int(sink.write_events(key, revised, str(model_version)))
     return {"scores": scores, "events": events}
 
 

@@ -16,7 +16,7 @@ from cricket.config import SeriesSelector, Settings
 from cricket.influx import lineprotocol as lp
 from cricket.influx import make_source
 from cricket.model import ModelBundle, compact
-from cricket.scoring import ScoredSeries, continue_event, score_series
+from cricket.scoring import ScoredSeries, revise_previous, score_series
 from cricket.series import SeriesKey
 
 
@@ -60,7 +60,9 @@ def score_batch(
     """Score [start, end) of each series in ``keys`` with its detector's left context.
     ``bundle`` needs only these keys' detectors (see ``sub_bundle``). With
     ``model_version``, an event that opens the window continues the event of the same
-    version that closed the previous window (see ``continue_event``)."""
+    version that closed the previous window, and the previous window's last event is
+    revised (shortened or extended) where this window's data settles its end (see
+    ``revise_previous``)."""
     log = get_run_logger()
     spec = bundle.spec
     t0 = time.perf_counter()
@@ -98,11 +100,16 @@ def score_batch(
     if model_version is not None:
         gap = selector.every * (spec.min_event_gap + 1)
         for i, res in enumerate(scored):
-            if res.events.empty or res.events["start"].min() - pd.Timestamp(start) > gap:
+            carried = res.carried is not None and not res.carried.empty
+            if not carried and (
+                res.events.empty or res.events["start"].min() - pd.Timestamp(start) > gap
+            ):
                 continue
             previous = previous_events(settings, res.series_key or res.key, start, model_version)
-            events = continue_event(res.events, previous, pd.Timestamp(start), gap)
-            scored[i] = replace(res, events=events)
+            events, revised = revise_previous(
+                res.events, res.carried, previous, pd.Timestamp(start), gap
+            )
+            scored[i] = replace(res, events=events, revised=revised)
     t2 = time.perf_counter()
     return ScoreBatch(scored, notes, {"extract": t1 - t0, "score": t2 - t1}, skipped)
 

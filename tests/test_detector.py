@@ -208,3 +208,18 @@ def test_attribution_is_computed_only_for_events() -> None:
     eager = again.score(x)
     assert np.array_equal(eager.settled()[0], lazy.extent)
     assert eager.events(16).equals(ev)
+
+
+def test_an_anomaly_in_the_left_context_is_settled_there(fitted: WaveformDetector) -> None:
+    # The window starts just after a zeroed stretch: its alerts (segments still holding
+    # the stretch) point back into the left context. By default no event is this
+    # window's; keep_lead gives the settled extent there (negative indices).
+    x = wave(1500, seed=4)
+    x[700:760] = 0.0
+    sf = fitted.score(x, context=765)
+    assert sf.anomalous[:10].any()
+    assert sf.events(16).empty
+    lead = sf.events(16, keep_lead=True)
+    assert len(lead) == 1
+    assert abs(int(lead.start_idx.iloc[0]) - (700 - 765)) <= 32
+    assert abs(int(lead.end_idx.iloc[0]) - (759 - 765)) <= 32

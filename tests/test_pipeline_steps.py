@@ -87,3 +87,43 @@ def test_an_event_after_a_quiet_stretch_is_not_glued_to_an_old_one():
     out = continue_event(current, previous, T + pd.Timedelta("1h"), pd.Timedelta("170s"))
     assert out.iloc[0]["start"] == T + pd.Timedelta("1h")
     assert continue_event(current, None, T + pd.Timedelta("1h"), pd.Timedelta("170s")).equals(current)
+
+
+def test_later_data_shortens_the_previous_windows_event_instead_of_adding_one():
+    from cricket.scoring import revise_previous
+
+    hour = T + pd.Timedelta("1h")
+    # the hour before settled its last event up to its end; this hour's data (its left
+    # context) shows the anomaly ended at 41:00, and this hour itself is normal
+    previous = pd.DataFrame([ev("10min", "15min", 80, 70), ev("2min", "59min50s", 99, 90)])
+    carried = pd.DataFrame([ev("30min", "41min", 95, 90)])
+    events = pd.DataFrame(columns=previous.columns)
+    out, revised = revise_previous(events, carried, previous, hour, pd.Timedelta("170s"))
+    assert out.empty
+    assert len(revised) == 1
+    rec = revised.iloc[0]
+    assert rec["start"] == T + pd.Timedelta("2min")  # the record's own start: it is replaced
+    assert rec["end"] == T + pd.Timedelta("41min")
+    assert rec["duration_s"] == (39 * 60 + 10)
+    assert rec["peak"] == 99
+
+
+def test_an_event_the_previous_window_cut_short_continues_across_the_hour():
+    from cricket.scoring import revise_previous
+
+    hour = T + pd.Timedelta("1h")
+    # the previous record stopped 5 minutes before the hour (more than the join gap);
+    # the left context shows the anomaly ran on into this hour: one event, earlier start
+    previous = pd.DataFrame([ev("40min", "55min", 90, 85)])
+    carried = pd.DataFrame([ev("50min", "1h10min", 97, 90)])
+    events = pd.DataFrame([ev("1h", "1h10min", 97, 90), ev("1h40min", "1h41min", 70, 70)])
+    out, revised = revise_previous(events, carried, previous, hour, pd.Timedelta("170s"))
+    assert revised.empty
+    assert len(out) == 2
+    assert out.iloc[0]["start"] == T + pd.Timedelta("40min")
+    assert out.iloc[0]["end"] == T + pd.Timedelta("1h10min")
+    assert out.iloc[1]["start"] == T + pd.Timedelta("1h40min")
+    # a carried event that no earlier record matches changes nothing
+    alone = pd.DataFrame([ev("10min", "12min", 80, 70)])
+    same, none = revise_previous(events, carried, alone, hour, pd.Timedelta("170s"))
+    assert none.empty and same.equals(events)
