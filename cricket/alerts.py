@@ -45,6 +45,7 @@ class AlertEvent:
     score: float
     tags: tuple[tuple[str, str], ...] = ()
     kind: str = "anomaly"  # or e.g. "data_missing": routed like any other
+    detail: str = ""  # e.g. "field power": what a point event names (its contributor)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -59,6 +60,7 @@ class AlertEvent:
             "series": self.series,
             "tags": self.tag_dict,
             "kind": self.kind,
+            **({"detail": self.detail} if self.detail else {}),
             "start": _ts(self.start).isoformat(),
             "end": _ts(self.end).isoformat(),
             "severity": round(float(self.severity), 3),
@@ -75,13 +77,15 @@ class AlertEvent:
             score=float(doc.get("score", 0.0)),
             tags=tuple(sorted((doc.get("tags") or {}).items())),
             kind=str(doc.get("kind", "anomaly")),
+            detail=str(doc.get("detail", "")),
         )
 
 
 def alert_events(results: Iterable[Any]) -> list[AlertEvent]:
     """The events of scored results (anything with ``key``, ``events`` and optionally
     ``series_key``). Severity is the event's ``severity`` column when it has one, else
-    its peak score; the kind is its ``kind`` column, else ``anomaly``."""
+    its peak score; the kind is its ``kind`` column, else ``anomaly``; a ``contributor``
+    column (the point model's field that contributed most) becomes the detail."""
     out = []
     for r in results:
         events = getattr(r, "events", None)
@@ -93,6 +97,7 @@ def alert_events(results: Iterable[Any]) -> list[AlertEvent]:
             peak = float(row.get("peak", float("nan")))
             sev = row.get("severity", peak)
             kind = row.get("kind") or "anomaly"
+            who = row.get("contributor")
             out.append(AlertEvent(
                 series=str(r.key),
                 start=_ts(row["start"]),
@@ -101,6 +106,7 @@ def alert_events(results: Iterable[Any]) -> list[AlertEvent]:
                 score=peak if pd.notna(peak) else 0.0,
                 tags=tags,
                 kind=str(kind),
+                detail=f"field {who}" if isinstance(who, str) and who else "",
             ))
     return out
 
@@ -400,7 +406,8 @@ def notification(
     payload)."""
     members = loud_members(incident, silences) or incident.members
     lines = [
-        f"- {m.series} ({m.kind}) {m.start:%H:%M}-{m.end:%H:%M} UTC, severity {m.severity:.1f}"
+        f"- {m.series} ({m.kind}{', ' + m.detail if m.detail else ''}) "
+        f"{m.start:%H:%M}-{m.end:%H:%M} UTC, severity {m.severity:.1f}"
         for m in members[:20]
     ]
     if len(members) > 20:

@@ -283,35 +283,3 @@ class PointBundle:
             raise CricketValueError(f"{path} is not a point bundle of format {FORMAT_VERSION}")
         models = {SeriesKey.parse(k): PointModel.from_state(s) for k, s in doc["models"].items()}
         return cls(PointSelector(**doc["selector"]), PointSpec(**doc["spec"]), models)
-
-
-# ---------------------------------------------------------------------- promotion
-#: a challenger may raise the held-out false-alarm fraction by at most this much
-POINT_TOLERANCE = 0.002
-
-
-def held_out_false_alarms(bundle: PointBundle, frames: Mapping[SeriesKey, pd.DataFrame]) -> float:
-    """The fraction of judged held-out rows the bundle calls anomalous (the held-out tail
-    is taken as normal, as the waveform model's promotion takes it)."""
-    judged = flagged = 0
-    for key, frame in frames.items():
-        model = bundle.models.get(key)
-        if model is None or frame.empty:
-            continue
-        scored = model.score(frame)
-        judged += int(scored["distance"].notna().sum())
-        flagged += int(scored["anomalous"].sum())
-    return flagged / judged if judged else 0.0
-
-
-def decide_point_promotion(
-    new_rate: float, champion_rate: float | None, tolerance: float = POINT_TOLERANCE
-) -> tuple[bool, str]:
-    """Promote when there is no champion or the challenger is not worse on the same tail."""
-    if champion_rate is None:
-        return True, "no champion yet: the first point model becomes the champion"
-    if new_rate <= champion_rate + tolerance:
-        return True, (f"held-out false alarms {new_rate:.4f} vs champion {champion_rate:.4f}: "
-                      "not worse, promoted")
-    return False, (f"held-out false alarms {new_rate:.4f} vs champion {champion_rate:.4f}: "
-                   "worse, the champion stays")

@@ -1,87 +1,106 @@
-"""MLflow for the point model: its own registered model, ``<model_name>-points``.
+"""MLflow for the point model: a part of the waveform model's versions.
 
-The point model is a model kind of its own (its own selector of fields, its own spec and
-schedule), registered next to the waveform model under ``<settings.model_name>-points``
-with the same aliases (``champion``) and the same plumbing (:class:`Registry`). A
-version's artifacts are ``points/points.json`` (JSON only: loading never runs code).
+A retrain with a point selector logs the point bundle inside the same model version as
+the waveform bundle: the version's pyfunc holds ``artifacts/bundle`` (waveform) and
+``artifacts/points/points.json`` (one point model per device; JSON only, loading never
+runs code). The version is promoted as a whole (:mod:`cricket.point_promotion`), and
+scoring points loads the point part of the champion (or of a given version).
+
+Earlier versions registered the point model on its own as ``<model_name>-points``; such
+models are no longer read, and pointing at one says so in one line.
 """
 
 from __future__ import annotations
 
-import math
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from cricket.config import Settings
+from cricket.errors import CricketValueError
 from cricket.multifield import PointBundle
 from cricket.registry import CHAMPION, Registry, RegistryError
 
-SUFFIX = "-points"
+PART = "points"
+OLD_SUFFIX = "-points"
+RETRAIN_HINT = (
+    "retrain with a point selector (cricket points retrain, or the nightly-retrain "
+    "deployment with its `points` parameter)"
+)
 
 
-def point_model_name(settings: Settings) -> str:
-    return f"{settings.model_name}{SUFFIX}"
+class NoPointModelError(RegistryError):
+    """The model version holds no point model."""
 
 
-def point_registry(settings: Settings) -> Registry:
-    """A Registry for the point model (same store, its own model name and experiment)."""
-    return Registry(settings.model_copy(update={"model_name": point_model_name(settings)}))
+def save_part(bundle: PointBundle, folder: Path) -> Path:
+    """The folder a model version holds as its ``points`` part."""
+    bundle.save(Path(folder))
+    return Path(folder)
 
 
-def log_and_register_points(
-    settings: Settings, bundle: PointBundle, params: Mapping[str, Any],
-    metrics: Mapping[str, float],
-) -> str:
-    """Log the point bundle as an MLflow run and register it; returns the new version."""
-    import mlflow
+def _old_model_note(reg: Registry) -> str:
+    """A sentence about a separate ``<name>-points`` model of an earlier Cricket, if any."""
+    from mlflow.exceptions import MlflowException
 
-    reg = point_registry(settings)
-    flat = {k: str(v)[:5000] for k, v in params.items()}
-    with reg._active(), tempfile.TemporaryDirectory(prefix="cricket-points-") as tmp:
-        folder = Path(tmp) / "points"
-        bundle.save(folder)
-        with mlflow.start_run(experiment_id=reg._experiment_id(), run_name="points-retrain") as run:
-            mlflow.log_params(flat)
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if math.isfinite(v)})
-            mlflow.log_artifacts(str(folder), artifact_path="points")
-            mlflow.set_tags({"model_kind": "points", "devices": str(len(bundle.models))})
-            source = f"{run.info.artifact_uri.rstrip('/')}/points"
-            run_id = run.info.run_id
-        client = reg.client
-        try:
-            client.get_registered_model(reg.name)
-        except Exception:  # noqa: BLE001 - not there yet: create it
-            client.create_registered_model(reg.name, tags={"model_kind": "points"})
-        mv = client.create_model_version(reg.name, source, run_id=run_id,
-                                         tags={"model_kind": "points"})
-    return str(mv.version)
+    name = reg.name if reg.name.endswith(OLD_SUFFIX) else f"{reg.name}{OLD_SUFFIX}"
+    try:
+        model = reg.client.get_registered_model(name)
+    except MlflowException:
+        return ""
+    if (model.tags or {}).get("model_kind") != "points":
+        return ""
+    base = name.removesuffix(OLD_SUFFIX)
+    return (f" (the separate point model {name!r} of an earlier Cricket is no longer read: "
+            f"point models now live in the versions of {base!r})")
 
 
 def load_points(
     settings: Settings, version: str | None = None, alias: str = CHAMPION
 ) -> tuple[PointBundle, str]:
-    """The point bundle of ``version`` (default: the one holding ``alias``)."""
+    """The point part of ``version`` (default: the version holding ``alias``) of
+    ``settings.model_name``."""
     import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
 
-    reg = point_registry(settings)
+    reg = Registry(settings)
+    if reg.name.endswith(OLD_SUFFIX) and _old_model_note(reg):
+        base = reg.name.removesuffix(OLD_SUFFIX)
+        raise NoPointModelError(
+            f"model {reg.name!r} is the separate point model of an earlier Cricket and is no "
+            f"longer read: point models now live in the versions of {base!r} next to its "
+            f"waveform model; set CRICKET_MODEL_NAME={base} and {RETRAIN_HINT}"
+        )
     resolved = reg.resolve(version, alias)
-    mv = reg.client.get_model_version(reg.name, resolved)
+    uri = reg.client.get_model_version_download_uri(reg.name, resolved)
     with tempfile.TemporaryDirectory(prefix="cricket-points-") as tmp:
         try:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=mv.source, dst_path=tmp, tracking_uri=reg.uri
+            local = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{uri.rstrip('/')}/artifacts/{PART}", dst_path=tmp,
+                tracking_uri=reg.uri,
+            ))
+        except (OSError, MlflowException):
+            local = Path(tmp) / "absent"
+        if not (local / "points.json").is_file():
+            raise NoPointModelError(
+                f"version {resolved} of {reg.name!r} holds no point model: "
+                f"{RETRAIN_HINT}{_old_model_note(reg)}"
             )
-        except Exception as exc:  # noqa: BLE001 - one line the user can act on
+        try:
+            return PointBundle.load(local), resolved
+        except (CricketValueError, ValueError, KeyError) as exc:
             raise RegistryError(
-                f"version {resolved} of {reg.name!r} has no readable point bundle ({exc}): "
-                "retrain the point model (cricket points retrain)"
-            ) from exc
-        return PointBundle.load(Path(local)), resolved
+                f"version {resolved} of {reg.name!r} has an unreadable point model "
+                f"({str(exc).splitlines()[0][:200]}): {RETRAIN_HINT}"
+            ) from None
 
 
-def set_point_champion(settings: Settings, version: str) -> None:
-    point_registry(settings).client.set_registered_model_alias(
-        point_model_name(settings), CHAMPION, version
-    )
+def champion_points(settings: Settings) -> tuple[PointBundle | None, str | None]:
+    """The champion's point part and the champion's version (None, version) when the
+    champion holds none, (None, None) when there is no champion."""
+    champion = Registry(settings).alias_version(CHAMPION)
+    if champion is None:
+        return None, None
+    try:
+        return load_points(settings, champion)[0], champion
+    except NoPointModelError:
+        return None, champion

@@ -34,6 +34,7 @@ from cricket.config import Settings, sqlite_path
 from cricket.errors import CricketError
 from cricket.feedback import LabelledStretch, check_labels
 from cricket.model import BUNDLE_JSON, ModelBundle, ModelFormatError
+from cricket.point_promotion import PointVerdict, with_points
 from cricket.promotion import (
     DEFAULT_TOLERANCE,
     PromotionResult,
@@ -283,13 +284,16 @@ class Registry:
         artifacts: Mapping[str, str | Path] | None = None,
         held_out: Mapping[str, Any] | None = None,
         run_name: str | None = None,
+        parts: Mapping[str, str | Path] | None = None,
     ) -> str:
         """Log one retrain as an MLflow run; returns the run id.
 
         Params: the bundle's spec and selector plus ``params``. Metrics: ``metrics`` (the
         fleet summary); ``per_series_metrics`` as a table artifact (per_series_metrics.json). Artifacts:
         ``artifacts`` (images, HTML) under ``figures/``, and the bundle as a pyfunc model.
-        With ``held_out``, the bundle's held-out evaluation is logged too.
+        With ``held_out``, the bundle's held-out evaluation is logged too. ``parts``:
+        more folders the model version holds next to the bundle (``{"points": folder}``:
+        the point model), under the pyfunc's ``artifacts/<name>``.
         """
         import mlflow
 
@@ -339,7 +343,8 @@ class Registry:
                     info = mlflow.pyfunc.log_model(
                         name="model",
                         python_model=str(MODEL_CODE),  # models from code: nothing pickled
-                        artifacts={"bundle": str(bundle_dir)},
+                        artifacts={"bundle": str(bundle_dir),
+                                   **{k: str(v) for k, v in (parts or {}).items()}},
                         pip_requirements=_requirements(),  # given: no inference subprocess
                     )
                 mlflow.set_tags(
@@ -348,6 +353,7 @@ class Registry:
                         "trained_from": str(bundle.trained_from or ""),
                         "trained_to": str(bundle.trained_to or ""),
                         "series_count": str(len(bundle.detectors)),
+                        "model_parts": ",".join(["bundle", *sorted(parts or {})]),
                     }
                 )
                 return run.info.run_id
@@ -551,12 +557,15 @@ class Registry:
         tolerance: float = DEFAULT_TOLERANCE,
         bundle: ModelBundle | None = None,
         labelled: Sequence[LabelledStretch] = (),
+        points: PointVerdict | None = None,
     ) -> PromotionResult:
         """Make ``version`` the challenger, compare it with the champion on ``held_out``,
         and move ``champion`` to it when :func:`cricket.promotion.decide` says so.
 
         ``bundle`` is the version's bundle when the caller has it in memory (saves a
-        download); by default it is loaded from the registry."""
+        download); by default it is loaded from the registry. ``points``: the verdict on
+        the version's point model (:mod:`cricket.point_promotion`); the version is
+        promoted as a whole, so a worse point part keeps the champion."""
         version = str(self._version(version).version)
         self.client.set_registered_model_alias(self.name, CHALLENGER, version)
         champion = self.alias_version(CHAMPION)
@@ -583,7 +592,10 @@ class Registry:
         # people's answers: the labelled stretches every challenger must get right
         label_check = check_labels(new_bundle.detector_for, labelled) if labelled else None
         promote, reason = with_answers(promote, reason, version, champion, label_check)
+        promote, reason = with_points(promote, reason, points)
         set_tag = self.client.set_model_version_tag
+        for k, v in (points.tags() if points is not None else {}).items():
+            set_tag(self.name, version, k, v)
         set_tag(self.name, version, "heldout_false_alarms", f"{new_eval.rate():.6f}")
         set_tag(self.name, version, "heldout_series", str(len(new_eval.covered)))
         recall = new_eval.recall()

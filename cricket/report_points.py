@@ -35,6 +35,11 @@ class DeviceResult:
     events: pd.DataFrame  # point_events
     model: PointModel
 
+    @property
+    def series_key(self) -> SeriesKey:
+        """The device key (alerts group on its tags)."""
+        return self.key
+
 
 def scatter_pair(result: DeviceResult, contributor: str) -> tuple[str, str]:
     """The contributing field and the field most correlated with it (|r|) in the window."""
@@ -109,12 +114,30 @@ def bars_figure(result: DeviceResult, event: pd.Series) -> str:
     return _png(fig)
 
 
-def render_html(results: list[DeviceResult], title: str, model_version: str) -> str:
+def _answers_html(incidents: list[str], answers: list[dict[str, str]]) -> list[str]:
+    """The incidents this run opened and the labels/silences on its devices."""
+    out = []
+    if incidents:
+        out.append("<h2>Incidents opened</h2><ul class='incidents'>"
+                   + "".join(f"<li>{html.escape(i)}</li>" for i in incidents) + "</ul>")
+    if answers:
+        out.append("<h2>Labels and silences</h2><table border='1' class='answers'><tr>"
+                   "<th>what</th><th>series</th><th>from</th><th>to</th><th>by</th><th>why</th></tr>"
+                   + "".join("<tr>" + "".join(f"<td>{html.escape(str(a.get(c, '')))}</td>" for c in
+                                              ("what", "series", "from", "to", "by", "why"))
+                             + "</tr>" for a in answers) + "</table>")
+    return out
+
+
+def render_html(results: list[DeviceResult], title: str, model_version: str,
+                incidents: list[str] | None = None,
+                answers: list[dict[str, str]] | None = None) -> str:
     parts = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>",
              f"<body><h1>{html.escape(title)}</h1>",
-             f"<p>point model version {html.escape(str(model_version))}; "
+             f"<p>point model of version {html.escape(str(model_version))}; "
              f"{len(results)} device(s) scored, "
-             f"{sum(len(r.events) for r in results)} event(s).</p>"]
+             f"{sum(len(r.events) for r in results)} event(s).</p>",
+             *_answers_html(incidents or [], answers or [])]
     for r in results:
         if r.events.empty:
             continue
@@ -150,9 +173,17 @@ def markdown_summary(results: list[DeviceResult], model_version: str) -> str:
     return "\n".join(lines)
 
 
+def event_table(results: list[DeviceResult]) -> list[dict[str, object]]:
+    """One row per event (the Prefect table artifact)."""
+    return [{"device": str(r.key), "start": str(e["start"]), "end": str(e["end"]),
+             "peak score": round(float(e["peak"]), 1), "field": str(e["contributor"])}
+            for r in results for _, e in r.events.iterrows()]
+
+
 def write_report(results: list[DeviceResult], folder: Path, name: str, title: str,
-                 model_version: str) -> Path:
+                 model_version: str, incidents: list[str] | None = None,
+                 answers: list[dict[str, str]] | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    path.write_text(render_html(results, title, model_version))
+    path.write_text(render_html(results, title, model_version, incidents, answers))
     return path

@@ -1,98 +1,117 @@
 """The point model's pipeline: several fields of one device judged together.
 
-Retrain (nightly): read the selector's fields aligned per device over the train window
--> fit one point model per device on all but the held-out tail -> register a version of
-``<model_name>-points`` -> evaluate it and the champion on the same tail and promote it
-when it is not worse. Score (hourly; a backfill is the same over any range): load the
+Retrain: the point model is a part of the waveform model's versions. The nightly retrain
+(``cricket.flows.retrain``) given a point selector calls :func:`point_part` here: read
+the selector's fields aligned per device over the same train window -> keep stretches
+people labelled as anomalies out -> fit one point model per device on all but the
+held-out tail. The version it registers holds both, and is promoted as a whole.
+Score (hourly; a backfill is the same over any range): load the point part of the
 champion -> read the window -> score each device -> write cricket_score/cricket_event
-(the contributing field named) -> write the report (each event's point against its
-nearest centroid).
+(the contributing field named) -> announce new incidents (alerts, once per problem) ->
+write the report (each event's point against its nearest centroid) -> publish the
+Prefect artifacts and the MLflow scoring run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import pandas as pd
 from cricket.flows.runtime import run_name, scheduled_time, task_runner
+from cricket.tasks.alert import alert_window
 from cricket.tasks.points import (
     load_point_model,
-    publish_point_artifacts,
+    publish_point_run,
     read_points,
-    register_and_promote_points,
     score_points,
     train_points,
     write_points,
 )
-from prefect import flow, get_run_logger
+from prefect import flow
 
 from cricket.config import Settings
 from cricket.errors import CricketValueError
-from cricket.multifield import PointSelector, PointSpec
+from cricket.feedback import Label
+from cricket.multifield import PointBundle, PointSelector, PointSpec
 from cricket.report_points import write_report
-from cricket.windows import floor_time, utc
+from cricket.series import SeriesKey
+from cricket.windows import TrainingWindow, floor_time, utc
 
 
-@flow(
-    name="points-retrain",
-    flow_run_name=run_name("points-retrain"),
-    log_prints=True,
-    task_runner=task_runner(),
-)
-def points_retrain(
-    selector: PointSelector = PointSelector(),
-    spec: PointSpec = PointSpec(),
-    train_window: timedelta = timedelta(days=7),
-    holdout: timedelta = timedelta(hours=24),
-    end: datetime | None = None,
-) -> dict:
-    """Train one point model per device over ``train_window`` ending at ``end`` (default:
-    the scheduled time floored to the hour), hold ``holdout`` back for the promotion."""
-    settings = Settings()
-    end = utc(end) if end is not None else floor_time(scheduled_time(), timedelta(hours=1))
-    if not timedelta(0) < holdout < train_window:
-        raise CricketValueError(
-            f"holdout ({holdout}) must be positive and shorter than train_window ({train_window})"
-        )
-    start, split = end - train_window, end - holdout
-    frames = read_points(settings, selector, start, end)
+@dataclass
+class PointPart:
+    """The point model of a retrain, and the held-out tail it is judged on."""
+
+    bundle: PointBundle
+    holdout: dict[SeriesKey, pd.DataFrame]
+    skipped: dict[str, str] = field(default_factory=dict)
+    labelled_out: int = 0  # rows kept out of training: people labelled them anomalies
+
+
+def without_labelled_anomalies(
+    frames: dict[SeriesKey, pd.DataFrame], labels: Sequence[Label]
+) -> tuple[dict[SeriesKey, pd.DataFrame], int]:
+    """The frames with every row inside a stretch labelled ``anomaly`` on that device's
+    key dropped (people's answers keep anomalies out of training); and how many."""
+    out, dropped = {}, 0
+    for key, frame in frames.items():
+        keep = pd.Series(True, index=frame.index)
+        for lab in labels:
+            if lab.label == "anomaly" and lab.series == str(key):
+                keep &= ~((frame.index >= lab.start) & (frame.index <= lab.end))
+        dropped += int((~keep).sum())
+        out[key] = frame[keep.to_numpy()]
+    return out, dropped
+
+
+def point_part(
+    settings: Settings, selector: PointSelector, spec: PointSpec, window: TrainingWindow,
+    labels: Sequence[Label] = (),
+) -> PointPart:
+    """Train the point model over the retrain's window (must run inside a flow)."""
+    frames = read_points(settings, selector, window.start, window.end)
     if not frames:
         raise CricketValueError(
             f"no device reports {selector.measurement} fields {selector.fields} in "
-            f"{settings.influx_database} between {start} and {end}: write data or fix the selector"
+            f"{settings.influx_database} between {window.start} and {window.end}: write data "
+            "or fix the point selector"
         )
-    train = {k: f[f.index < split] for k, f in frames.items()}
+    split = pd.Timestamp(window.holdout_start)
+    train, dropped = without_labelled_anomalies(
+        {k: f[f.index < split] for k, f in frames.items()}, labels
+    )
     tail = {k: f[f.index >= split] for k, f in frames.items()}
     bundle, skipped = train_points(selector, spec, train)
-    params = {"selector": selector.model_dump_json(), "spec": spec.model_dump_json(),
-              "train_from": start.isoformat(), "train_to": split.isoformat(),
-              "holdout": str(holdout)}
-    decision = register_and_promote_points(settings, bundle, params, tail)
-    get_run_logger().info("point model: %d device(s), %d skipped; %s", len(bundle.models),
-                          len(skipped), decision["reason"])
-    return {"model_version": decision["version"], "devices": len(bundle.models),
-            "skipped": skipped, "promoted": decision["promote"], "decision": decision["reason"],
-            "false_alarms": decision["false_alarms"]}
+    return PointPart(bundle, tail, skipped, dropped)
 
 
-def _score(start: datetime, end: datetime, version: str | None, kind: str) -> dict:
+def _score(start: datetime, end: datetime, version: str | None, kind: str,
+           page: bool) -> dict:
     settings = Settings()
     bundle, resolved = load_point_model(settings, version)
     frames = read_points(settings, bundle.selector, start, end)
     results = score_points(bundle, frames)
     written = write_points(settings, results, resolved)
     name = f"points-{kind}-{start:%Y%m%dT%H%M}-v{resolved}.html"
+    link = (settings.alert_report_url.rstrip("/") + "/" + name if settings.alert_report_url
+            else (settings.reports_path / name).absolute().as_uri())
+    alerts = alert_window(settings, results, start, end, resolved, link, page=page)
     report = write_report(results, settings.reports_path, name,
                           f"Point anomalies {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
-                          resolved)
-    artifact = publish_point_artifacts(results, resolved, kind)
+                          resolved, alerts["incidents"], alerts["answers"])
+    published = publish_point_run(settings, results, report, resolved, f"points-{kind}",
+                                  start, end)
     events = [
         {"device": str(r.key), "start": e["start"].isoformat(), "end": e["end"].isoformat(),
          "peak": float(e["peak"]), "contributor": e["contributor"]}
         for r in results for _, e in r.events.iterrows()
     ]
     return {"model_version": resolved, "devices": len(results), "events": events,
-            "written": written, "report": str(report), "artifact": artifact, "window_start": start.isoformat(),
-            "window_end": end.isoformat()}
+            "written": written, "report": str(report), "artifacts": published,
+            "mlflow_run": published["mlflow_run"], "alerts": alerts,
+            "window_start": start.isoformat(), "window_end": end.isoformat()}
 
 
 @flow(
@@ -106,9 +125,10 @@ def points_score(
     model_version: str | None = None,
 ) -> dict:
     """Score the last complete ``window`` (ending at ``end``, default the scheduled time
-    floored to the window) with the champion point model (or ``model_version``)."""
+    floored to the window) with the point part of the champion (or ``model_version``),
+    and announce new incidents."""
     end = utc(end) if end is not None else floor_time(scheduled_time(), window)
-    return _score(end - window, end, model_version, "score")
+    return _score(end - window, end, model_version, "score", page=True)
 
 
 @flow(
@@ -117,9 +137,12 @@ def points_score(
     log_prints=True,
     task_runner=task_runner(),
 )
-def points_backfill(start: datetime, end: datetime, model_version: str | None = None) -> dict:
-    """Score [start, end) with the champion point model (or ``model_version``)."""
+def points_backfill(
+    start: datetime, end: datetime, model_version: str | None = None, alert: bool = False,
+) -> dict:
+    """Score [start, end) with the point part of the champion (or ``model_version``).
+    Like the waveform backfill, it announces no incident unless ``alert``."""
     start, end = utc(start), utc(end)
     if not start < end:
         raise CricketValueError(f"start ({start}) must be before end ({end})")
-    return _score(start, end, model_version, "backfill")
+    return _score(start, end, model_version, "backfill", page=alert)

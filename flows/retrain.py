@@ -4,12 +4,16 @@ The story: find the series -> for each batch, extract the training window and th
 held-out tail, prepare and fit -> fit the fleet library and assemble the model ->
 log to MLflow and register -> evaluate the new model and the champion on the same
 held-out tail, and promote the new one if it is not worse.
+With a point selector (``points``), the same run also trains the point model (several
+fields of one device judged together, :mod:`cricket.flows.points`); the version holds
+both and is promoted as a whole.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from cricket.flows.points import point_part
 from cricket.flows.runtime import (
     batch_size_for,
     in_flight_limit,
@@ -21,6 +25,7 @@ from cricket.flows.runtime import (
 from cricket.tasks.alert import read_labels
 from cricket.tasks.common import Stopwatch
 from cricket.tasks.extract import discover_series
+from cricket.tasks.points import judge_point_part
 from cricket.tasks.registry import evaluate_and_promote, log_and_register
 from cricket.tasks.train import TrainBatch, assemble, train_batch
 from prefect import flow, get_run_logger
@@ -28,6 +33,7 @@ from prefect import flow, get_run_logger
 from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.errors import CricketValueError
 from cricket.limits import check_batch, check_series_span
+from cricket.multifield import PointSelector, PointSpec
 from cricket.training import no_series_error
 from cricket.windows import TrainingWindow, batched, floor_time
 
@@ -48,10 +54,13 @@ def nightly_retrain(
     holdout: timedelta = timedelta(hours=24),
     end: datetime | None = None,
     min_history_points: int = 1000,
+    points: PointSelector | None = None,
+    point_spec: PointSpec = PointSpec(),
 ) -> dict:
     """Train one shape library per series over ``train_window`` ending at ``end`` (default:
     the run's scheduled time, floored to the hour), keep the last ``holdout`` back for
-    calibration and evaluation, and register the result as a new model version."""
+    calibration and evaluation, and register the result as a new model version; with
+    ``points``, the version also holds a point model per device of those fields."""
     settings = Settings()
     clock = Stopwatch()
     end = end if end is not None else floor_time(scheduled_time(), timedelta(hours=1))
@@ -88,6 +97,8 @@ def nightly_retrain(
 
     model = assemble(trained, spec, selector, window, min_history_points)
     clock.lap("fit_fleet")
+    part = point_part(settings, points, point_spec, window, labels) if points else None
+    clock.lap("points")
     params = {
         "selector": selector.model_dump(mode="json"),
         "spec": spec.model_dump(mode="json"),
@@ -98,11 +109,17 @@ def nightly_retrain(
         "min_history_points": min_history_points,
     }
     run_name = f"retrain {selector.measurement}.{selector.field} to {window.end:%Y-%m-%d %H:%M}"
-    version = log_and_register(settings, model, params, run_name=run_name)
+    if part:
+        params["points"] = {"selector": points.model_dump(mode="json"),
+                            "spec": point_spec.model_dump(mode="json")}
+    version = log_and_register(settings, model, params, run_name=run_name,
+                               points=part.bundle if part else None)
     clock.lap("register")
     stretches = [st for b in trained for st in b.stretches]
+    verdict = judge_point_part(settings, part.bundle, part.holdout) if part else None
     decision = evaluate_and_promote(
-        settings, model.bundle, version, model.evaluation_tails(), labelled=stretches
+        settings, model.bundle, version, model.evaluation_tails(), labelled=stretches,
+        points=verdict,
     )
     clock.lap("evaluate")
 
@@ -125,6 +142,10 @@ def nightly_retrain(
             "anomaly": sum(st.label.label == "anomaly" for st in stretches),
             "shapes_learned": sum(b.shapes_learned for b in trained),
             "check": decision.get("label_check"),
+        },
+        "points": None if part is None else {
+            "devices": len(part.bundle.models), "skipped": part.skipped,
+            "labelled_out": part.labelled_out, "check": decision.get("points"),
         },
         "seconds": clock.total(),
         "batches": len(batches),

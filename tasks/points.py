@@ -1,36 +1,29 @@
 """Prefect tasks for the point model: thin wrappers over cricket.multifield, the point
-I/O (cricket.influx.points) and its registry (cricket.point_registry)."""
+I/O (cricket.influx.points), its promotion policy (cricket.point_promotion) and its place
+in the model version (cricket.point_registry)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from pathlib import Path
 
 import pandas as pd
 from cricket.tasks.common import CPU_TASK, IO_TASK
 from prefect import get_run_logger, task
 
 from cricket.config import Settings
+from cricket.errors import redact
 from cricket.influx import make_sink, make_source
 from cricket.influx.points import read_point_frames, write_point_results
-from cricket.multifield import (
-    PointBundle,
-    PointSelector,
-    PointSpec,
-    decide_point_promotion,
-    held_out_false_alarms,
-    point_events,
-)
-from cricket.point_registry import (
-    load_points,
-    log_and_register_points,
-    point_model_name,
-    point_registry,
-    set_point_champion,
-)
-from cricket.report_points import DeviceResult, markdown_summary
+from cricket.multifield import PointBundle, PointSelector, PointSpec, point_events
+from cricket.point_promotion import PointVerdict, evaluate_points, judge_points
+from cricket.point_registry import champion_points, load_points
+from cricket.registry import Registry, mlflow_store
+from cricket.report_points import DeviceResult, event_table, markdown_summary
 from cricket.series import SeriesKey
+
+EVENT_COLUMNS = ["device", "start", "end", "peak score", "field"]
 
 
 @task(name="read-point-frames", timeout_seconds=600, **IO_TASK)
@@ -54,30 +47,18 @@ def train_points(
     return PointBundle.train(selector, spec, frames)
 
 
-@task(name="register-and-promote-points", timeout_seconds=600, **IO_TASK)
-def register_and_promote_points(
-    settings: Settings, bundle: PointBundle, params: Mapping[str, Any],
-    holdout: Mapping[SeriesKey, pd.DataFrame],
-) -> dict[str, Any]:
-    """Register the challenger; evaluate it and the champion on the same held-out tail;
-    move ``champion`` when the challenger is not worse."""
-    new_rate = held_out_false_alarms(bundle, holdout)
-    version = log_and_register_points(
-        settings, bundle, params,
-        {"devices": len(bundle.models), "heldout_false_alarm_fraction": new_rate},
-    )
-    champion = point_registry(settings).alias_version()
-    champion_rate = None
-    if champion is not None:
-        champ_bundle, _ = load_points(settings, champion)
-        champion_rate = held_out_false_alarms(champ_bundle, holdout)
-    promote, reason = decide_point_promotion(new_rate, champion_rate)
-    if promote:
-        set_point_champion(settings, version)
-    get_run_logger().info("version %s of %s: %s", version, point_model_name(settings), reason)
-    return {"version": version, "promote": promote, "reason": reason,
-            "champion_before": champion, "false_alarms": new_rate,
-            "champion_false_alarms": champion_rate}
+@task(name="judge-points", timeout_seconds=600, **IO_TASK)
+def judge_point_part(
+    settings: Settings, bundle: PointBundle, holdout: Mapping[SeriesKey, pd.DataFrame],
+) -> PointVerdict:
+    """The challenger's point part and the champion's on the same held-out tail (false
+    alarms, recall on planted correlation-breaking probes): the point part's say in the
+    version's promotion."""
+    new = evaluate_points(bundle, holdout)
+    champ, champion = champion_points(settings)
+    verdict = judge_points(new, evaluate_points(champ, holdout) if champ is not None else None)
+    get_run_logger().info("point part against champion %s: %s", champion, verdict.reason)
+    return verdict
 
 
 @task(name="load-point-model", timeout_seconds=300, **IO_TASK)
@@ -102,26 +83,54 @@ def score_points(
 
 @task(name="write-point-results", timeout_seconds=600, **IO_TASK)
 def write_points(settings: Settings, results: list[DeviceResult], version: str) -> dict[str, int]:
-    """Scores and events under the point model's name (``<model_name>-points``)."""
-    named = settings.model_copy(update={"model_name": point_model_name(settings)})
-    sink = make_sink(named)
+    """Scores and events under the model's name and version (the device key names the
+    fields, ``psu.load+power+temp{host=...}``, apart from any waveform series)."""
+    sink = make_sink(settings)
     scores = events = 0
     try:
         for r in results:
             n, m = write_point_results(sink, r.key, r.scored, r.events, version,
-                                       named.model_name)
+                                       settings.model_name)
             scores, events = scores + n, events + m
     finally:
         sink.close()
     return {"scores": scores, "events": events}
 
 
-@task(name="publish-point-artifacts", timeout_seconds=120, **IO_TASK)
-def publish_point_artifacts(results: list[DeviceResult], version: str, kind: str) -> str:
-    """A markdown artifact on the flow run: every event with the field named."""
-    from prefect.artifacts import create_markdown_artifact
+@task(name="publish-point-run", timeout_seconds=300, **IO_TASK)
+def publish_point_run(
+    settings: Settings, results: list[DeviceResult], report: Path, version: str, kind: str,
+    start: datetime, end: datetime,
+) -> dict[str, str]:
+    """What a waveform run publishes: a table artifact of the events (device, field), a
+    markdown summary, the MLflow scoring run holding the report, and a link artifact to
+    it. Returns the artifact ids and the MLflow run id."""
+    from prefect.artifacts import (
+        create_link_artifact,
+        create_markdown_artifact,
+        create_table_artifact,
+    )
 
-    return str(create_markdown_artifact(
-        markdown=markdown_summary(results, version), key=f"cricket-points-{kind}-events",
-        description=f"Point model events of the {kind} run",
-    ))
+    rows = event_table(results) or {c: [] for c in EVENT_COLUMNS}
+    out = {
+        "table": str(create_table_artifact(
+            table=rows, key=f"cricket-{kind}-events",
+            description=f"Point events of the {kind} run (version {version}), the field named")),
+        "markdown": str(create_markdown_artifact(
+            markdown=markdown_summary(results, version), key=f"cricket-{kind}-summary",
+            description=f"Summary of the {kind} run")),
+    }
+    with mlflow_store(settings):
+        registry = Registry(settings)
+        run_id = registry.log_scoring_run(
+            report, kind, version, start, end,
+            {"devices": len(results), "events": sum(len(r.events) for r in results)},
+        )
+        experiment = registry.client.get_run(run_id).info.experiment_id
+    url = redact(f"{settings.ui_url}/#/experiments/{experiment}/runs/{run_id}/artifacts")
+    out["link"] = str(create_link_artifact(
+        link=url, link_text=f"point report ({report.name}) in MLflow", key=f"cricket-{kind}-report",
+        description="The HTML point report, an artifact of the MLflow run (Artifacts > report); "
+        f"on this machine also at {report}"))
+    out["mlflow_run"] = run_id
+    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from cricket.tasks.common import IO_TASK
@@ -18,7 +19,10 @@ from cricket.config import Settings
 from cricket.errors import is_retryable
 from cricket.feedback import LabelledStretch
 from cricket.model import ModelBundle, ModelFormatError
+from cricket.multifield import PointBundle
 from cricket.plots import training_pictures
+from cricket.point_promotion import PointVerdict
+from cricket.point_registry import PART, save_part
 from cricket.promotion import DEFAULT_TOLERANCE, HIGH_FALSE_ALARMS
 from cricket.registry import (
     CHAMPION,
@@ -52,13 +56,15 @@ def log_and_register(
     model: TrainedModel,
     params: Mapping[str, Any] | None = None,
     run_name: str | None = None,
+    points: PointBundle | None = None,
 ) -> str:
     """Log the retrain as an MLflow run (parameters, per-series and overall metrics, the
     bundle, and the pictures a reviewer looks at) and register it; returns the new
-    version."""
+    version. ``points``: the point model, held by the same version (``artifacts/points``)."""
     registry = Registry(settings)
     bundle = model.bundle
     with tempfile.TemporaryDirectory(prefix="cricket-pictures-") as pictures, mlflow_store(settings):
+        parts = {PART: save_part(points, Path(pictures) / PART)} if points is not None else None
         run_id = registry.log_training_run(
             bundle,
             params=params,
@@ -69,6 +75,7 @@ def log_and_register(
             ),
             held_out=model.holdouts,
             run_name=run_name,
+            parts=parts,
         )
         version = registry.register(run_id)
     get_run_logger().info(
@@ -85,16 +92,20 @@ def evaluate_and_promote(
     holdouts: Mapping[str, Any],
     tolerance: float = DEFAULT_TOLERANCE,
     labelled: Sequence[LabelledStretch] = (),
+    points: PointVerdict | None = None,
 ) -> dict[str, Any]:
     """Challenger vs champion on the same held-out tail; move ``champion`` if not worse,
-    and only if it gets the ``labelled`` stretches (people's answers) right.
+    and only if it gets the ``labelled`` stretches (people's answers) right and its point
+    part (``points``, the verdict of :func:`cricket.tasks.points.judge_point_part`) is
+    not worse than the champion's.
 
     Returns ``{"version", "promote", "reason", "champion_before", "false_alarms",
     "champion_false_alarms", "label_check"}``.
     """
     with mlflow_store(settings):
         result = Registry(settings).evaluate_and_promote(
-            version, holdouts, tolerance=tolerance, bundle=bundle, labelled=labelled
+            version, holdouts, tolerance=tolerance, bundle=bundle, labelled=labelled,
+            points=points,
         )
     get_run_logger().info("version %s: %s", version, result.reason)
     warning = None
@@ -121,6 +132,10 @@ def evaluate_and_promote(
             None if result.champion_eval is None else result.champion_eval.rate()
         ),
         "label_check": None if result.label_check is None else result.label_check.to_dict(),
+        "points": None if points is None else {
+            "ok": points.ok, "reason": points.reason, **points.new.to_dict(),
+            "champion": None if points.champion is None else points.champion.to_dict(),
+        },
     }
 
 

@@ -46,14 +46,6 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "strategy": None,
         "tags": {"cricket", "score", "backfill"},
     },
-    "points-retrain": {
-        "flow": "points-retrain",
-        "entrypoint": "cricket.flows.points:points_retrain",
-        "cron": "30 2 * * *",
-        "limit": 1,
-        "strategy": "ENQUEUE",
-        "tags": {"cricket", "retrain", "points"},
-    },
     "points-score": {
         "flow": "points-score",
         "entrypoint": "cricket.flows.points:points_score",

@@ -1,6 +1,9 @@
 """The point model's pipeline end to end: real influxd, Prefect's test harness, a real
 MLflow SQLite store, the synthetic multi-field fleet (anomalies that break the correlation
-between fields while every field stays in range)."""
+between fields while every field stays in range). The nightly retrain given a point
+selector registers one version holding the waveform model and the point model; the point
+flows score with the point part of the champion, announce incidents (the field named)
+and publish what waveform runs publish."""
 
 from __future__ import annotations
 
@@ -11,22 +14,39 @@ import pandas as pd
 import pytest
 from fixtures.influx import settings_for
 from fixtures.pipeline import apply_env
+from receiver_support import Receiver
 
+from cricket.config import DetectorSpec
 from cricket.influx.influxql import InfluxQLClient, InfluxQLSource
 from cricket.multifield import PointSpec
 from cricket.synth_points import make_point_fleet, write_point_fleet
 
 pytestmark = pytest.mark.slow
+NAME = "cricket-points-test"
+
+
+def retrain(fleet, split, **point_spec):  # noqa: ANN001, ANN201
+    from cricket.flows.retrain import nightly_retrain
+
+    selector = fleet.selector()
+    return nightly_retrain(
+        selector=selector.field_selector("power"),
+        spec=DetectorSpec(segment_len=16, n_clusters=8),
+        train_window=(split - fleet.start).to_pytimedelta(), holdout=timedelta(hours=6),
+        end=split.to_pydatetime(), min_history_points=100,
+        points=selector, point_spec=PointSpec(n_clusters=6, **point_spec),
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(influx_server, tmp_path_factory, prefect_api):
     tmp = tmp_path_factory.mktemp("points")
     db = f"points_{uuid.uuid4().hex[:10]}"
+    receiver = Receiver()
     settings = settings_for(
         influx_server, db, tmp,
         mlflow_tracking_uri=f"sqlite:///{(tmp / 'mlflow.db').absolute()}",
-        model_name="cricket-points-test", report_dir=tmp / "reports",
+        model_name=NAME, report_dir=tmp / "reports", alert_webhook_url=receiver.url + "/hook",
     )
     with InfluxQLClient(settings) as client:
         client.ensure_database(db)
@@ -34,39 +54,46 @@ def trained(influx_server, tmp_path_factory, prefect_api):
     write_point_fleet(fleet, settings)
     mp = pytest.MonkeyPatch()
     apply_env(mp, settings)
-    from cricket.flows.points import points_retrain
-
+    mp.setenv("CRICKET_ALERT_WEBHOOK_URL", receiver.url + "/hook")
     split = fleet.end - pd.Timedelta(hours=12)
-    summary = points_retrain(
-        selector=fleet.selector(), spec=PointSpec(n_clusters=6),
-        train_window=(split - fleet.start).to_pytimedelta(), holdout=timedelta(hours=6),
-        end=split.to_pydatetime(),
-    )
-    yield settings, fleet, summary, split
+    summary = retrain(fleet, split)
+    yield settings, fleet, summary, split, receiver
     mp.undo()
+    receiver.close()
 
 
-def test_retrain_registers_the_point_model_as_champion(trained):
-    settings, fleet, summary, _ = trained
-    assert summary["devices"] == len(fleet.devices) and summary["promoted"] is True
-    from cricket.point_registry import load_points, point_registry
+def test_one_version_holds_the_waveform_model_and_the_point_model(trained):
+    settings, fleet, summary, _, _ = trained
+    assert summary["points"]["devices"] == len(fleet.devices) and summary["promoted"] is True
+    from cricket.point_registry import load_points
+    from cricket.registry import Registry
 
-    reg = point_registry(settings)
-    assert reg.name == "cricket-points-test-points"
-    assert reg.alias_version() == summary["model_version"]
-    bundle, version = load_points(settings)
-    assert version == summary["model_version"]
+    reg = Registry(settings)
+    version = summary["model_version"]
+    assert reg.alias_version() == version
+    bundle, got = load_points(settings)  # the champion's point part
+    assert got == version
     assert set(bundle.models) == set(fleet.devices)
     assert bundle.selector.fields == ["load", "power", "temp"]
+    waveform, _ = reg.load_bundle(version=version)  # and its waveform part, same version
+    assert waveform.selector.field == "power" and waveform.detectors
+    mv = reg.client.get_model_version(NAME, version)
+    # judged as a whole: the point part's held-out figures are on the version
+    assert float(mv.tags["point_heldout_false_alarms"]) < 0.05
+    assert float(mv.tags["point_probe_recall"]) >= 0.8 and int(mv.tags["point_probes"]) > 0
+    assert "point model" in mv.tags["decision_reason"]
+    # no separate point model any more
+    assert [m.name for m in reg.client.search_registered_models()] == [NAME]
 
 
 def test_backfill_finds_the_broken_correlations_names_the_field_and_clean_devices_stay_quiet(
     trained,
 ):
-    settings, fleet, _, split = trained
+    settings, fleet, summary, split, _ = trained
     from cricket.flows.points import points_backfill
 
     out = points_backfill(start=split.to_pydatetime(), end=fleet.end.to_pydatetime())
+    assert out["model_version"] == summary["model_version"]
     events = pd.DataFrame(out["events"])
     assert len(events)
     events["start"] = pd.to_datetime(events["start"])
@@ -79,12 +106,13 @@ def test_backfill_finds_the_broken_correlations_names_the_field_and_clean_device
     clean = {str(d) for d in fleet.clean_devices()}
     assert clean and not set(events["device"]) & clean
     assert len(events) == len(fleet.truth)  # nothing false on dirty devices either
+    assert out["alerts"]["paged"] is False  # a plain backfill announces nothing
 
-    # written back: events with the field named, under the point model's name
+    # written back: events with the field named, under the model's name and version
     with InfluxQLSource(settings) as src:
         for a in fleet.truth:
             back = src.read_events(a.key, split, fleet.end)
-            assert list(back["model_name"].unique()) == ["cricket-points-test-points"]
+            assert list(back["model_name"].unique()) == [NAME]
             assert a.kind in set(back["contributor"])
     # the report names the fields and shows each event's point against its centroid
     html = open(out["report"]).read()
@@ -94,25 +122,90 @@ def test_backfill_finds_the_broken_correlations_names_the_field_and_clean_device
     assert html.count("alt='scatter'") == len(fleet.truth)
     assert html.count("alt='per-feature bars'") == len(fleet.truth)
     assert "out of line with the other fields" in html
-    # and a markdown artifact on the flow run names them too
+    # what a waveform run publishes: table, markdown and link artifacts, an MLflow run
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["cricket-points-backfill-events"])))
-    assert arts and all(f"| {a.key} |" in arts[0].data and a.kind in arts[0].data
-                        for a in fleet.truth)
+        def latest(key: str):  # noqa: ANN202
+            arts = client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[key])))
+            assert arts, key
+            return arts[0]
+
+        table = latest("cricket-points-backfill-events")
+        assert table.type == "table"
+        rows = table.data if isinstance(table.data, list) else __import__("json").loads(table.data)
+        assert {(r["device"], r["field"]) for r in rows} == {(str(a.key), a.kind)
+                                                             for a in fleet.truth}
+        summary_md = latest("cricket-points-backfill-summary")
+        assert all(f"| {a.key} |" in summary_md.data for a in fleet.truth)
+        link = latest("cricket-points-backfill-report")
+        assert out["mlflow_run"] in link.data
+    from cricket.registry import Registry
+
+    run = Registry(settings).client.get_run(out["mlflow_run"])
+    assert run.data.params["kind"] == "points-backfill"
+    assert run.data.metrics["events"] == len(fleet.truth)
+    names = [f.path for f in Registry(settings).client.list_artifacts(run.info.run_id, "report")]
+    assert names == [f"report/{pd.io.common.os.path.basename(out['report'])}"]
 
 
-def test_a_second_retrain_is_judged_against_the_champion(trained):
-    settings, fleet, first, split = trained
-    from cricket.flows.points import points_retrain
+def test_point_events_page_once_with_the_field_named_and_answers_apply(trained):
+    settings, fleet, _, split, receiver = trained
+    from cricket.flows.points import points_backfill
 
-    again = points_retrain(
-        selector=fleet.selector(), spec=PointSpec(n_clusters=6),
-        train_window=(split - fleet.start).to_pytimedelta(), holdout=timedelta(hours=6),
-        end=split.to_pydatetime(),
-    )
-    assert int(again["model_version"]) == int(first["model_version"]) + 1
-    assert "vs champion" in again["decision"]
+    from cricket.feedback import make_label
+    from cricket.influx.answers import AnswerStore
+
+    first = fleet.truth[0]
+    with AnswerStore(settings) as store:  # someone answered: this one is a real anomaly
+        store.save_label(make_label(str(first.key), "anomaly", first.start, first.end,
+                                    "ops", "psu swapped"))
+    out = points_backfill(start=split.to_pydatetime(), end=fleet.end.to_pydatetime(),
+                          alert=True)
+    opened = receiver.posts("/hook")
+    devices = {str(a.key) for a in fleet.truth}
+    assert out["alerts"]["opened"] == len(opened) >= 1
+    text = "\n".join(doc["text"] for doc in opened)
+    for a in fleet.truth:  # every anomalous device is in an incident, its field named
+        assert f"{a.key} (anomaly, field {a.kind})" in text
+    assert {s for doc in opened for s in doc["series"]} == devices  # clean ones quiet
+    # the label shows in the run's answers and in the report
+    assert any(r["series"] == str(first.key) and r["what"] == "label: anomaly"
+               for r in out["alerts"]["answers"])
+    assert "psu swapped" in open(out["report"]).read()
+    # once per problem: the same range again pages nobody
+    again = points_backfill(start=split.to_pydatetime(), end=fleet.end.to_pydatetime(),
+                            alert=True)
+    assert again["alerts"]["opened"] == 0 and len(receiver.posts("/hook")) == len(opened)
+
+
+def test_a_version_whose_point_part_is_worse_is_not_promoted(trained):
+    settings, fleet, first, split, _ = trained
+    from cricket.registry import Registry
+
+    # the same waveform part, but a point part that fires on normal rows
+    worse = retrain(fleet, split, percentile=60.0, threshold_margin=1.0)
+    assert int(worse["model_version"]) > int(first["model_version"])
+    assert worse["promoted"] is False
+    assert "point model" in worse["decision"] and "more false alarms" in worse["decision"]
+    assert Registry(settings).alias_version() == first["model_version"]
+    # an equal one is promoted, judged against the champion's point part
+    again = retrain(fleet, split)
+    assert again["promoted"] is True and "vs champion" in again["points"]["check"]["reason"]
+
+
+def test_old_separate_point_models_and_versions_without_points_say_so(trained):
+    settings, *_ = trained
+    from cricket.point_registry import NoPointModelError, load_points
+    from cricket.registry import Registry
+
+    client = Registry(settings).client
+    client.create_registered_model(f"{NAME}-points", tags={"model_kind": "points"})
+    old = settings.model_copy(update={"model_name": f"{NAME}-points"})
+    with pytest.raises(NoPointModelError) as info:
+        load_points(old)
+    text = str(info.value)
+    assert "\n" not in text and "no longer read" in text and f"CRICKET_MODEL_NAME={NAME}" in text
+    client.delete_registered_model(f"{NAME}-points")

@@ -39,7 +39,11 @@ def test_point_report_renders_the_points_against_their_centroids(browser, tmp_pa
                                     model))
     n_events = sum(len(r.events) for r in results)
     assert n_events == len(fleet.truth) > 0
-    path = write_report(results, tmp_path, "points.html", "Point anomalies", "1")
+    first = fleet.truth[0]
+    answers = [{"what": "label: anomaly", "series": str(first.key), "from": "t0", "to": "t1",
+                "by": "ops", "why": "swapped " + HOSTILE}]
+    path = write_report(results, tmp_path, "points.html", "Point anomalies", "1",
+                        incidents=[f"anomaly on {first.key} [abc123]"], answers=answers)
 
     browser.get(path.as_uri())
     assert browser.execute_script("return document.readyState") == "complete"
@@ -53,5 +57,10 @@ def test_point_report_renders_the_points_against_their_centroids(browser, tmp_pa
     assert "<img src" in body and "onerror" in body  # shown as text (the key escapes =)
     for a in fleet.truth:
         assert f"{a.kind} out of line with the other fields" in body
+    # the incidents the run opened and people's answers on its devices, as text
+    incidents = browser.find_element(By.CLASS_NAME, "incidents").text
+    assert f"anomaly on {first.key} [abc123]" in incidents
+    answered = browser.find_element(By.CLASS_NAME, "answers").text
+    assert "label: anomaly" in answered and "swapped <img src" in answered
     cells = [c.text for c in browser.find_elements(By.CLASS_NAME, "contributor")]
     assert sorted(cells) == sorted(a.kind for a in fleet.truth)

@@ -84,13 +84,32 @@ def status(
 def synth(
     hosts: int = typer.Option(8, min=1, help="number of hosts (series)"),
     days: float = typer.Option(3.0, min=0.001, help="days of data, ending about now"),
-    step: str = typer.Option("10s", help="sample interval"),
+    step: str | None = typer.Option(None, help="sample interval [default: 10s; multifield 5m]"),
     seed: int = typer.Option(0, help="random seed"),
     start: str | None = typer.Option(None, help="first timestamp (UTC); default: days before now"),
     no_anomalies: bool = typer.Option(False, "--no-anomalies", help="a clean fleet"),
     write: bool = typer.Option(False, "--write", help="write it to the configured InfluxDB"),
+    family: str = typer.Option(
+        "crickets", help="crickets: one waveform per host; multifield: measurement psu, fields "
+        "load/power/temp per device, anomalies that break their correlation with every field "
+        "in range (what `cricket points synth` writes)"),
 ) -> None:
     """The synthetic cricket fleet: print a summary, or write it with --write."""
+    if family not in ("crickets", "multifield"):
+        _fail(f"--family {family!r} is not a family: give crickets or multifield")
+    if family == "multifield":
+        if no_anomalies:
+            _fail("--no-anomalies is for the crickets family: the multifield family always "
+                  "holds its clean devices and its anomalous ones")
+        import pandas as pd
+
+        from cricket.cli.points import synth as points_synth
+
+        end = "now" if start is None else (pd.Timestamp(start) + pd.Timedelta(days=days)).isoformat()
+        points_synth(devices=hosts, days=days, step=step or "5m", end=end, seed=seed,
+                     write=write, as_json=False)
+        return
+    step = step or "10s"
     from rich.console import Console
     from rich.table import Table
 

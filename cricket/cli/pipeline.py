@@ -64,6 +64,9 @@ def retrain(
         int | None, typer.Option(help="shapes in each library  [default: DetectorSpec's]")
     ] = None,
     min_history_points: Annotated[int, typer.Option(help="less history: fleet library")] = 1000,
+    points: Annotated[str | None, typer.Option(
+        help="comma-separated fields of the same measurement judged together: the version "
+        "also holds a point model (see `cricket points`)")] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -81,6 +84,20 @@ def retrain(
         fail(f"--holdout {holdout} must be shorter than --train-window {train_window}: the "
              "held-out tail is part of the training history; shorten it")
     end_t = parse_time(end) if end else None
+    point_selector = None
+    if points is not None:
+        from pydantic import ValidationError
+
+        from cricket.multifield import PointSelector
+
+        try:
+            point_selector = PointSelector(
+                measurement=selector.measurement, tags=selector.tags, group_by=selector.group_by,
+                every=selector.every, aggregate=selector.aggregate,
+                fields=[f.strip() for f in points.split(",") if f.strip()],
+            )
+        except ValidationError as exc:
+            fail(f"--points {points}: {exc.errors()[0]['msg']}")
     from cricket.flows.retrain import nightly_retrain
 
     summary = run_flow(
@@ -92,6 +109,7 @@ def retrain(
         holdout=holdout_td,
         end=end_t,
         min_history_points=min_history_points,
+        points=point_selector,
     )
     if as_json:
         print(json.dumps(summary, default=str))
@@ -103,6 +121,9 @@ def retrain(
     )
     verdict = "[green]champion[/]" if summary["promoted"] else "[yellow]not promoted[/]"
     console.print(f"promotion: {verdict}: {escape(summary['decision'])}")
+    if summary.get("points"):
+        console.print(f"point model: {summary['points']['devices']} device(s) in the same "
+                      f"version ({len(summary['points']['skipped'])} skipped)")
     for warning in summary.get("warnings", []):
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     _print_where(summary)

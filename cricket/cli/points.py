@@ -1,10 +1,12 @@
 """`cricket points synth | retrain | score | backfill`: several fields of one device.
 
     cricket points synth --write                      # the multi-field synthetic fleet
-    cricket points retrain --fields load,power,temp   # one point model per device
+    cricket points retrain --fields load,power,temp   # waveform + point model, one version
     cricket points backfill --start 2026-01-07T12:00 --end 2026-01-08T00:00
 
-The point model is registered as ``<model_name>-points`` next to the waveform model.
+The point model is a part of the waveform model's versions: ``points retrain`` is the
+nightly retrain with a point selector (its waveform part watches ``--field``, by default
+the first of the fields), and scoring loads the point part of the champion.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ points_app = typer.Typer(
 app.add_typer(points_app, name="points")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the summary as JSON")]
-VersionOpt = Annotated[str | None, typer.Option(help="point model version; default champion")]
+VersionOpt = Annotated[str | None, typer.Option(help="model version; default champion")]
 
 
 def _print(summary: dict, as_json: bool) -> None:
@@ -95,13 +97,19 @@ def retrain(
     holdout: Annotated[str, typer.Option(help="held back for the promotion")] = "24h",
     end: Annotated[str, typer.Option(help="end of training (UTC) or 'now'")] = "now",
     n_clusters: Annotated[int | None, typer.Option(help="centroids per device")] = None,
+    field: Annotated[str | None, typer.Option(
+        help="the field the waveform part of the version watches; default the first field")
+    ] = None,
+    min_history_points: Annotated[int, typer.Option(
+        help="waveform part: less history goes to the fleet library")] = 1000,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train one point model per device, register it, promote it if not worse."""
+    """The nightly retrain with a point selector: one version holds the waveform model and
+    one point model per device; it is promoted as a whole if not worse."""
     from pydantic import ValidationError
 
     from cricket.config import parse_duration
-    from cricket.flows.points import points_retrain
+    from cricket.flows.retrain import nightly_retrain
     from cricket.multifield import PointSelector, PointSpec
 
     try:
@@ -112,9 +120,11 @@ def retrain(
         spec = PointSpec(**({} if n_clusters is None else {"n_clusters": n_clusters}))
     except ValidationError as exc:
         fail(exc.errors()[0]["msg"])
-    summary = run_flow("points-retrain", points_retrain, selector=selector, spec=spec,
+    summary = run_flow("nightly-retrain", nightly_retrain,
+                       selector=selector.field_selector(field or selector.fields[0]),
                        train_window=parse_duration(train_window),
-                       holdout=parse_duration(holdout), end=parse_time(end))
+                       holdout=parse_duration(holdout), end=parse_time(end),
+                       min_history_points=min_history_points, points=selector, point_spec=spec)
     _print(summary, as_json)
 
 
@@ -125,7 +135,8 @@ def score(
     version: VersionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score the last window with the champion point model; write scores, events, report."""
+    """Score the last window with the champion's point model; write scores, events,
+    incidents, report."""
     from cricket.config import parse_duration
     from cricket.flows.points import points_score
 
@@ -139,11 +150,12 @@ def backfill(
     start: Annotated[str, typer.Option(help="first time (UTC)")],
     end: Annotated[str, typer.Option(help="end time (UTC) or 'now'")] = "now",
     version: VersionOpt = None,
+    alert: Annotated[bool, typer.Option("--alert", help="announce new incidents")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Score [start, end) with the champion point model (or --version)."""
+    """Score [start, end) with the champion's point model (or --version's)."""
     from cricket.flows.points import points_backfill
 
     summary = run_flow("points-backfill", points_backfill, start=parse_time(start),
-                       end=parse_time(end), model_version=version)
+                       end=parse_time(end), model_version=version, alert=alert)
     _print(summary, as_json)
