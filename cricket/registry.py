@@ -191,6 +191,13 @@ def describe_version(tags: Mapping[str, str]) -> str:
         if tags.get("heldout_probe_recall"):
             held += f", {100 * float(tags['heldout_probe_recall']):.0f}% of planted probes found"
         lines.append(held + ".")
+    if tags.get("point_heldout_false_alarms"):
+        held = ("Point model (several fields per device, in this version): "
+                f"{100 * float(tags['point_heldout_false_alarms']):.2f}% of held-out rows flagged")
+        if tags.get("point_probe_recall"):
+            held += (f", {100 * float(tags['point_probe_recall']):.0f}% of "
+                     f"{tags.get('point_probes', '?')} correlation-breaking probes found")
+        lines.append(held + ".")
     if tags.get("compared_with"):
         lines.append(f"Compared with champion version {tags['compared_with']}.")
     decision = tags.get("decision")

@@ -82,6 +82,7 @@ def test_one_version_holds_the_waveform_model_and_the_point_model(trained):
     assert float(mv.tags["point_heldout_false_alarms"]) < 0.05
     assert float(mv.tags["point_probe_recall"]) >= 0.8 and int(mv.tags["point_probes"]) > 0
     assert "point model" in mv.tags["decision_reason"]
+    assert "Point model (several fields per device, in this version)" in mv.description
     # no separate point model any more
     assert [m.name for m in reg.client.search_registered_models()] == [NAME]
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cricket.flows.runtime import describe_run, run_name
 from prefect import flow
 from prefect.client.orchestration import get_client
-
-from cricket.flows.runtime import describe_run, run_name
 
 
 def test_a_score_run_is_named_after_the_window_it_scores() -> None:
