@@ -13,12 +13,14 @@ held-out tail for challenger and champion:
   at least ``MIN_SHIFT`` of its interquartile range become probes.
 
 The challenger must not raise the false alarms by more than ``POINT_TOLERANCE`` and must
-not lose more than ``RECALL_TOLERANCE`` of the champion's probe recall.
+not lose more than ``RECALL_TOLERANCE`` of the champion's probe recall. People's answers
+overrule the numbers, as for the waveform part: a challenger that misses a stretch labelled
+``anomaly`` on a device (no row of it flagged) is not promoted over a champion.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +46,8 @@ class PointEvaluation:
     false_alarms: float
     probes: int
     found: int
+    labelled: int = 0  # stretches people labelled anomalies, on devices the bundle knows
+    labelled_found: int = 0  # ... of which the bundle flags at least one row
 
     @property
     def recall(self) -> float | None:
@@ -51,7 +55,8 @@ class PointEvaluation:
 
     def to_dict(self) -> dict[str, float | int | None]:
         return {"false_alarms": self.false_alarms, "probes": self.probes, "found": self.found,
-                "recall": self.recall}
+                "recall": self.recall, "labelled": self.labelled,
+                "labelled_found": self.labelled_found}
 
 
 def correlation_probes(frame: pd.DataFrame, fields: list[str],
@@ -79,10 +84,12 @@ def correlation_probes(frame: pd.DataFrame, fields: list[str],
 
 
 def evaluate_points(bundle: PointBundle, holdout: Mapping[SeriesKey, pd.DataFrame],
-                    probe_fields: list[str] | None = None) -> PointEvaluation:
-    """False alarms on ``holdout`` and recall on correlation probes planted in it.
-    The probes come from the data alone (not from the bundle), so a challenger and a
-    champion are judged on the same ones."""
+                    probe_fields: list[str] | None = None,
+                    labelled: Sequence[tuple[SeriesKey, pd.DataFrame]] = ()) -> PointEvaluation:
+    """False alarms on ``holdout``, recall on correlation probes planted in it, and the
+    ``labelled`` anomaly stretches (device, its rows there) found. The probes come from
+    the data alone (not from the bundle), so a challenger and a champion are judged on
+    the same ones."""
     fields = probe_fields or bundle.selector.fields
     judged = flagged = probes = found = 0
     for key, frame in holdout.items():
@@ -96,7 +103,15 @@ def evaluate_points(bundle: PointBundle, holdout: Mapping[SeriesKey, pd.DataFram
         if len(planted):
             probes += len(planted)
             found += int(model.score(planted)["anomalous"].sum())
-    return PointEvaluation(flagged / judged if judged else 0.0, probes, found)
+    n_labelled = n_found = 0
+    for key, rows in labelled:
+        model = bundle.models.get(key)
+        if model is None or rows.empty:
+            continue
+        n_labelled += 1
+        n_found += int(bool(model.score(rows)["anomalous"].any()))
+    return PointEvaluation(flagged / judged if judged else 0.0, probes, found,
+                           n_labelled, n_found)
 
 
 def held_out_false_alarms(bundle: PointBundle, frames: Mapping[SeriesKey, pd.DataFrame]) -> float:
@@ -112,6 +127,11 @@ def decide_point_promotion(
     said = f"point model: held-out false alarms {new.false_alarms:.4f}"
     if new.recall is not None:
         said += f", probe recall {new.recall:.2f} ({new.found}/{new.probes})"
+    missed = new.labelled - new.labelled_found
+    if missed:
+        said += f", misses {missed} of {new.labelled} stretches people labelled anomalies"
+        if champion is not None:
+            return False, f"{said}: the champion stays"
     if champion is None:
         return True, f"{said}; the champion has no point model to compare with"
     said += f" vs champion {champion.false_alarms:.4f}"

@@ -48,6 +48,22 @@ class PointPart:
     holdout: dict[SeriesKey, pd.DataFrame]
     skipped: dict[str, str] = field(default_factory=dict)
     labelled_out: int = 0  # rows kept out of training: people labelled them anomalies
+    labelled: list[tuple[SeriesKey, pd.DataFrame]] = field(default_factory=list)
+
+
+def labelled_anomalies(
+    frames: dict[SeriesKey, pd.DataFrame], labels: Sequence[Label]
+) -> list[tuple[SeriesKey, pd.DataFrame]]:
+    """(device, its rows in the stretch) for every stretch labelled ``anomaly`` on a
+    device of ``frames`` with data there: what every challenger must still find."""
+    out = []
+    for lab in labels:
+        for key, frame in frames.items():
+            if lab.label == "anomaly" and lab.series == str(key):
+                rows = frame[(frame.index >= lab.start) & (frame.index <= lab.end)]
+                if len(rows):
+                    out.append((key, rows))
+    return out
 
 
 def without_labelled_anomalies(
@@ -84,7 +100,7 @@ def point_part(
     )
     tail = {k: f[f.index >= split] for k, f in frames.items()}
     bundle, skipped = train_points(selector, spec, train)
-    return PointPart(bundle, tail, skipped, dropped)
+    return PointPart(bundle, tail, skipped, dropped, labelled_anomalies(frames, labels))
 
 
 def _score(start: datetime, end: datetime, version: str | None, kind: str,

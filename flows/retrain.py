@@ -116,7 +116,7 @@ def nightly_retrain(
                                points=part.bundle if part else None)
     clock.lap("register")
     stretches = [st for b in trained for st in b.stretches]
-    verdict = judge_point_part(settings, part.bundle, part.holdout) if part else None
+    verdict = judge_point_part(settings, part.bundle, part.holdout, part.labelled) if part else None
     decision = evaluate_and_promote(
         settings, model.bundle, version, model.evaluation_tails(), labelled=stretches,
         points=verdict,

@@ -4,7 +4,7 @@ in the model version (cricket.point_registry)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -50,13 +50,15 @@ def train_points(
 @task(name="judge-points", timeout_seconds=600, **IO_TASK)
 def judge_point_part(
     settings: Settings, bundle: PointBundle, holdout: Mapping[SeriesKey, pd.DataFrame],
+    labelled: Sequence[tuple[SeriesKey, pd.DataFrame]] = (),
 ) -> PointVerdict:
     """The challenger's point part and the champion's on the same held-out tail (false
-    alarms, recall on planted correlation-breaking probes): the point part's say in the
-    version's promotion."""
-    new = evaluate_points(bundle, holdout)
+    alarms, recall on planted correlation-breaking probes) and the stretches people
+    labelled anomalies: the point part's say in the version's promotion."""
+    new = evaluate_points(bundle, holdout, labelled=labelled)
     champ, champion = champion_points(settings)
-    verdict = judge_points(new, evaluate_points(champ, holdout) if champ is not None else None)
+    old = evaluate_points(champ, holdout, labelled=labelled) if champ is not None else None
+    verdict = judge_points(new, old)
     get_run_logger().info("point part against champion %s: %s", champion, verdict.reason)
     return verdict
 

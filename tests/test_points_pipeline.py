@@ -210,3 +210,20 @@ def test_old_separate_point_models_and_versions_without_points_say_so(trained):
     text = str(info.value)
     assert "\n" not in text and "no longer read" in text and f"CRICKET_MODEL_NAME={NAME}" in text
     client.delete_registered_model(f"{NAME}-points")
+
+
+def test_a_retrain_keeps_labelled_anomalies_out_and_checks_it_still_finds_them(trained):
+    settings, fleet, _, _, _ = trained
+    from cricket.influx.answers import AnswerStore
+
+    with AnswerStore(settings) as store:  # the answer given in the paging test above
+        labelled = [lab for lab in store.labels() if lab.label == "anomaly"]
+    assert len(labelled) == 1
+    first = labelled[0]
+    end = fleet.end  # a window that now holds the labelled stretch
+    holdout_start = end - pd.Timedelta(hours=6)
+    out = retrain(fleet, end)
+    check = out["points"]["check"]
+    assert (check["labelled"], check["labelled_found"]) == (1, 1)
+    rows = pd.date_range(first.start, first.end, freq=fleet.step)
+    assert out["points"]["labelled_out"] == int((rows < holdout_start).sum())
