@@ -10,6 +10,7 @@ from prefect import get_run_logger, task
 
 from cricket.config import SeriesSelector, Settings
 from cricket.influx import make_source
+from cricket.influx.base import Source
 from cricket.series import SeriesKey
 
 
@@ -31,13 +32,17 @@ def read_window(
     keys: list[SeriesKey],
     start: datetime,
     stop: datetime,
+    source: Source | None = None,
 ) -> dict[SeriesKey, pd.Series]:
     """Read [start, stop) for ``keys`` only (InfluxQL names the batch's series in the
-    query itself, so a batch never reads the rest of the fleet)."""
+    query itself, so a batch never reads the rest of the fleet). ``source``: an open
+    source to read with (left open), else one is opened for the call."""
     if not keys:
         return {}
-    source = make_source(settings)
+    own = source is None
+    src = make_source(settings) if source is None else source
     try:
-        return source.read(selector, start, stop, keys=keys)
+        return src.read(selector, start, stop, keys=keys)
     finally:
-        source.close()
+        if own:
+            src.close()

@@ -13,7 +13,7 @@ Artifacts hold series names, times and scores only: never settings or secrets.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,12 @@ def _sink_key(result: Any) -> SeriesKey:
 
 
 def write_with_sink(sink: Sink, results: Sequence[Any], model_version: str) -> dict[str, int]:
-    """Write every result's scores and events through ``sink``; returns point counts."""
+    """Write every result's scores and events through ``sink``; returns point counts.
+    A sink with ``write_results`` (both of Cricket's) gets them all at once and writes
+    full-size requests spanning series; another sink is called series by series."""
+    many = getattr(sink, "write_results", None)
+    if many is not None:
+        return many(_items(results), str(model_version))
     scores = events = 0
     for r in results:
         key = _sink_key(r)
@@ -53,6 +58,17 @@ def write_with_sink(sink: Sink, results: Sequence[Any], model_version: str) -> d
         if revised is not None and len(revised):
             events += int(sink.write_events(key, revised, str(model_version)))
     return {"scores": scores, "events": events}
+
+
+def _items(results: Sequence[Any]) -> Iterator[tuple[SeriesKey, Any, Any]]:
+    """``(key, frame, events)`` per result, and ``(key, None, revised)`` for the earlier
+    event records a result revises (each overwritten)."""
+    for r in results:
+        key = _sink_key(r)
+        yield key, r.frame, r.events
+        revised = getattr(r, "revised", None)
+        if revised is not None and len(revised):
+            yield key, None, revised
 
 
 @task(name="write-results", timeout_seconds=900, **IO_TASK)

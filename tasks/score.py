@@ -6,17 +6,20 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import pandas as pd
 from cricket.tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES, retry_if_retryable
 from cricket.tasks.extract import read_window
 from prefect import get_run_logger, task
 
-from cricket.config import SeriesSelector, Settings
+from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.influx import lineprotocol as lp
 from cricket.influx import make_source
+from cricket.influx.base import Source
 from cricket.model import ModelBundle, compact
 from cricket.scoring import ScoredSeries, revise_previous, score_series
+from cricket.search import one_blas_thread
 from cricket.series import SeriesKey
 
 
@@ -78,8 +81,38 @@ def score_batch(
             notes.append(f"skipped {key}: {why}")
             log.warning("skipped series %r: %s", str(key), why)
     keys = writable
-    data = read_window(settings, selector, keys, start - context_for(bundle, selector), end)
-    t1 = time.perf_counter()
+    # one source (one HTTP client) for the batch's window and its previous events
+    source = make_source(settings)
+    try:
+        data = read_window(settings, selector, keys, start - context_for(bundle, selector), end,
+                           source=source)
+        t1 = time.perf_counter()
+        # each series is a few small matrix products: BLAS threads would only compete
+        # with the other workers' batches (and wait on each other on a busy machine)
+        with one_blas_thread():
+            scored = _score_keys(keys, data, bundle, start, spec, notes, log)
+        if model_version is not None:
+            gap = selector.every * (spec.min_event_gap + 1)
+            for i, res in enumerate(scored):
+                carried = res.carried is not None and not res.carried.empty
+                if not carried and (
+                    res.events.empty or res.events["start"].min() - pd.Timestamp(start) > gap
+                ):
+                    continue
+                previous = previous_events(settings, res.series_key or res.key, start,
+                                           model_version, source=source)
+                events, revised = revise_previous(
+                    res.events, res.carried, previous, pd.Timestamp(start), gap
+                )
+                scored[i] = replace(res, events=events, revised=revised)
+    finally:
+        source.close()
+    t2 = time.perf_counter()
+    return ScoreBatch(scored, notes, {"extract": t1 - t0, "score": t2 - t1}, skipped)
+
+
+def _score_keys(keys: list[SeriesKey], data: dict, bundle: ModelBundle, start: datetime,
+                spec: DetectorSpec, notes: list[str], log: Any) -> list[ScoredSeries]:
     scored = []
     for key in keys:
         name = str(key)
@@ -97,21 +130,7 @@ def score_batch(
         # ~3 MB each at 150 shapes) is freed with it, so memory stays one series' worth
         # instead of growing with every detector the flow's bundle holds.
         scored.append(score_series(key, s, compact(det), source, start, spec))
-    if model_version is not None:
-        gap = selector.every * (spec.min_event_gap + 1)
-        for i, res in enumerate(scored):
-            carried = res.carried is not None and not res.carried.empty
-            if not carried and (
-                res.events.empty or res.events["start"].min() - pd.Timestamp(start) > gap
-            ):
-                continue
-            previous = previous_events(settings, res.series_key or res.key, start, model_version)
-            events, revised = revise_previous(
-                res.events, res.carried, previous, pd.Timestamp(start), gap
-            )
-            scored[i] = replace(res, events=events, revised=revised)
-    t2 = time.perf_counter()
-    return ScoreBatch(scored, notes, {"extract": t1 - t0, "score": t2 - t1}, skipped)
+    return scored
 
 
 #: how far back an event that continues into a window may have started
@@ -119,18 +138,22 @@ EVENT_LOOKBACK = timedelta(days=7)
 
 
 def previous_events(
-    settings: Settings, key: SeriesKey | str, start: datetime, model_version: str
+    settings: Settings, key: SeriesKey | str, start: datetime, model_version: str,
+    source: Source | None = None,
 ) -> pd.DataFrame | None:
     """Events of ``key`` by ``model_version`` that started in the week before ``start``
-    (None where the source cannot read results back, e.g. Flux)."""
-    source = make_source(settings)
+    (None where the source cannot read results back, e.g. Flux). ``source``: an open
+    source to use (left open), else one is opened for the call."""
+    own = source is None
+    src = make_source(settings) if source is None else source
     try:
-        return source.read_events(
+        return src.read_events(
             key, start - EVENT_LOOKBACK, start, model_version=model_version,
             model_name=settings.model_name,
         )
     finally:
-        source.close()
+        if own:
+            src.close()
 
 
 def context_for(bundle: ModelBundle, selector: SeriesSelector) -> timedelta:

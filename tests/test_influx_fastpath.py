@@ -93,11 +93,18 @@ def test_sub_step_data_switches_to_group_by(influx_settings, monkeypatch):
         assert s.notna().sum() == 180  # five points per bucket were aggregated, not dropped
 
 
-@pytest.mark.parametrize("scale", [1e-30, 1e-5, 1e-4, 1.0, 1e15, 1e16, 1e300])
+@pytest.mark.parametrize("scale", [1e-30, 1e-5, 1e-4, 1.0, 1e15, 1e16, 1e300, "mixed"])
 def test_line_numbers_are_byte_identical_to_repr(scale):
+    mixed = scale == "mixed"  # mostly ordinary numbers, a few tiny and huge ones
+    scale = 1.0 if mixed else scale
     rng = np.random.default_rng(int(-np.log10(scale) * 7) % 1000)
     n = 300
     cols = {c: rng.normal(size=n) * scale for c in lp.SCORE_FIELDS}
+    if mixed:
+        for c in lp.SCORE_FIELDS:
+            cols[c][5::41] *= 1e-9
+            cols[c][7::53] *= 1e20
+            cols[c][9::61] = np.inf
     cols["value"][::17] = np.nan
     cols["error"][::23] = -0.0
     idx = pd.date_range("2024-01-01", periods=n, freq="10s", tz="UTC")

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from cricket.config import SeriesSelector
+from cricket.influx import lineprotocol as lp
 from cricket.influx import make_sink, make_source
 from cricket.influx.base import InfluxError, InfluxWriteError
 from cricket.influx.flux import FluxSink, FluxSource
@@ -182,6 +183,27 @@ def test_sink_writes_line_protocol_batches_with_retry(fake_influx2, flux_setting
     assert len(lines) == 5
     assert lines[0].startswith("cricket_score,host=h\\,1\\ x,model_name=cricket-waveform,model_version=7,series=")
     assert "anomalous=1i" in lines[1] and "reconstruction" not in lines[2]
+
+
+def test_sink_writes_many_series_in_requests_that_span_them(fake_influx2, flux_settings):
+    url, rec = fake_influx2
+    idx = pd.date_range(T0, periods=5, freq="10s")
+    frame = pd.DataFrame({"value": [1.0, 2, 3, 4, 5], "reconstruction": 1.0, "error": 0.0,
+                          "score": 10.0, "anomalous": False}, index=idx)
+    events = pd.DataFrame({"start": [idx[1]], "end": [idx[3]], "peak": [90.0], "mean": [80.0],
+                           "duration_s": [20.0]})
+    keys = [SeriesKey.make("waveform", "value", {"host": h}) for h in ("a", "b")]
+    items = [(keys[0], frame, events), (keys[1], frame, None)]
+    settings = flux_settings.model_copy(update={"influx_write_batch": 4})
+    with FluxSink(settings) as sink:
+        assert sink.write_results(items, "7") == {"scores": 10, "events": 1}
+    writes = [r for r in rec.requests if r[1].startswith("/api/v2/write")]
+    bodies = [w[2].decode().splitlines() for w in writes]
+    assert [len(b) for b in bodies] == [4, 4, 3]  # 11 lines, batches cross the series
+    want = (lp.score_lines(keys[0], frame, "7", settings.model_name)
+            + lp.event_lines(keys[0], events, "7", settings.model_name)
+            + lp.score_lines(keys[1], frame, "7", settings.model_name))
+    assert [x for b in bodies for x in b] == want
 
 
 def test_sink_failure_says_what_was_written(fake_influx2, flux_settings):

@@ -107,6 +107,47 @@ def test_scores_and_events_round_trip_and_overwrite(influx_settings):
     assert ev["peak"].tolist() == [99.0, 80.5]
 
 
+def test_results_of_many_series_in_shared_requests_store_what_per_series_writes_store(
+    influx_settings,
+):
+    """``write_results`` packs scores and events of many series into full-size requests
+    that span series (an hour of a fleet is a few hundred points per series): what is
+    stored is exactly what writing each series on its own stores."""
+    rng = np.random.default_rng(3)
+    idx = pd.date_range(T0, periods=130, freq="10s")
+    items = []
+    for i in range(5):
+        key = SeriesKey.make("waveform", "value", {"host": f"cricket00{i}"})
+        frame = pd.DataFrame({c: rng.normal(size=130) for c in
+                              ("value", "reconstruction", "error", "score")}, index=idx)
+        frame["anomalous"] = rng.random(130) > 0.8
+        frame.iloc[7, 1] = np.nan
+        frame.iloc[9, 2] *= 1e-7  # repr's exponent form
+        events = pd.DataFrame({"start": [idx[10 + i]], "end": [idx[20 + i]], "peak": [90.0 + i],
+                               "mean": [70.0], "duration_s": [100.0]}) if i % 2 else None
+        items.append((key, frame, events))
+    settings = influx_settings.model_copy(update={"influx_write_batch": 100})  # 7 requests
+    with InfluxQLSink(settings) as sink:
+        counts = sink.write_results(items, "batched")
+        for key, frame, events in items:
+            sink.write_scores(key, frame, "alone")
+            if events is not None:
+                sink.write_events(key, events, "alone")
+    assert counts == {"scores": 5 * 130, "events": 2}
+    def stored(src, read, key, version):  # noqa: ANN001, ANN202
+        got = read(key, T0, T0 + pd.Timedelta(hours=1), version)
+        return got.drop(columns="model_version", errors="ignore").sort_index(axis=1)
+
+    with InfluxQLSource(influx_settings) as src:
+        for key, _frame, events in items:
+            got = stored(src, src.read_scores, key, "batched")
+            assert len(got) == 130
+            pd.testing.assert_frame_equal(got, stored(src, src.read_scores, key, "alone"))
+            ev_got = stored(src, src.read_events, key, "batched")
+            assert len(ev_got) == (0 if events is None else 1)
+            pd.testing.assert_frame_equal(ev_got, stored(src, src.read_events, key, "alone"))
+
+
 def test_read_needs_a_range(influx_settings):
     with InfluxQLSource(influx_settings) as src, pytest.raises(Exception, match="time range"):
         src.read(SeriesSelector())

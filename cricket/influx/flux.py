@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -349,6 +349,19 @@ class FluxSink:
 
     def write_scores(self, key: SeriesKey, frame: pd.DataFrame, model_version: str) -> int:
         return self.write_lines(lp.score_lines(key, frame, model_version, self.settings.model_name))
+
+    def write_results(
+        self,
+        results: Iterable[tuple[SeriesKey, pd.DataFrame | None, pd.DataFrame | None]],
+        model_version: str,
+    ) -> dict[str, int]:
+        """Scores and events of many series in full-size requests that span series (see
+        ``lineprotocol.result_batches``). Returns ``{"scores", "events"}``."""
+        counts = {"scores": 0, "events": 0}
+        for lines in lp.result_batches(results, model_version, self.settings.model_name,
+                                       self.settings.influx_write_batch, counts):
+            self.write_lines(lines)
+        return counts
 
     def write_events(self, key: SeriesKey, events: pd.DataFrame, model_version: str) -> int:
         return self.write_lines(lp.event_lines(key, events, model_version, self.settings.model_name))

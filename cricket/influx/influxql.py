@@ -746,6 +746,22 @@ class InfluxQLSink(_OwnsClient):
         )
         return self.client.write_batches(batches)
 
+    def write_results(
+        self,
+        results: Iterable[tuple[SeriesKey, pd.DataFrame | None, pd.DataFrame | None]],
+        model_version: str,
+    ) -> dict[str, int]:
+        """Scores and events of many series, ``(key, frame, events)`` each, in full-size
+        requests that span series (see ``lineprotocol.result_batches``); the next request
+        is formatted while the previous one is posted. Returns ``{"scores", "events"}``
+        points written; raises InfluxWriteError saying what was and was not written."""
+        counts = {"scores": 0, "events": 0}
+        self.client.write_batches(lp.result_batches(
+            results, model_version, self.settings.model_name,
+            self.settings.influx_write_batch, counts,
+        ))
+        return counts
+
     def write_events(self, key: SeriesKey, events: pd.DataFrame, model_version: str) -> int:
         return self.client.write_lines(
             lp.event_lines(key, events, model_version, self.settings.model_name)
