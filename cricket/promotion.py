@@ -66,6 +66,17 @@ class EvalSummary:
         }
 
     @classmethod
+    def merge(cls, parts: Iterable[EvalSummary]) -> EvalSummary:
+        """One summary of disjoint parts (e.g. batches of series), in series order, as
+        :func:`evaluate_bundle` of them all would give."""
+        out = cls()
+        parts = list(parts)
+        for name in ("false_alarms", "points", "probe_recall"):
+            merged = {k: v for p in parts for k, v in getattr(p, name).items()}
+            getattr(out, name).update(sorted(merged.items()))
+        return out
+
+    @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> EvalSummary:
         return cls(
             dict(doc.get("false_alarms", {})),

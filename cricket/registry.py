@@ -37,6 +37,7 @@ from cricket.model import BUNDLE_JSON, ModelBundle, ModelFormatError
 from cricket.point_promotion import PointVerdict, with_points
 from cricket.promotion import (
     DEFAULT_TOLERANCE,
+    EvalSummary,
     PromotionResult,
     decide,
     evaluate_bundle,
@@ -292,15 +293,18 @@ class Registry:
         held_out: Mapping[str, Any] | None = None,
         run_name: str | None = None,
         parts: Mapping[str, str | Path] | None = None,
+        evaluation: EvalSummary | None = None,
     ) -> str:
         """Log one retrain as an MLflow run; returns the run id.
 
         Params: the bundle's spec and selector plus ``params``. Metrics: ``metrics`` (the
         fleet summary); ``per_series_metrics`` as a table artifact (per_series_metrics.json). Artifacts:
         ``artifacts`` (images, HTML) under ``figures/``, and the bundle as a pyfunc model.
-        With ``held_out``, the bundle's held-out evaluation is logged too. ``parts``:
-        more folders the model version holds next to the bundle (``{"points": folder}``:
-        the point model), under the pyfunc's ``artifacts/<name>``.
+        With ``held_out``, the bundle's held-out evaluation is logged too (``evaluation``:
+        that evaluation when the caller has already made it, e.g. batch by batch).
+        ``parts``: more folders the model version holds next to the bundle
+        (``{"points": folder}``: the point model), under the pyfunc's
+        ``artifacts/<name>``.
         """
         import mlflow
 
@@ -314,7 +318,8 @@ class Registry:
         # (a metric per series and figure would be thousands of charts).
         all_metrics = {_metric_name(k): float(v) for k, v in (metrics or {}).items()}
         all_metrics = {k: v for k, v in all_metrics.items() if math.isfinite(v)}
-        evaluation = evaluate_bundle(bundle, held_out) if held_out is not None else None
+        if evaluation is None and held_out is not None:
+            evaluation = evaluate_bundle(bundle, held_out)
         if evaluation is not None:
             all_metrics["heldout_false_alarm_fraction"] = evaluation.rate()
 
@@ -565,6 +570,7 @@ class Registry:
         bundle: ModelBundle | None = None,
         labelled: Sequence[LabelledStretch] = (),
         points: PointVerdict | None = None,
+        new_eval: EvalSummary | None = None,
     ) -> PromotionResult:
         """Make ``version`` the challenger, compare it with the champion on ``held_out``,
         and move ``champion`` to it when :func:`cricket.promotion.decide` says so.
@@ -572,12 +578,15 @@ class Registry:
         ``bundle`` is the version's bundle when the caller has it in memory (saves a
         download); by default it is loaded from the registry. ``points``: the verdict on
         the version's point model (:mod:`cricket.point_promotion`); the version is
-        promoted as a whole, so a worse point part keeps the champion."""
+        promoted as a whole, so a worse point part keeps the champion. ``new_eval``:
+        the version's evaluation on ``held_out`` when the caller has already made it
+        (the retrain evaluates batch by batch and logs it with the run)."""
         version = str(self._version(version).version)
         self.client.set_registered_model_alias(self.name, CHALLENGER, version)
         champion = self.alias_version(CHAMPION)
         new_bundle = bundle if bundle is not None else self.load_bundle(version=version)[0]
-        new_eval = evaluate_bundle(new_bundle, held_out)
+        if new_eval is None:
+            new_eval = evaluate_bundle(new_bundle, held_out)
         champion_eval = None
         unreadable = None
         old_bundle = None

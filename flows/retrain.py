@@ -11,7 +11,9 @@ both and is promoted as a whole.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from cricket.flows.points import point_part
 from cricket.flows.runtime import (
@@ -26,14 +28,17 @@ from cricket.tasks.alert import read_labels
 from cricket.tasks.common import Stopwatch
 from cricket.tasks.extract import discover_series
 from cricket.tasks.points import judge_point_part
-from cricket.tasks.registry import evaluate_and_promote, log_and_register
+from cricket.tasks.registry import evaluate_and_promote, evaluate_batch, log_and_register
+from cricket.tasks.score import sub_bundle
 from cricket.tasks.train import TrainBatch, assemble, train_batch
 from prefect import flow, get_run_logger
 
 from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.errors import CricketValueError
 from cricket.limits import check_batch, check_series_span
+from cricket.model import ModelBundle
 from cricket.multifield import PointSelector, PointSpec
+from cricket.promotion import EvalSummary
 from cricket.training import no_series_error
 from cricket.windows import TrainingWindow, batched, floor_time
 
@@ -112,14 +117,19 @@ def nightly_retrain(
     if part:
         params["points"] = {"selector": points.model_dump(mode="json"),
                             "spec": point_spec.model_dump(mode="json")}
+    # the new model's held-out evaluation, once, batch by batch on every worker: it is
+    # logged with the run and is the challenger's side of the promotion
+    tails = model.evaluation_tails()
+    new_eval = evaluate_fleet(settings, model.bundle, tails)
+    clock.lap("evaluate_new")
     version = log_and_register(settings, model, params, run_name=run_name,
-                               points=part.bundle if part else None)
+                               points=part.bundle if part else None, evaluation=new_eval)
     clock.lap("register")
     stretches = [st for b in trained for st in b.stretches]
     verdict = judge_point_part(settings, part.bundle, part.holdout, part.labelled) if part else None
     decision = evaluate_and_promote(
-        settings, model.bundle, version, model.evaluation_tails(), labelled=stretches,
-        points=verdict,
+        settings, model.bundle, version, tails, labelled=stretches,
+        points=verdict, new_eval=new_eval,
     )
     clock.lap("evaluate")
 
@@ -151,3 +161,22 @@ def nightly_retrain(
         "batches": len(batches),
         "timings": clock.timings(),
     }
+
+
+def evaluate_fleet(
+    settings: Settings, bundle: ModelBundle, holdouts: Mapping[str, Any]
+) -> EvalSummary:
+    """The held-out evaluation of ``bundle`` (``cricket.promotion.evaluate_bundle``),
+    batch by batch over the flow's task runner instead of series by series in the flow:
+    the same numbers, every worker busy. Each batch task gets its sub-bundle only."""
+    keys = sorted(holdouts, key=str)
+    parts: list[EvalSummary] = []
+    for _index, _batch, fut in pipelined(
+        lambda batch: evaluate_batch.submit(
+            sub_bundle(bundle, batch), {k: holdouts[k] for k in batch}
+        ),
+        list(batched(keys, batch_size_for(settings, len(keys)))),
+        in_flight_limit(settings),
+    ):
+        parts.append(fut.result())
+    return EvalSummary.merge(parts)

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cricket.tasks.common import IO_TASK
+from cricket.tasks.common import CPU_TASK, IO_TASK
 from prefect import get_run_logger, task
 
 from cricket.config import Settings
@@ -23,13 +23,14 @@ from cricket.multifield import PointBundle
 from cricket.plots import training_pictures
 from cricket.point_promotion import PointVerdict
 from cricket.point_registry import PART, save_part
-from cricket.promotion import DEFAULT_TOLERANCE, HIGH_FALSE_ALARMS
+from cricket.promotion import DEFAULT_TOLERANCE, HIGH_FALSE_ALARMS, EvalSummary, evaluate_bundle
 from cricket.registry import (
     CHAMPION,
     Registry,
     RegistryError,
     mlflow_store,
 )
+from cricket.search import one_blas_thread
 from cricket.training import TrainedModel, overall_metrics
 
 #: errors that a retry cannot fix: fail at once with the message that says what to do
@@ -57,10 +58,13 @@ def log_and_register(
     params: Mapping[str, Any] | None = None,
     run_name: str | None = None,
     points: PointBundle | None = None,
+    evaluation: EvalSummary | None = None,
 ) -> str:
     """Log the retrain as an MLflow run (parameters, per-series and overall metrics, the
     bundle, and the pictures a reviewer looks at) and register it; returns the new
-    version. ``points``: the point model, held by the same version (``artifacts/points``)."""
+    version. ``points``: the point model, held by the same version (``artifacts/points``).
+    ``evaluation``: the model's held-out evaluation (the retrain flow's
+    ``evaluate_fleet``), else it is made here."""
     registry = Registry(settings)
     bundle = model.bundle
     with tempfile.TemporaryDirectory(prefix="cricket-pictures-") as pictures, mlflow_store(settings):
@@ -76,6 +80,7 @@ def log_and_register(
             held_out=model.holdouts,
             run_name=run_name,
             parts=parts,
+            evaluation=evaluation,
         )
         version = registry.register(run_id)
     get_run_logger().info(
@@ -93,11 +98,13 @@ def evaluate_and_promote(
     tolerance: float = DEFAULT_TOLERANCE,
     labelled: Sequence[LabelledStretch] = (),
     points: PointVerdict | None = None,
+    new_eval: EvalSummary | None = None,
 ) -> dict[str, Any]:
     """Challenger vs champion on the same held-out tail; move ``champion`` if not worse,
     and only if it gets the ``labelled`` stretches (people's answers) right and its point
     part (``points``, the verdict of :func:`cricket.tasks.points.judge_point_part`) is
-    not worse than the champion's.
+    not worse than the champion's. ``new_eval``: the challenger's evaluation when already
+    made (the retrain flow's ``evaluate_fleet``).
 
     Returns ``{"version", "promote", "reason", "champion_before", "false_alarms",
     "champion_false_alarms", "label_check"}``.
@@ -106,6 +113,7 @@ def evaluate_and_promote(
         result = Registry(settings).evaluate_and_promote(
             version, holdouts, tolerance=tolerance, bundle=bundle, labelled=labelled,
             points=points,
+            new_eval=new_eval,
         )
     get_run_logger().info("version %s: %s", version, result.reason)
     warning = None
@@ -137,6 +145,14 @@ def evaluate_and_promote(
             "champion": None if points.champion is None else points.champion.to_dict(),
         },
     }
+
+
+@task(name="evaluate-batch", timeout_seconds=1800, **CPU_TASK)
+def evaluate_batch(bundle: ModelBundle, holdouts: Mapping[str, Any]) -> EvalSummary:
+    """``bundle`` (a sub-bundle: the batch's detectors and the fleet library) on the
+    held-out tails of one batch of series."""
+    with one_blas_thread():  # the other workers evaluate other batches
+        return evaluate_bundle(bundle, holdouts)
 
 
 @task(name="load-model", timeout_seconds=300, **_MLFLOW_TASK)
