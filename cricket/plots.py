@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from cricket.series import finite_count, prepare
 
 DPI = 80
+PNG_COMPRESS_LEVEL = 1
 _VALUE = "#1f4e79"
 _RECON = "#e07b00"
 _ERROR = "#7f7f7f"
@@ -33,7 +34,9 @@ _EVENT = "#f4a582"
 def _png(fig: Figure, path: str | Path | None = None) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
+    # zlib level 1: a few % larger files for a third of the encoding time (PNG encoding
+    # was ~15% of drawing a report figure at the default level 6)
+    fig.savefig(buf, format="png", dpi=DPI, pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
     data = buf.getvalue()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
