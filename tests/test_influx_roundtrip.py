@@ -148,6 +148,33 @@ def test_results_of_many_series_in_shared_requests_store_what_per_series_writes_
             pd.testing.assert_frame_equal(ev_got, stored(src, src.read_events, key, "alone"))
 
 
+def test_the_pipelines_writer_stores_revised_event_records_too(influx_settings):
+    """``write_with_sink`` (what write-results calls) sends every result's scores and
+    events and the earlier event records a result revises, in shared requests."""
+    from types import SimpleNamespace
+
+    from cricket.tasks.publish import write_with_sink
+
+    idx = pd.date_range(T0, periods=20, freq="10s")
+    frame = pd.DataFrame({"value": 1.0, "reconstruction": 1.0, "error": 0.0, "score": 5.0,
+                          "anomalous": False}, index=idx)
+
+    def ev(start, end):  # noqa: ANN001, ANN202
+        return pd.DataFrame({"start": [start], "end": [end], "peak": [90.0], "mean": [80.0],
+                             "duration_s": [(end - start).total_seconds()]})
+
+    key = SeriesKey.make("waveform", "value", {"host": "a"})
+    earlier = T0 - pd.Timedelta("1h")
+    result = SimpleNamespace(key=str(key), series_key=key, frame=frame,
+                             events=ev(idx[2], idx[5]), revised=ev(earlier, idx[0]))
+    with InfluxQLSink(influx_settings) as sink:
+        assert write_with_sink(sink, [result], "4") == {"scores": 20, "events": 2}
+    with InfluxQLSource(influx_settings) as src:
+        events = src.read_events(key, earlier, T0 + pd.Timedelta("1h"), "4")
+    assert events["start"].tolist() == [earlier, idx[2]]
+    assert events["end"].tolist() == [idx[0], idx[5]]
+
+
 def test_read_needs_a_range(influx_settings):
     with InfluxQLSource(influx_settings) as src, pytest.raises(Exception, match="time range"):
         src.read(SeriesSelector())
