@@ -18,6 +18,8 @@ MIN_BETA = 0.01  # smallest tail scale (robust-scaled units)
 SURPRISE_HALF = 3.0  # surprise (-log10 p) that maps to a score of 50
 TAIL_FROM = 0.9  # quantile above which the exponential tail is fitted
 N_QUANTILES = 257  # stored quantiles of the held-out errors
+RANGE_TOLERANCE = 0.05  # a value this far (share of the trained range) outside it is still in
+RANGE_SLOPE = 50.0  # surprise added per trained range beyond the tolerance
 
 
 def surprise_to_score(s: np.ndarray | float) -> np.ndarray:
@@ -69,3 +71,19 @@ class TailCalibrator:
         with np.errstate(divide="ignore", invalid="ignore"):
             out = np.where(e > u, tail, -np.log10(surv))
         return np.where(np.isnan(e), np.nan, out)
+
+
+def range_surprise(x: np.ndarray, lo: float, hi: float, n: int) -> np.ndarray:
+    """Surprise of each value against the range ``[lo, hi]`` of the ``n`` values a model
+    was trained on: 0 inside it (widened by ``RANGE_TOLERANCE`` of its width), else
+    ``log10 n`` (a value beyond all ``n`` seen is rarer than one in ``n``) plus
+    ``RANGE_SLOPE`` per range width beyond; NaN where ``x`` is NaN. Causal and per
+    point: a spike or a level shift past anything trained on is surprising at once,
+    before any segment holding it has passed."""
+    x = np.asarray(x, dtype=np.float64)
+    width = max(float(hi) - float(lo), 1e-9)
+    tol = RANGE_TOLERANCE * width
+    with np.errstate(invalid="ignore"):
+        over = np.maximum(x - (hi + tol), (lo - tol) - x)
+        out = np.where(over > 0, np.log10(max(int(n), 1)) + RANGE_SLOPE * over / width, 0.0)
+    return np.where(np.isnan(x), np.nan, out)

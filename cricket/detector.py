@@ -39,7 +39,11 @@ How the score is made
 4. A third view with a period scale (:mod:`cricket.extent`): the spread of the values
    over the trailing dominant period, whose surprise is high when a window is too quiet
    (lost periodic structure: a missing pulse, a frozen value). It joins the score.
-5. Events (:meth:`ScoreFrame.events`): runs of alerts, each settled to the samples whose
+5. A value view (:func:`cricket.calibration.range_surprise`): a value outside the range of
+   everything the model was fitted on (widened by 5 %) is at least as surprising as
+   ``log10`` of the number of values fitted on, more the further out; it joins the score
+   where the base scale scores. A spike or a jump past anything seen alerts at once.
+6. Events (:meth:`ScoreFrame.events`): runs of alerts, each settled to the samples whose
    attributed error (the residual of every segment covering a sample, calibrated like the
    score) reaches the alert level; with an uncapped severity for ranking. The attributed
    error and its calibration are computed only when events (or the model's state) are
@@ -58,7 +62,7 @@ import numpy as np
 import pandas as pd
 
 from cricket.base import BaseDetector, as_values_with_gaps
-from cricket.calibration import TailCalibrator, surprise_to_score
+from cricket.calibration import TailCalibrator, range_surprise, surprise_to_score
 from cricket.config import DetectorSpec
 from cricket.errors import CricketValueError
 from cricket.extent import attributed_error, settle_events, spread, structure_extent
@@ -78,7 +82,8 @@ class ScoreFrame:
     ``-log10 p``), ``extent`` (samples whose attributed error reaches the alert level),
     ``lead`` (the same for the ``reach`` points of context before the first one),
     ``reach`` (the longest segment) and ``scales``: each view's surprise by name
-    (``shape 32``, ``shape 94``, ``structure 94``), for the report's "which scale fired".
+    (``shape 32``, ``shape 94``, ``structure 94``, ``range 1``), for the report's "which
+    scale fired".
 
     ``extent`` and ``lead`` are computed when first needed (:meth:`settled`, which
     :meth:`events` calls): the causal score alone (NAB, ``decision_function``) never
@@ -239,6 +244,11 @@ class WaveformDetector(BaseDetector):
             m = self.spread_len_
             s = self.spread_calibrator_.surprise(spread(self._pieces(scaled, m), len(scaled), m))
             views[f"structure {m}"] = s
+        bounds = getattr(self, "range_", None)
+        if bounds is not None:  # the value itself outside the trained range (one sample),
+            # where the base scale scores (so the score stays NaN where no segment ends)
+            base = views[f"shape {self.libraries_[0].segment_len}"]
+            views["range 1"] = np.where(np.isnan(base), np.nan, range_surprise(scaled, *bounds))
 
         def extent() -> np.ndarray | None:
             try:
@@ -254,6 +264,8 @@ class WaveformDetector(BaseDetector):
                 out = hot if out is None else out | hot
             if out is not None and m:
                 out |= structure_extent(np.nan_to_num(views[f"structure {m}"]) >= level, m)
+            if out is not None and "range 1" in views:
+                out |= np.nan_to_num(views["range 1"]) >= level
             return out
 
         return views, extent
@@ -358,6 +370,10 @@ class WaveformDetector(BaseDetector):
             # a tail needs many independent windows: at least STRUCTURE_PERIODS periods
             if np.count_nonzero(np.isfinite(held_spread)) >= STRUCTURE_PERIODS * m:
                 self.spread_calibrator_, self.spread_len_ = TailCalibrator.fit(held_spread), m
+        # The range of every value fitted on (training and held-out), for the range view.
+        seen = self.scaler_.transform(np.r_[train, held])
+        seen = seen[np.isfinite(seen)]
+        self.range_ = (float(seen.min()), float(seen.max()), int(seen.size))
         self.threshold_ = float(surprise_to_score(-math.log10(1.0 - spec.threshold_quantile)))
         self.n_train_ = int(np.count_nonzero(~np.isnan(train)))
         return self
@@ -483,6 +499,8 @@ class WaveformDetector(BaseDetector):
             "per_series_scaling": bool(self.per_series_scaling),
             "scales": libs,
             "structure": structure,
+            # [low, high, count] of the values fitted on (scaled units); the range view
+            "range": None if getattr(self, "range_", None) is None else list(self.range_),
             "scaler": self.scaler_.get_state()[0],
             "threshold": self.threshold_,
             "n_train": self.n_train_,
@@ -518,6 +536,9 @@ class WaveformDetector(BaseDetector):
                 quantiles("structure.quantiles"), structure["beta"]
             )
             det.spread_len_ = int(structure["length"])
+        bounds = meta.get("range")  # absent from bundles saved before the range view
+        det.range_ = None if bounds is None else (float(bounds[0]), float(bounds[1]),
+                                                  int(bounds[2]))
         det.scaler_ = RobustScaler.from_state(meta["scaler"])
         det.threshold_ = float(meta["threshold"])
         det.n_train_ = int(meta["n_train"])

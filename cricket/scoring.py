@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 #: columns of a series' events in time (``ScoredSeries.events``): the settled extent
 #: (start, end: first and last anomalous step), peak and mean score, duration, severity
 #: (uncapped, for ranking: ``cricket.extent``) and the explanation in the metric's units:
-#: which view fired (``shape 32``, ``shape 94``, ``structure 94``), the actual and the
-#: typical (rebuilt from normal shapes) mean over the event.
+#: which view fired (``shape 32``, ``shape 94``, ``structure 94``, ``range 1``), the actual
+#: and the typical (rebuilt from normal shapes) mean over the event.
 EVENT_COLUMNS = ["start", "end", "peak", "mean", "duration_s", "severity", "scale", "actual",
                  "typical", "views"]
 #: per-view surprise columns of ``ScoredSeries.frame`` start with this

@@ -194,10 +194,14 @@ def detector_scores(values: np.ndarray, det) -> np.ndarray:  # noqa: ANN001
         q1, med, q3 = np.percentile(finite, [25, 50, 75])
         iqr = q3 - q1 if q3 > q1 else (np.std(finite) or 1.0)
         x = (x - med) / iqr
-    x = fill_short_gaps((x - det.scaler_.center_) / det.scaler_.scale_, det.spec.short_gap)
+    unfilled = (x - det.scaler_.center_) / det.scaler_.scale_
+    x = fill_short_gaps(unfilled, det.spec.short_gap)
     out = np.full(len(x), np.nan)
+    base_nan = None
     for lib, cal in zip(det.libraries_, det.calibrators_, strict=True):
         errs = trailing_errors(x, lib.centroids_, lib.segment_len)
+        if base_nan is None:  # the range view scores where the base scale does
+            base_nan = [math.isnan(e) for e in errs]
         for i, e in enumerate(errs):
             s = surprise(e, cal.quantiles, cal.beta)
             if not math.isnan(s) and (math.isnan(out[i]) or s > out[i]):
@@ -212,6 +216,17 @@ def detector_scores(values: np.ndarray, det) -> np.ndarray:  # noqa: ANN001
             mean = sum(win) / m
             sd = math.sqrt(sum((v - mean) ** 2 for v in win) / m)
             s = surprise(-math.log10(sd + 1e-6), cal.quantiles, cal.beta)
+            if math.isnan(out[i]) or s > out[i]:
+                out[i] = s
+    bounds = getattr(det, "range_", None)
+    if bounds is not None:  # the value itself outside the trained range, widened by 5 %
+        lo, hi, n = bounds
+        width = max(hi - lo, 1e-9)
+        for i, v in enumerate(unfilled):
+            if math.isnan(v) or base_nan[i]:
+                continue
+            over = max(v - (hi + 0.05 * width), (lo - 0.05 * width) - v)
+            s = math.log10(n) + 50.0 * over / width if over > 0 else 0.0
             if math.isnan(out[i]) or s > out[i]:
                 out[i] = s
     return np.array([score(s) for s in out])

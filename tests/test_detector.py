@@ -158,8 +158,10 @@ def test_score_equals_the_naive_reference(per_series_scaling: bool) -> None:
     y[300:330] = y[300]  # a stuck stretch
     y[500:503] = np.nan
     y[600:650] = np.nan
+    y[820] = np.nanmax(y) + 0.5 * (np.nanmax(y) - np.nanmin(y))  # beyond the trained range
     got = det.score(y)
     want = naive.detector_scores(y, det)
+    assert got.scales["range 1"][820] > 10 and np.nanmax(got.scales["range 1"][:800]) == 0
     np.testing.assert_array_equal(np.isnan(got.score), np.isnan(want))
     np.testing.assert_allclose(got.score, want, rtol=1e-9, atol=1e-9)
     assert np.array_equal(det.decision_function(y), got.score, equal_nan=True)
