@@ -38,7 +38,10 @@ How the score is made
    into a surprise; the score is the most surprising view's, on 0-100.
 4. A third view with a period scale (:mod:`cricket.extent`): the spread of the values
    over the trailing dominant period, whose surprise is high when a window is too quiet
-   (lost periodic structure: a missing pulse, a frozen value). It joins the score.
+   (lost periodic structure: a missing pulse, a frozen value). It joins the score. A
+   fourth, where the held-out noise is steady: the spread of the second differences over
+   the trailing short segment, high when a window is too smooth (lost noise: a frozen
+   value, a shape without noise).
 5. A value view (:func:`cricket.calibration.range_surprise`): a value outside the range of
    everything the model was fitted on (widened by 5 %) is at least as surprising as
    ``log10`` of the number of values fitted on, more the further out; it joins the score
@@ -55,7 +58,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -65,87 +67,30 @@ from cricket.base import BaseDetector, as_values_with_gaps
 from cricket.calibration import TailCalibrator, range_surprise, surprise_to_score
 from cricket.config import DetectorSpec
 from cricket.errors import CricketValueError
-from cricket.extent import attributed_error, settle_events, spread, structure_extent
+from cricket.extent import (
+    attributed_error,
+    quiet_extent,
+    roughness,
+    spread,
+    structure_extent,
+)
 from cricket.persistence import ModelFormatError
+from cricket.score_frame import ScoreFrame
 from cricket.segments import window
 from cricket.series import RobustScaler, dominant_period, fill_short_gaps, split_at_gaps
 from cricket.shapes import ShapeLibrary
 
-
-@dataclass
-class ScoreFrame:
-    """Per-point results of :meth:`WaveformDetector.score` (equal-length arrays):
-    value, reconstruction and error (>= 0) in the series' units, score (0-100, NaN
-    where unscorable), anomalous (bool: the causal alert, score >= threshold).
-
-    For the events (:mod:`cricket.extent`): ``surprise`` (the score's uncapped
-    ``-log10 p``), ``extent`` (samples whose attributed error reaches the alert level),
-    ``lead`` (the same for the ``reach`` points of context before the first one),
-    ``reach`` (the longest segment) and ``scales``: each view's surprise by name
-    (``shape 32``, ``shape 94``, ``structure 94``, ``range 1``), for the report's "which
-    scale fired".
-
-    ``extent`` and ``lead`` are computed when first needed (:meth:`settled`, which
-    :meth:`events` calls): the causal score alone (NAB, ``decision_function``) never
-    pays for the attributed error."""
-
-    value: np.ndarray
-    reconstruction: np.ndarray
-    error: np.ndarray
-    score: np.ndarray
-    anomalous: np.ndarray
-    surprise: np.ndarray | None = None
-    extent: np.ndarray | None = None
-    lead: np.ndarray | None = None
-    reach: int = 0
-    scales: dict[str, np.ndarray] = field(default_factory=dict)
-    settle: Callable[[], tuple[np.ndarray | None, np.ndarray | None]] | None = field(
-        default=None, repr=False, compare=False
-    )
-
-    def __len__(self) -> int:
-        return len(self.value)
-
-    def settled(self) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """``(extent, lead)``, computed on first call when the frame was made lazily."""
-        if self.settle is not None:
-            self.extent, self.lead = self.settle()
-            self.settle = None
-        return self.extent, self.lead
-
-    def events(self, min_gap: int = 0, keep_lead: bool = False) -> pd.DataFrame:
-        """Events: ``start_idx``, ``end_idx`` (inclusive; the settled extent),
-        ``alert_idx`` (first alert), ``peak`` and ``mean`` score, ``severity``
-        (uncapped, for ranking); see :func:`cricket.extent.settle_events` (``keep_lead``:
-        extents may start, or lie wholly, in the left context: negative indices)."""
-        surprise = self.surprise if self.surprise is not None else np.full(len(self), np.nan)
-        extent, lead = self.settled()
-        return settle_events(self.anomalous, surprise, self.score, extent, self.reach,
-                             min_gap, lead, self.fired(), keep_lead)
-
-    def fired(self) -> np.ndarray | None:
-        """Per point, the segment length of the most surprising view (None: no views)."""
-        if not self.scales:
-            return None
-        names = list(self.scales)
-        stack = np.vstack([np.nan_to_num(self.scales[k], nan=-np.inf) for k in names])
-        lengths = np.array([int(k.rsplit(" ", 1)[-1]) for k in names])
-        return lengths[np.argmax(stack, axis=0)]
-
-    def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                "value": self.value,
-                "reconstruction": self.reconstruction,
-                "error": self.error,
-                "score": self.score,
-                "anomalous": self.anomalous,
-            }
-        )
+__all__ = ["NOISE_SEGMENTS", "NOISE_STEADY", "STRUCTURE_PERIODS", "ScoreFrame", "WaveformDetector"]
 
 
 #: held-out periods the lost-structure view needs to calibrate its tail (fewer: no view)
 STRUCTURE_PERIODS = 10
+#: held-out segments the lost-noise view needs (fewer: no view)
+NOISE_SEGMENTS = 20
+#: the lost-noise view only where the held-out noise is steady: its smoothest windows
+#: (0.999 quantile of -log10 spread) at most this far above the median (log10 2: no
+#: held-out window more than twice as smooth as the typical one)
+NOISE_STEADY = math.log10(2.0)
 
 
 class WaveformDetector(BaseDetector):
@@ -179,12 +124,6 @@ class WaveformDetector(BaseDetector):
     def _pieces(self, scaled: np.ndarray, n: int | None = None) -> list[tuple[int, np.ndarray]]:
         n = self.segment_len if n is None else n
         return split_at_gaps(fill_short_gaps(scaled, self.spec.short_gap), n)
-
-    def _trailing_error(self, scaled: np.ndarray, k: int = 0) -> np.ndarray:
-        """Distance of the windowed segment ending at each point to its nearest shape
-        in library ``k`` (scaled units); NaN where no full segment ends (start of a
-        piece, gaps)."""
-        return self._scale_pass(scaled, k)[0]
 
     def _scale_pass(self, scaled: np.ndarray, k: int) -> tuple[np.ndarray, list[Any]]:
         """Library ``k``'s trailing error, and what :meth:`_attributed` needs to give each
@@ -249,6 +188,13 @@ class WaveformDetector(BaseDetector):
             # where the base scale scores (so the score stays NaN where no segment ends)
             base = views[f"shape {self.libraries_[0].segment_len}"]
             views["range 1"] = np.where(np.isnan(base), np.nan, range_surprise(scaled, *bounds))
+        quiet = None
+        if getattr(self, "noise_calibrator_", None) is not None:
+            n = self.segment_len
+            quiet = self.noise_calibrator_.surprise(
+                roughness(self._pieces(scaled, n), len(scaled), n)
+            )
+            views[f"noise {n}"] = quiet
 
         def extent() -> np.ndarray | None:
             try:
@@ -266,16 +212,11 @@ class WaveformDetector(BaseDetector):
                 out |= structure_extent(np.nan_to_num(views[f"structure {m}"]) >= level, m)
             if out is not None and "range 1" in views:
                 out |= np.nan_to_num(views["range 1"]) >= level
+            if out is not None and quiet is not None:
+                out |= quiet_extent(np.nan_to_num(quiet) >= level, self.segment_len)
             return out
 
         return views, extent
-
-    def _surprise(self, scaled: np.ndarray) -> np.ndarray:
-        """Per-point surprise: the largest over the views (NaN where none scores)."""
-        out = None
-        for s in self._views(scaled)[0].values():
-            out = s if out is None else np.fmax(out, s)
-        return out
 
     @property
     def alert_surprise(self) -> float:
@@ -374,6 +315,15 @@ class WaveformDetector(BaseDetector):
         seen = self.scaler_.transform(np.r_[train, held])
         seen = seen[np.isfinite(seen)]
         self.range_ = (float(seen.min()), float(seen.max()), int(seen.size))
+        # Lost noise: too smooth over one short segment, where the noise is steady.
+        self.noise_calibrator_ = None
+        rough = roughness(self._pieces(held_scaled, n), len(held_scaled), n)
+        rough = rough[len(held_context) :]
+        finite = rough[np.isfinite(rough)]
+        if finite.size >= NOISE_SEGMENTS * n and (
+            np.quantile(finite, 0.999) - np.median(finite) <= NOISE_STEADY
+        ):
+            self.noise_calibrator_ = TailCalibrator.fit(rough)
         self.threshold_ = float(surprise_to_score(-math.log10(1.0 - spec.threshold_quantile)))
         self.n_train_ = int(np.count_nonzero(~np.isnan(train)))
         return self
@@ -494,6 +444,10 @@ class WaveformDetector(BaseDetector):
         if self.spread_calibrator_ is not None:
             structure = {"length": int(self.spread_len_), "beta": self.spread_calibrator_.beta}
             arrays["structure.quantiles"] = self.spread_calibrator_.quantiles.copy()
+        noise = None
+        if getattr(self, "noise_calibrator_", None) is not None:
+            noise = {"length": self.segment_len, "beta": self.noise_calibrator_.beta}
+            arrays["noise.quantiles"] = self.noise_calibrator_.quantiles.copy()
         meta = {
             "spec": self.spec.model_dump(mode="json"),
             "per_series_scaling": bool(self.per_series_scaling),
@@ -501,6 +455,7 @@ class WaveformDetector(BaseDetector):
             "structure": structure,
             # [low, high, count] of the values fitted on (scaled units); the range view
             "range": None if getattr(self, "range_", None) is None else list(self.range_),
+            "noise": noise,
             "scaler": self.scaler_.get_state()[0],
             "threshold": self.threshold_,
             "n_train": self.n_train_,
@@ -539,6 +494,10 @@ class WaveformDetector(BaseDetector):
         bounds = meta.get("range")  # absent from bundles saved before the range view
         det.range_ = None if bounds is None else (float(bounds[0]), float(bounds[1]),
                                                   int(bounds[2]))
+        noise = meta.get("noise")  # absent in a model saved before the lost-noise view
+        det.noise_calibrator_ = None
+        if noise is not None:
+            det.noise_calibrator_ = TailCalibrator(quantiles("noise.quantiles"), noise["beta"])
         det.scaler_ = RobustScaler.from_state(meta["scaler"])
         det.threshold_ = float(meta["threshold"])
         det.n_train_ = int(meta["n_train"])

@@ -19,6 +19,13 @@ samples themselves did:
   surprise joins the score); its extent is where the structure was due: from the first
   flagged window's end to the last flagged window's start.
 
+* **Lost noise**: ``-log10`` of the spread of the second differences over the trailing
+  short segment. Real sensors are noisy; a window rebuilt *better* than noisy data (a
+  frozen value, a shape drawn without noise) is too smooth, which a reconstruction error
+  cannot see (centroids average the noise away). Only for a series whose held-out noise
+  is steady (no held-out window more than twice as smooth as the typical one): where
+  smooth stretches are normal, the view is left out. Its extent: the flagged windows.
+
 An event is a run of alerts (score >= threshold, runs closer than ``min_gap`` merged);
 its extent is the samples within ``[first alert - reach, last alert]`` (``reach``: the
 longest segment) whose attributed surprise reaches the alert level (where none does,
@@ -85,6 +92,32 @@ def spread(pieces: list[tuple[int, np.ndarray]], n: int, m: int) -> np.ndarray:
         sd = np.concatenate([win[c0 : c0 + _CHUNK].std(axis=1)
                              for c0 in range(0, len(win), _CHUNK)])
         out[start + m - 1 : start + len(piece)] = -np.log10(sd + EPS)
+    return out
+
+
+def roughness(pieces: list[tuple[int, np.ndarray]], n: int, m: int) -> np.ndarray:
+    """``-log10(std + EPS)`` of the second differences of the values over the trailing
+    ``m`` samples at each point of ``n`` (NaN where no full window ends): high where a
+    window is too smooth for the series' noise (a frozen value, a shape drawn without
+    noise). ``pieces`` as ``split_at_gaps`` gives."""
+    out = np.full(n, np.nan)
+    for start, piece in pieces:
+        if len(piece) < m:
+            continue
+        d2 = np.diff(piece, n=2)
+        win = np.lib.stride_tricks.sliding_window_view(d2, m - 2)
+        sd = np.concatenate([win[c0 : c0 + _CHUNK].std(axis=1)
+                             for c0 in range(0, len(win), _CHUNK)])
+        out[start + m - 1 : start + len(piece)] = -np.log10(sd + EPS)
+    return out
+
+
+def quiet_extent(flag: np.ndarray, m: int) -> np.ndarray:
+    """Samples of the flagged trailing windows of ``m`` points (each window is too
+    smooth as a whole)."""
+    out = np.zeros(len(flag), dtype=bool)
+    for i in np.flatnonzero(np.asarray(flag, dtype=bool)).tolist():
+        out[max(i - m + 1, 0) : i + 1] = True
     return out
 
 

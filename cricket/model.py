@@ -289,11 +289,12 @@ def _detector_problem(det: Any) -> str | None:
             return f"has a non-finite calibration in scale {k}"
     # the calibrations that settle events (attributed error per scale, lost structure)
     extra = list(getattr(det, "attr_calibrators_", None) or [])
-    if getattr(det, "spread_calibrator_", None) is not None:
-        extra.append(det.spread_calibrator_)
+    for name in ("spread_calibrator_", "noise_calibrator_"):
+        if getattr(det, name, None) is not None:
+            extra.append(getattr(det, name))
     for cal in extra:
         if not finite(cal.quantiles) or not finite([cal.beta]):
-            return "has a non-finite event calibration (attributed error or structure)"
+            return "has a non-finite event calibration (attributed error, structure or noise)"
     return None
 
 

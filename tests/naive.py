@@ -229,4 +229,17 @@ def detector_scores(values: np.ndarray, det) -> np.ndarray:  # noqa: ANN001
             s = math.log10(n) + 50.0 * over / width if over > 0 else 0.0
             if math.isnan(out[i]) or s > out[i]:
                 out[i] = s
+    cal = getattr(det, "noise_calibrator_", None)
+    if cal is not None:  # lost noise: the spread of second differences over a segment
+        m = det.spec.segment_len
+        for i in range(m - 1, len(x)):
+            win = x[i - m + 1 : i + 1]
+            if any(math.isnan(v) for v in win):
+                continue
+            d2 = [win[j + 2] - 2 * win[j + 1] + win[j] for j in range(m - 2)]
+            mean = sum(d2) / len(d2)
+            sd = math.sqrt(sum((v - mean) ** 2 for v in d2) / len(d2))
+            s = surprise(-math.log10(sd + 1e-6), cal.quantiles, cal.beta)
+            if math.isnan(out[i]) or s > out[i]:
+                out[i] = s
     return np.array([score(s) for s in out])

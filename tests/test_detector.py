@@ -225,3 +225,40 @@ def test_an_anomaly_in_the_left_context_is_settled_there(fitted: WaveformDetecto
     assert len(lead) == 1
     assert abs(int(lead.start_idx.iloc[0]) - (700 - 765)) <= 32
     assert abs(int(lead.end_idx.iloc[0]) - (759 - 765)) <= 32
+
+
+def noisy(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return np.sin(2 * np.pi * t / 50) + 0.3 * rng.standard_normal(n)
+
+
+def test_a_stretch_without_noise_is_flagged_where_the_noise_is_steady() -> None:
+    # A noisy sine: the noise is steady, so a stretch drawn smoothly (the same sine
+    # without noise, well within the normal range: rebuilt *better* than normal data)
+    # is anomalous for the lost-noise view alone.
+    det = WaveformDetector(SPEC).fit(noisy(4000, 0))
+    assert det.noise_calibrator_ is not None
+    x = noisy(1500, 1)
+    assert det.score(x).events(16).empty
+    x[800:900] = np.sin(2 * np.pi * np.arange(800, 900) / 50)
+    sf = det.score(x)
+    ev = sf.events(16)
+    hit = ev[(ev.start_idx <= 899) & (ev.end_idx >= 800)]
+    assert len(hit) == 1
+    assert abs(int(hit.start_idx.iloc[0]) - 800) <= 32
+    assert abs(int(hit.end_idx.iloc[0]) - 899) <= 32
+    assert np.nanmax(sf.scales["noise 32"][800:900]) >= det.alert_surprise
+    again = WaveformDetector.from_state(*det.get_state())
+    assert np.array_equal(again.score(x).score, sf.score, equal_nan=True)
+
+
+def test_no_lost_noise_view_where_smooth_stretches_are_normal() -> None:
+    # Noise that comes and goes (quiet half-hours are part of normal data): the view
+    # would flag normal stretches, so the detector leaves it out.
+    x = noisy(4000, 2)
+    for a in range(0, 4000, 600):
+        x[a : a + 150] = np.sin(2 * np.pi * np.arange(a, a + 150) / 50)
+    det = WaveformDetector(SPEC).fit(x)
+    assert det.noise_calibrator_ is None
+    assert not any(name.startswith("noise") for name in det.score(x[:500]).scales)

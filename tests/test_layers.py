@@ -19,7 +19,7 @@ CORE = {
     "cricket.alerts", "cricket.feedback",
     "cricket.base", "cricket.calibration", "cricket.config", "cricket.detector",
     "cricket.errors", "cricket.extent", "cricket.limits", "cricket.model", "cricket.multifield",
-    "cricket.persistence", "cricket.points", "cricket.point_promotion",
+    "cricket.persistence", "cricket.points", "cricket.point_promotion", "cricket.score_frame",
     "cricket.missing", "cricket.promotion", "cricket.scoring", "cricket.search", "cricket.segments",
     "cricket.series", "cricket.shapes", "cricket.training", "cricket.windows",
 }
