@@ -571,6 +571,7 @@ class Registry:
         labelled: Sequence[LabelledStretch] = (),
         points: PointVerdict | None = None,
         new_eval: EvalSummary | None = None,
+        champion_eval: tuple[str, ModelBundle, EvalSummary] | None = None,
     ) -> PromotionResult:
         """Make ``version`` the challenger, compare it with the champion on ``held_out``,
         and move ``champion`` to it when :func:`cricket.promotion.decide` says so.
@@ -580,17 +581,21 @@ class Registry:
         the version's point model (:mod:`cricket.point_promotion`); the version is
         promoted as a whole, so a worse point part keeps the champion. ``new_eval``:
         the version's evaluation on ``held_out`` when the caller has already made it
-        (the retrain evaluates batch by batch and logs it with the run)."""
+        (the retrain evaluates batch by batch and logs it with the run);
+        ``champion_eval``: ``(version, bundle, evaluation)`` of the champion on the same
+        ``held_out``, used when that version still holds the alias."""
         version = str(self._version(version).version)
         self.client.set_registered_model_alias(self.name, CHALLENGER, version)
         champion = self.alias_version(CHAMPION)
         new_bundle = bundle if bundle is not None else self.load_bundle(version=version)[0]
         if new_eval is None:
             new_eval = evaluate_bundle(new_bundle, held_out)
-        champion_eval = None
+        made, champion_eval = champion_eval, None
         unreadable = None
         old_bundle = None
-        if champion is not None and champion != version:
+        if champion is not None and champion != version and made and made[0] == champion:
+            _, old_bundle, champion_eval = made
+        elif champion is not None and champion != version:
             try:
                 old_bundle, _ = self.load_bundle(version=champion)
             except ModelFormatError as exc:

@@ -28,7 +28,12 @@ from cricket.tasks.alert import read_labels
 from cricket.tasks.common import Stopwatch
 from cricket.tasks.extract import discover_series
 from cricket.tasks.points import judge_point_part
-from cricket.tasks.registry import evaluate_and_promote, evaluate_batch, log_and_register
+from cricket.tasks.registry import (
+    evaluate_and_promote,
+    evaluate_batch,
+    load_champion,
+    log_and_register,
+)
 from cricket.tasks.score import sub_bundle
 from cricket.tasks.train import TrainBatch, assemble, train_batch
 from prefect import flow, get_run_logger
@@ -127,10 +132,16 @@ def nightly_retrain(
     clock.lap("register")
     stretches = [st for b in trained for st in b.stretches]
     verdict = judge_point_part(settings, part.bundle, part.holdout, part.labelled) if part else None
+    # the champion on the same tails, batch by batch too
+    champion = load_champion(settings)
+    champion_eval = None
+    if champion is not None and champion[1] != version:
+        champion_eval = (champion[1], champion[0], evaluate_fleet(settings, champion[0], tails))
     decision = evaluate_and_promote(
         settings, model.bundle, version, tails, labelled=stretches,
-        points=verdict, new_eval=new_eval,
+        points=verdict, new_eval=new_eval, champion_eval=champion_eval,
     )
+    del champion, champion_eval
     clock.lap("evaluate")
 
     get_run_logger().info(

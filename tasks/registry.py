@@ -99,12 +99,14 @@ def evaluate_and_promote(
     labelled: Sequence[LabelledStretch] = (),
     points: PointVerdict | None = None,
     new_eval: EvalSummary | None = None,
+    champion_eval: tuple[str, ModelBundle, EvalSummary] | None = None,
 ) -> dict[str, Any]:
     """Challenger vs champion on the same held-out tail; move ``champion`` if not worse,
     and only if it gets the ``labelled`` stretches (people's answers) right and its point
     part (``points``, the verdict of :func:`cricket.tasks.points.judge_point_part`) is
     not worse than the champion's. ``new_eval``: the challenger's evaluation when already
-    made (the retrain flow's ``evaluate_fleet``).
+    made (the retrain flow's ``evaluate_fleet``); ``champion_eval``: ``(version, bundle,
+    evaluation)`` of the champion, likewise (see ``load_champion``).
 
     Returns ``{"version", "promote", "reason", "champion_before", "false_alarms",
     "champion_false_alarms", "label_check"}``.
@@ -114,6 +116,7 @@ def evaluate_and_promote(
             version, holdouts, tolerance=tolerance, bundle=bundle, labelled=labelled,
             points=points,
             new_eval=new_eval,
+            champion_eval=champion_eval,
         )
     get_run_logger().info("version %s: %s", version, result.reason)
     warning = None
@@ -153,6 +156,22 @@ def evaluate_batch(bundle: ModelBundle, holdouts: Mapping[str, Any]) -> EvalSumm
     held-out tails of one batch of series."""
     with one_blas_thread():  # the other workers evaluate other batches
         return evaluate_bundle(bundle, holdouts)
+
+
+@task(name="load-champion", timeout_seconds=300, **_MLFLOW_TASK)
+def load_champion(settings: Settings) -> tuple[ModelBundle, str] | None:
+    """The champion's bundle and version, for the retrain to evaluate it batch by batch;
+    None when there is no champion or its files cannot be read (the promotion step then
+    says so, as it did before)."""
+    with mlflow_store(settings):
+        registry = Registry(settings)
+        version = registry.alias_version(CHAMPION)
+        if version is None:
+            return None
+        try:
+            return registry.load_bundle(version=version)
+        except ModelFormatError:
+            return None
 
 
 @task(name="load-model", timeout_seconds=300, **_MLFLOW_TASK)

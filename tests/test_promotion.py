@@ -57,6 +57,19 @@ def test_a_challenger_trained_on_corrupted_data_is_not_promoted_and_rollback_wor
     assert v2 != v1
     assert second["promoted"] is False, second["decision"]
     assert "not promoted" in second["decision"]
+    # the champion was evaluated batch by batch in the flow: the same numbers as the
+    # whole bundle scoring each held-out tail in turn
+    from cricket.influx.influxql import InfluxQLSource
+    from cricket.promotion import evaluate_bundle
+    from cricket.series import prepare
+    from cricket.training import split_holdout
+
+    with InfluxQLSource(settings) as src:
+        held = src.read(SELECTOR, cut, END)
+    tails = {str(k): split_holdout(prepare(v, SPEC))[1] for k, v in held.items()}
+    champ_bundle, _ = Registry(settings).load_bundle(version=v1)
+    want = evaluate_bundle(champ_bundle, tails)
+    assert f"vs champion {want.rate(want.covered):.4%}" in second["decision"]
 
     registry = Registry(settings)
     assert registry.alias_version("champion") == v1
