@@ -125,23 +125,24 @@ def test_backfill_finds_the_broken_correlations_names_the_field_and_clean_device
     assert "out of line with the other fields" in html
     # what a waveform run publishes: table, markdown and link artifacts, an MLflow run
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
 
+    ids = out["artifacts"]  # this run's own (other tests' runs share the Prefect API)
     with get_client(sync_client=True) as client:
-        def latest(key: str):  # noqa: ANN202
-            arts = client.read_artifacts(artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=[key])))
-            assert arts, key
-            return arts[0]
+        def art(what: str, key: str):  # noqa: ANN202
+            found = client.read_artifacts(artifact_filter=ArtifactFilter(
+                id=ArtifactFilterId(any_=[ids[what]])))
+            assert len(found) == 1 and found[0].key == key, (what, found)
+            return found[0]
 
-        table = latest("cricket-points-backfill-events")
+        table = art("table", "cricket-points-backfill-events")
         assert table.type == "table"
         rows = table.data if isinstance(table.data, list) else __import__("json").loads(table.data)
         assert {(r["device"], r["field"]) for r in rows} == {(str(a.key), a.kind)
                                                              for a in fleet.truth}
-        summary_md = latest("cricket-points-backfill-summary")
+        summary_md = art("markdown", "cricket-points-backfill-summary")
         assert all(f"| {a.key} |" in summary_md.data for a in fleet.truth)
-        link = latest("cricket-points-backfill-report")
+        link = art("link", "cricket-points-backfill-report")
         assert out["mlflow_run"] in link.data
     from cricket.registry import Registry
 
