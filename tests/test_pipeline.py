@@ -123,6 +123,25 @@ def test_every_injected_anomaly_is_covered_by_an_event_and_clean_series_stay_qui
     for _, ev in events.sort_values("start").groupby("series"):
         assert ((ev["start"].iloc[1:].to_numpy() - ev["end"].iloc[:-1].to_numpy()) > gap).all()
     assert match.false_events == [], match.false_events
+    # Each event's extent is the anomaly's, settled with the data after it (also where an
+    # anomaly or the segments still holding it cross the hour: the next hour's run revises
+    # the record), not the run of alerts that outlasts it by up to the period segment.
+    # (Two anomalies closer than the period segment may share one event: not checked.)
+    step = fleet.step
+    for a in fleet.truth:
+        mine = events[(events["series"] == str(a.key)) & (events["start"] < a.end)
+                      & (events["end"] >= a.start)]
+        others = [b for b in fleet.truth if b.key == a.key and b is not a and any(
+            (e.start < b.end) and (e.end >= b.start) for e in mine.itertuples())]
+        if others:
+            continue
+        # the rule (one segment, or a quarter of the anomaly at its end), plus the
+        # settling's own reach: a quarter of the longest (period) segment, whose misfit
+        # next to a strong anomaly clears only a quarter segment away (cricket.extent)
+        slack = (max(SPEC.segment_len * step, 0.25 * (a.end - a.start))
+                 + (SPEC.max_period // 4) * step)
+        assert abs(mine["start"].min() - a.start) <= slack, (a, mine)
+        assert abs(mine["end"].max() + step - a.end) <= slack, (a, mine)
 
 
 def test_the_hourly_report_names_the_anomalous_series(trained):
