@@ -114,6 +114,16 @@ def bars_figure(result: DeviceResult, event: pd.Series) -> str:
     return _png(fig)
 
 
+def _waveform_link(name: str | None) -> list[str]:
+    """A link to the waveform model's report of the same window and version (same folder)."""
+    if not name:
+        return []
+    quoted = html.escape(name, quote=True)
+    return [f"<p class='waveform-link'>The waveform model's report of the same window and "
+            f"version: <a href='{quoted}'>{quoted}</a> (in this folder once its run has "
+            "been made).</p>"]
+
+
 def _answers_html(incidents: list[str], answers: list[dict[str, str]]) -> list[str]:
     """The incidents this run opened and the labels/silences on its devices."""
     out = []
@@ -131,12 +141,14 @@ def _answers_html(incidents: list[str], answers: list[dict[str, str]]) -> list[s
 
 def render_html(results: list[DeviceResult], title: str, model_version: str,
                 incidents: list[str] | None = None,
-                answers: list[dict[str, str]] | None = None) -> str:
+                answers: list[dict[str, str]] | None = None,
+                waveform_report: str | None = None) -> str:
     parts = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>",
              f"<body><h1>{html.escape(title)}</h1>",
              f"<p>point model of version {html.escape(str(model_version))}; "
              f"{len(results)} device(s) scored, "
              f"{sum(len(r.events) for r in results)} event(s).</p>",
+             *_waveform_link(waveform_report),
              *_answers_html(incidents or [], answers or [])]
     for r in results:
         if r.events.empty:
@@ -182,8 +194,10 @@ def event_table(results: list[DeviceResult]) -> list[dict[str, object]]:
 
 def write_report(results: list[DeviceResult], folder: Path, name: str, title: str,
                  model_version: str, incidents: list[str] | None = None,
-                 answers: list[dict[str, str]] | None = None) -> Path:
+                 answers: list[dict[str, str]] | None = None,
+                 waveform_report: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    path.write_text(render_html(results, title, model_version, incidents, answers))
+    path.write_text(render_html(results, title, model_version, incidents, answers,
+                                waveform_report))
     return path

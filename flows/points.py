@@ -35,6 +35,7 @@ from cricket.config import Settings
 from cricket.errors import CricketValueError
 from cricket.feedback import Label
 from cricket.multifield import PointBundle, PointSelector, PointSpec
+from cricket.report import Report, report_filename
 from cricket.report_points import write_report
 from cricket.series import SeriesKey
 from cricket.windows import TrainingWindow, floor_time, utc
@@ -114,9 +115,13 @@ def _score(start: datetime, end: datetime, version: str | None, kind: str,
     link = (settings.alert_report_url.rstrip("/") + "/" + name if settings.alert_report_url
             else (settings.reports_path / name).absolute().as_uri())
     alerts = alert_window(settings, results, start, end, resolved, link, page=page)
+    # the waveform run of the same window and version writes its report under this name
+    waveform = report_filename(Report(title="", kind=kind, window_start=start,  # type: ignore[arg-type]
+                                      window_end=end, model_name=settings.model_name,
+                                      model_version=resolved))
     report = write_report(results, settings.reports_path, name,
                           f"Point anomalies {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
-                          resolved, alerts["incidents"], alerts["answers"])
+                          resolved, alerts["incidents"], alerts["answers"], waveform)
     published = publish_point_run(settings, results, report, resolved, f"points-{kind}",
                                   start, end)
     events = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -123,6 +124,15 @@ def test_backfill_finds_the_broken_correlations_names_the_field_and_clean_device
     assert html.count("alt='scatter'") == len(fleet.truth)
     assert html.count("alt='per-feature bars'") == len(fleet.truth)
     assert "out of line with the other fields" in html
+    # ... and links the waveform model's report of the same window and version: the
+    # waveform backfill of that range writes exactly that file next to it
+    from cricket.flows.backfill import backfill
+
+    wave = backfill(start=split.to_pydatetime(), end=fleet.end.to_pydatetime(),
+                    chunk=timedelta(hours=6), selector=fleet.selector().field_selector("power"))
+    assert wave["model_version"] == out["model_version"]
+    assert Path(wave["report"]).parent == Path(out["report"]).parent
+    assert f"<a href='{Path(wave['report']).name}'>" in html
     # what a waveform run publishes: table, markdown and link artifacts, an MLflow run
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
@@ -150,7 +160,7 @@ def test_backfill_finds_the_broken_correlations_names_the_field_and_clean_device
     assert run.data.params["kind"] == "points-backfill"
     assert run.data.metrics["events"] == len(fleet.truth)
     names = [f.path for f in Registry(settings).client.list_artifacts(run.info.run_id, "report")]
-    assert names == [f"report/{pd.io.common.os.path.basename(out['report'])}"]
+    assert names == [f"report/{Path(out['report']).name}"]
 
 
 def test_point_events_page_once_with_the_field_named_and_answers_apply(trained):

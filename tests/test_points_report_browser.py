@@ -43,7 +43,8 @@ def test_point_report_renders_the_points_against_their_centroids(browser, tmp_pa
     answers = [{"what": "label: anomaly", "series": str(first.key), "from": "t0", "to": "t1",
                 "by": "ops", "why": "swapped " + HOSTILE}]
     path = write_report(results, tmp_path, "points.html", "Point anomalies", "1",
-                        incidents=[f"anomaly on {first.key} [abc123]"], answers=answers)
+                        incidents=[f"anomaly on {first.key} [abc123]"], answers=answers,
+                        waveform_report="score-20260107T1200-v1.html")
 
     browser.get(path.as_uri())
     assert browser.execute_script("return document.readyState") == "complete"
@@ -57,6 +58,8 @@ def test_point_report_renders_the_points_against_their_centroids(browser, tmp_pa
     assert "<img src" in body and "onerror" in body  # shown as text (the key escapes =)
     for a in fleet.truth:
         assert f"{a.kind} out of line with the other fields" in body
+    link = browser.find_element(By.CSS_SELECTOR, ".waveform-link a")
+    assert link.get_attribute("href") == (tmp_path / "score-20260107T1200-v1.html").as_uri()
     # the incidents the run opened and people's answers on its devices, as text
     incidents = browser.find_element(By.CLASS_NAME, "incidents").text
     assert f"anomaly on {first.key} [abc123]" in incidents
