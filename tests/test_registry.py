@@ -165,7 +165,10 @@ def test_pyfunc_predicts_a_dataframe(
     assert {"series", "time", "value", "reconstruction", "error", "score", "anomalous"} <= set(out.columns)
     assert len(out) == 240 and (out.series == KEYS[1]).all()
     np.testing.assert_array_equal(out.score.to_numpy(), good.detectors[KEYS[1]].score(values).score)
-    assert out.anomalous.iloc[120:150].any() and not out.anomalous.iloc[:110].any()
+    assert out.anomalous.iloc[120:150].all()
+    # this spec alerts at its 99th percentile in each of its views (shapes, structure, range,
+    # noise), so a clean stretch may show a stray alert, but few
+    assert out.anomalous.iloc[:110].sum() <= 2
 
 
 def test_worse_challenger_is_not_promoted_then_promote_and_rollback(
