@@ -288,3 +288,28 @@ def test_events_rank_by_severity_and_are_explained_in_the_metric_units() -> None
     table = section[section.index("<table>"):section.index("</table>")]
     assert table.index("11.5") < table.index(">6<")
     assert "41.5" in table and "shape 94" in table and "actual (mean)" in table
+
+
+def test_reused_figures_draw_what_a_fresh_figure_draws() -> None:
+    """The report's figures are reused within a thread: a picture drawn after other
+    series (more lines, other ranges, surprise views the next series lacks) must be
+    pixel for pixel what a fresh figure in a new thread draws."""
+    import threading
+
+    rich = series_result("waveform.value{host=a}", True, seed=1, n=720, peak=99.0)
+    for j, view in enumerate(("shape", "range", "noise")):
+        rich.frame[f"surprise:{view}"] = np.linspace(0, 50 * (j + 1), len(rich.frame))
+    plain = series_result("waveform.value{host=b}", True, seed=2, peak=75.0)
+
+    def pictures(r) -> list[bytes]:
+        return [plots.plot_series(r.frame, r.threshold, r.events),
+                plots.plot_event(r.frame, r.events.iloc[0]),
+                plots.plot_shape_pair(*r.nearest_shapes[0], step_s=10.0)]
+
+    fresh: list[bytes] = []
+    worker = threading.Thread(target=lambda: fresh.extend(pictures(plain)))
+    worker.start()
+    worker.join()
+    pictures(rich)
+    assert pictures(plain) == fresh
+
