@@ -235,7 +235,9 @@ _PLOT_ERRORS = (np.linalg.LinAlgError, OverflowError, FloatingPointError, ValueE
 def _step_seconds(frame: pd.DataFrame | None) -> float | None:
     if frame is None or len(frame) < 2:
         return None
-    steps = np.diff(frame.index.asi8)
+    # in nanoseconds whatever the index's unit (a microsecond index read as ns gave
+    # a step 1000x too small, so the shape pair's axis said 0.004 min for 5 min)
+    steps = np.diff(frame.index.as_unit("ns").asi8)
     steps = steps[steps > 0]
     return float(np.median(steps)) / 1e9 if steps.size else None
 

@@ -313,3 +313,12 @@ def test_reused_figures_draw_what_a_fresh_figure_draws() -> None:
     pictures(rich)
     assert pictures(plain) == fresh
 
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_step_of_a_series_is_in_seconds_whatever_the_index_unit(unit: str) -> None:
+    """The shape pair's time axis (minutes before the peak) comes from this step."""
+    from cricket.report import _step_seconds
+
+    frame = series_result("k", True).frame
+    frame.index = frame.index.as_unit(unit)
+    assert _step_seconds(frame) == 10.0
