@@ -113,6 +113,10 @@ def plot_series(
     frame = break_gaps(frame)
     x = frame.index
     dated = isinstance(x, pd.DatetimeIndex)
+    if dated:
+        # naive UTC datetime64: matplotlib converts those as one array; a tz-aware index
+        # went through one Timestamp object per point (most of a day-long picture's cost)
+        x = (x.tz_convert("UTC").tz_localize(None) if x.tz is not None else x).to_numpy()
     with _reused(("series", width, dated), lambda: _series_figure(width, dated)) as fig:
         top, bottom, err_ax = fig.axes
         top.plot(x, frame["value"], color=_VALUE, lw=1.0, label="original")
@@ -213,6 +217,7 @@ def plot_event(
     pad = max((end - start) * margin, step * 30)
     part = frame[(idx >= start - pad) & (idx <= end + pad)]
     x = part.index.tz_convert("UTC").tz_localize(None) if part.index.tz is not None else part.index
+    x = x.to_numpy()
     s0 = start.tz_convert("UTC").tz_localize(None) if start.tz is not None else start
     s1 = end.tz_convert("UTC").tz_localize(None) if end.tz is not None else end
     with _reused(("event",), _event_figure) as fig:
