@@ -83,7 +83,8 @@ from cricket.shapes import ShapeLibrary
 __all__ = ["NOISE_SEGMENTS", "NOISE_STEADY", "STRUCTURE_PERIODS", "ScoreFrame", "WaveformDetector"]
 
 
-#: held-out periods the lost-structure view needs to calibrate its tail (fewer: no view)
+#: held-out periods the lost-structure view needs (fewer: no view); its tail is then
+#: calibrated on the training and held-out windows together (no fitted shape enters it)
 STRUCTURE_PERIODS = 10
 #: held-out segments the lost-noise view needs (fewer: no view)
 NOISE_SEGMENTS = 20
@@ -310,7 +311,10 @@ class WaveformDetector(BaseDetector):
             held_spread = held_spread[len(held_context) :]
             # a tail needs many independent windows: at least STRUCTURE_PERIODS periods
             if np.count_nonzero(np.isfinite(held_spread)) >= STRUCTURE_PERIODS * m:
-                self.spread_calibrator_, self.spread_len_ = TailCalibrator.fit(held_spread), m
+                # no fitted shape enters the spread: calibrate on training + held-out
+                # windows (~1 independent per period; held-out alone gave a loose tail)
+                both = np.r_[spread(self._pieces(scaled, m), len(scaled), m), held_spread]
+                self.spread_calibrator_, self.spread_len_ = TailCalibrator.fit(both), m
         # The range of every value fitted on (training and held-out), for the range view.
         seen = self.scaler_.transform(np.r_[train, held])
         seen = seen[np.isfinite(seen)]

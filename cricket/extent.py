@@ -17,7 +17,9 @@ samples themselves did:
   one whole cycle, so its spread hardly varies; a window whose pulse did not come, that
   froze, or lost its waveform is too quiet. This is a causal view like the scales (its
   surprise joins the score); its extent is where the structure was due: from the first
-  flagged window's end to the last flagged window's start.
+  flagged window's end to the last flagged window's start. No fitted shape enters it, so
+  its tail is calibrated on the training and the held-out windows together (overlapping
+  windows hold about one independent value per period: held-out alone is too few).
 
 * **Lost noise**: ``-log10`` of the spread of the second differences over the trailing
   short segment. Real sensors are noisy; a window rebuilt *better* than noisy data (a
