@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from cricket.cli import app
-from cricket.cli.common import console, fail, parse_time
+from cricket.cli.common import console, fail, parse_time, tag_options
 
 feedback_app = typer.Typer(
     name="feedback",
@@ -170,12 +170,7 @@ def silence_add(
     from cricket.alerts import Silence, silence_id
     from cricket.feedback import FeedbackError
 
-    tags: dict[str, str] = {}
-    for item in tag or []:
-        k, sep, v = item.partition("=")
-        if not sep or not k:
-            fail(f"tag {item!r} is not KEY=VALUE: write it like --tag dc=sjc01")
-        tags[k] = v
+    tags = tag_options(tag)
     t0, t1 = pd.Timestamp(parse_time(start)), pd.Timestamp(parse_time(end))
 
     def go():  # noqa: ANN202

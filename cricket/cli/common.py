@@ -64,6 +64,18 @@ def duration(option: str, text: str, allow_zero: bool = False):  # noqa: ANN201
     return td
 
 
+def tag_options(items: list[str] | None, what: str = "tag") -> dict[str, str]:
+    """Repeated ``--tag KEY=VALUE`` options as a dict; a malformed one is a one-line error
+    naming ``what`` it was meant to be."""
+    tags: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"{what} {item!r} is not KEY=VALUE: write it like --tag dc=sjc01")
+        tags[key] = value
+    return tags
+
+
 def selector_options(
     measurement: str, field: str, group_by: str, tags: list[str] | None, every: str
 ):  # noqa: ANN201
@@ -71,12 +83,7 @@ def selector_options(
 
     from cricket.config import SeriesSelector
 
-    tag_filters: dict[str, str] = {}
-    for item in tags or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            fail(f"tag filter {item!r} is not KEY=VALUE: write it like --tag dc=sjc01")
-        tag_filters[key] = value
+    tag_filters = tag_options(tags, "tag filter")
     try:
         return SeriesSelector(
             measurement=measurement,
