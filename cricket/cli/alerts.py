@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from cricket.cli import app
-from cricket.cli.common import console, fail
+from cricket.cli.common import console
 
 alerts_app = typer.Typer(
     name="alerts",
@@ -38,18 +38,12 @@ def setup(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Create (or update) the automation: each new incident -> one notification."""
-    from cricket.cli.common import quiet_prefect
+    from cricket.cli.common import one_line_errors, quiet_prefect
     from cricket.deployments.automation import setup_alerts
-    from cricket.errors import user_facing
 
     quiet_prefect()
-    try:
+    with one_line_errors():
         out = setup_alerts(block=block, webhook_url=webhook_url)
-    except Exception as exc:  # noqa: BLE001 - known errors become one line
-        message = user_facing(exc)
-        if message is None:
-            raise
-        fail(message)
     if as_json:
         print(json.dumps(out))
         return

@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from cricket.cli import app
-from cricket.cli.common import console, fail, parse_time, tag_options
+from cricket.cli.common import console, fail, one_line_errors, parse_time, tag_options
 
 feedback_app = typer.Typer(
     name="feedback",
@@ -61,15 +61,8 @@ def _store():  # noqa: ANN202 - heavy import kept inside
 
 
 def _run(fn):  # noqa: ANN001, ANN202
-    from cricket.errors import user_facing
-
-    try:
+    with one_line_errors():
         return fn()
-    except Exception as exc:  # noqa: BLE001 - known errors become one line
-        message = user_facing(exc)
-        if message is None:
-            raise
-        fail(message)
 
 
 def _stretch(event: str | None, series: str | None, start: str | None, end: str | None):  # noqa: ANN202

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -127,10 +128,24 @@ def quiet_prefect(verbose: bool = False) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")
 
 
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Known failures (:func:`cricket.errors.user_facing` has words for them) become a
+    one-line error and exit status; anything else (a bug) keeps its traceback."""
+    from cricket.errors import user_facing
+
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - known errors become one line
+        message = user_facing(exc)
+        if message is None:
+            raise
+        fail(message)
+
+
 def run_flow(name: str, flow: Callable[..., Any], **params: Any) -> Any:
     """Run a flow in this process with a spinner, against a Prefect API that answers
     (flows.server); known failures become clear one-line errors."""
-    from cricket.errors import user_facing
     from cricket.flows.server import prefect_api
 
     if not _verbose:  # MLflow prints "Successfully registered model ..." past its loggers
@@ -138,16 +153,10 @@ def run_flow(name: str, flow: Callable[..., Any], **params: Any) -> Any:
 
         disable_logging()
 
-    with console.status(f"running {name} ...", spinner="dots") as status:
-        try:
-            with prefect_api(announce=status.update) as where:
-                status.update(f"running {name} ...")
-                result = flow(**params)
-        except Exception as exc:  # noqa: BLE001
-            message = user_facing(exc)
-            if message is None:
-                raise
-            fail(message)
+    with console.status(f"running {name} ...", spinner="dots") as status, one_line_errors():
+        with prefect_api(announce=status.update) as where:
+            status.update(f"running {name} ...")
+            result = flow(**params)
     if isinstance(result, dict):
         result.setdefault("prefect_api", where)
     return result

@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from cricket.cli import app
-from cricket.cli.common import console, fail, parse_time, run_flow
+from cricket.cli.common import console, fail, one_line_errors, parse_time, run_flow
 
 points_app = typer.Typer(
     name="points",
@@ -55,10 +55,9 @@ def synth(
     """Correlated fields (load, power, temp); anomalies break the correlation while each
     field stays in its normal range (in the last 12 hours)."""
     from cricket.config import Settings
-    from cricket.errors import user_facing
     from cricket.synth_points import make_point_fleet, write_point_fleet
 
-    try:
+    with one_line_errors():
         fleet = make_point_fleet(n_devices=devices, days=days, step=step, end=parse_time(end),
                                  seed=seed)
         summary = fleet.summary()
@@ -70,11 +69,6 @@ def synth(
             settings = Settings()
             summary["written"] = write_point_fleet(fleet, settings)
             summary["database"] = settings.influx_database
-    except Exception as exc:  # noqa: BLE001 - known errors become one line
-        message = user_facing(exc)
-        if message is None:
-            raise
-        fail(message)
     if as_json:
         print(json.dumps(summary, default=str))
         return
