@@ -47,6 +47,16 @@ Usage::
     .venv/bin/python benchmarks/fleet.py            # 1000 series scored, 20 x 7 d retrained
     .venv/bin/python benchmarks/fleet.py --quick    # 100 series scored, 5 x 2 d retrained
     .venv/bin/python benchmarks/fleet.py --retrain-hosts 1000   # the full target (~15 min)
+    .venv/bin/python benchmarks/fleet.py --keep /tmp/fleet-kept ...   # reuse data and champion
+
+``--keep DIR`` keeps the InfluxDB data, the MLflow store and the scoring champions in DIR
+and reuses them on the next run with the same folder: a fleet of the same size (hosts,
+hours or days) is not written again and the scoring champion of the same fleet and spec
+is not retrained (both untimed set-up, minutes at 1,000 series). What is timed is the
+same: each run scores into a fresh score database (dropped at the end) and Prefect's home
+is fresh. One difference: the retrain's model (one per retrain fleet size) keeps its
+versions, so from the second run on the retrain has a champion to evaluate against, as a
+nightly run does (``retrain_champion`` says which version, or null).
 
 The last line printed is a JSON object.
 """
@@ -245,7 +255,8 @@ def _write_fleet(settings_json: str, hosts: int, days: float, start: str, seed: 
     fleet = make_fleet(hosts=hosts, days=days, step="10s", start=start, seed=seed,
                        anomaly_window=(anomaly_from, END))
     n = write_fleet(fleet, settings)
-    out.put({"points": n, "seconds": time.perf_counter() - t0, "hosts": hosts, "days": days})
+    out.put({"points": n, "seconds": time.perf_counter() - t0, "hosts": hosts, "days": days,
+             "database": settings.influx_database})
 
 
 def write_in_children(jobs: list[tuple]) -> list[dict]:
@@ -290,6 +301,49 @@ def train_in_child(env: dict, kw: dict) -> str:
     return version
 
 
+class Kept:
+    """What a ``--keep`` folder already holds: fleets written (by database) and scoring
+    champions (by model name). Without a folder it holds nothing."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.data = {"fleets": {}, "champions": {}}
+        if path is not None and path.exists():
+            self.data = json.loads(path.read_text())
+
+    def has(self, database: str) -> bool:
+        return database in self.data["fleets"]
+
+    def add(self, database: str, written: dict) -> None:
+        self.data["fleets"][database] = written
+        self._save()
+
+    def champion(self, model: str) -> str | None:
+        return self.data["champions"].get(model)
+
+    def set_champion(self, model: str, version: str) -> None:
+        self.data["champions"][model] = version
+        self._save()
+
+    def _save(self) -> None:
+        if self.path is not None:
+            self.path.write_text(json.dumps(self.data, indent=1))
+
+
+def retrain_champion(settings) -> str | None:  # noqa: ANN001
+    """The version holding the retrain model's champion alias before the timed retrain
+    (only a kept folder has one), or None."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = MlflowClient(tracking_uri=settings.tracking_uri).get_model_version_by_alias(
+            settings.model_name, "champion")
+    except MlflowException:
+        return None
+    return str(mv.version)
+
+
 # ---------------------------------------------------------------- shares
 def shares(stage_seconds: dict[str, float], wall: float, workers: int) -> dict[str, float]:
     capacity = max(wall * workers, 1e-9)
@@ -310,14 +364,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n-clusters", type=int, default=None,
                     help="shapes per library (default: DetectorSpec's, what production runs)")
     ap.add_argument("--skip-retrain", action="store_true")
+    ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                    help="keep the fleets' data and the scoring champion in DIR and reuse "
+                         "them on later runs with the same DIR (set-up only; see above)")
     args = ap.parse_args(argv)
     score_hosts = args.score_hosts or (100 if args.quick else 1000)
     retrain_hosts = args.retrain_hosts or (5 if args.quick else 20)
     train_days = args.train_days or (2.0 if args.quick else 7.0)
 
-    tmp = Path(tempfile.mkdtemp(prefix="cricket-fleet-bench-"))
+    scratch = Path(tempfile.mkdtemp(prefix="cricket-fleet-bench-"))
+    tmp = scratch if args.keep is None else args.keep.absolute()
+    tmp.mkdir(parents=True, exist_ok=True)
+    kept = Kept(tmp / "kept.json" if args.keep is not None else None)
     os.environ.update({
-        "PREFECT_HOME": str(tmp / "prefect"),
+        "PREFECT_HOME": str(scratch / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         "PREFECT_LOGGING_LEVEL": "WARNING",
@@ -339,6 +399,7 @@ def main(argv: list[str] | None = None) -> dict:
         "load_avg_start": [round(x, 2) for x in os.getloadavg()],
         "batch_size": args.batch_size,
     }
+    score_db = f"fleet_score_out_{os.getpid()}"
     try:
         def settings_for(db: str, model: str) -> Settings:
             env = {
@@ -351,9 +412,11 @@ def main(argv: list[str] | None = None) -> dict:
                 "CRICKET_BATCH_SIZE": str(args.batch_size),
                 "CRICKET_INFLUX_TIMEOUT_S": "300",
             }
+            if args.keep is not None:  # the kept fleet stays as written: scores go apart
+                env["CRICKET_INFLUX_SCORE_DATABASE"] = score_db
             os.environ.update(env)
             s = Settings()
-            ensure_database(s)
+            ensure_database(s)  # and the score database
             return s
 
         selector = SeriesSelector(measurement="waveform", field="value", group_by=["host"])
@@ -363,29 +426,42 @@ def main(argv: list[str] | None = None) -> dict:
         score_start = END - pd.Timedelta(hours=2 + args.score_train_hours)
         retrain_start = END - pd.Timedelta(days=train_days)
 
-        s_score = settings_for("fleet_score", "fleet-score")
-        s_retrain = settings_for("fleet_retrain", "fleet-retrain")
-        jobs = [(s_score.model_dump_json(), score_hosts,
-                 (END - score_start) / pd.Timedelta(days=1), str(score_start), 1,
-                 str(END - pd.Timedelta(hours=2)))]
-        if not args.skip_retrain:
+        # one database per fleet size, so a kept folder can hold several
+        score_fleet = f"fleet_score_{score_hosts}x{args.score_train_hours:g}h"
+        retrain_fleet = f"fleet_retrain_{retrain_hosts}x{train_days:g}d"
+        score_model = f"fleet-score-{score_hosts}x{args.score_train_hours:g}h-k{args.n_clusters or 'd'}"
+        retrain_model = f"fleet-retrain-{retrain_hosts}x{train_days:g}d"
+        s_score = settings_for(score_fleet, score_model)
+        s_retrain = settings_for(retrain_fleet, retrain_model)
+        jobs = []
+        if not kept.has(score_fleet):
+            jobs.append((s_score.model_dump_json(), score_hosts,
+                         (END - score_start) / pd.Timedelta(days=1), str(score_start), 1,
+                         str(END - pd.Timedelta(hours=2))))
+        if not args.skip_retrain and not kept.has(retrain_fleet):
             jobs.append((s_retrain.model_dump_json(), retrain_hosts, train_days,
                          str(retrain_start), 2, str(END - pd.Timedelta(hours=12))))
         t0 = time.perf_counter()
-        written = write_in_children(jobs)
+        written = write_in_children(jobs) if jobs else []
+        for w in written:  # in the order the writers finished
+            kept.add(w["database"], w)
         result["write_fleet"] = {"seconds": round(time.perf_counter() - t0, 1),
-                                 "points": sum(w["points"] for w in written)}
+                                 "points": sum(w["points"] for w in written),
+                                 "kept": args.keep is not None and not jobs}
         print(f"wrote {result['write_fleet']['points']:,} points in "
               f"{result['write_fleet']['seconds']} s", file=sys.stderr, flush=True)
 
         # ------------------------------------------------ the scoring champion (not timed)
-        settings_for("fleet_score", "fleet-score")
+        settings_for(score_fleet, score_model)
         t0 = time.perf_counter()
-        version = train_in_child(dict(os.environ), {
-            "train_window_h": args.score_train_hours, "end": str(END - pd.Timedelta(hours=2)),
-            "n_clusters": args.n_clusters,
-            "min_history_points": min(1000, int(args.score_train_hours * 360 * 0.6)),
-        })
+        version = kept.champion(score_model)
+        if version is None:
+            version = train_in_child(dict(os.environ), {
+                "train_window_h": args.score_train_hours,
+                "end": str(END - pd.Timedelta(hours=2)), "n_clusters": args.n_clusters,
+                "min_history_points": min(1000, int(args.score_train_hours * 360 * 0.6)),
+            })
+            kept.set_champion(score_model, version)
         result["score_model_train_s"] = round(time.perf_counter() - t0, 1)
         print(f"trained the scoring champion in {result['score_model_train_s']} s",
               file=sys.stderr, flush=True)
@@ -452,7 +528,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         # ------------------------------------------------ nightly retrain
         if not args.skip_retrain:
-            settings_for("fleet_retrain", "fleet-retrain")
+            settings_for(retrain_fleet, retrain_model)
+            result["retrain_champion"] = retrain_champion(s_retrain)
             timer.take()
             result["retrain_rss_at_start_mb"] = round(_status_kb("VmRSS") / 1024, 1)
             reset_peak()
@@ -506,8 +583,16 @@ def main(argv: list[str] | None = None) -> dict:
             "peak_rss_mb<=2000": result["peak_rss_mb"] <= 2000,
         }
     finally:
+        if args.keep is not None:
+            try:
+                from cricket.influx.influxql import InfluxQLClient
+
+                with InfluxQLClient(s_score) as client:
+                    client.drop_database(score_db)
+            except Exception as exc:  # noqa: BLE001
+                print(f"could not drop {score_db}: {exc}", file=sys.stderr)
         server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     return result
 
 
