@@ -192,6 +192,35 @@ def _fmt_num(x: object) -> str:
     return f"{v:.4g}" if math.isfinite(v) else "-"
 
 
+_VIEW_SURPRISE = re.compile(r"^(?P<view>.*\S)\s+(?P<surprise>-?[0-9.]+(?:e[+-]?[0-9]+)?|inf)$")
+
+
+def fmt_p(surprise: float) -> str:
+    """A surprise (-log10 p) as the chance a person reads: ``p < 1e-12`` past twelve
+    (beyond that the tail is extrapolated and the exact figure says nothing more),
+    ``p = 3e-05`` in between, ``p = 0.2`` for an unsurprising view."""
+    if not math.isfinite(surprise) or surprise >= 12:
+        return "p < 1e-12"
+    p = 10.0 ** -max(surprise, 0.0)
+    return f"p = {p:.1g}" if p < 0.01 else f"p = {p:.2f}"
+
+
+def fmt_views(views: object) -> str:
+    """The stored ``views`` text ("shape 32 582.3, range 1 4.6": each view's peak
+    surprise) as "shape 32 p < 1e-12, range 1 p = 3e-05", most surprising first;
+    anything else is shown as it is."""
+    if not isinstance(views, str) or not views.strip():
+        return "-"
+    parsed = []
+    for part in views.split(","):
+        m = _VIEW_SURPRISE.match(part.strip())
+        if m is None:
+            return views
+        parsed.append((float(m["surprise"]), m["view"]))
+    parsed.sort(key=lambda sv: -sv[0])
+    return ", ".join(f"{view} {fmt_p(s)}" for s, view in parsed)
+
+
 def by_severity(events: pd.DataFrame) -> pd.DataFrame:
     """Events, most severe first (events without a severity last, by peak score)."""
     if events is None or events.empty:
@@ -206,7 +235,7 @@ def by_severity(events: pd.DataFrame) -> pd.DataFrame:
 def _events_table(events: pd.DataFrame) -> str:
     """One row per event, most severe first, explained in the metric's own units: the
     actual and the typical (rebuilt from normal shapes) mean over the event, which view
-    fired and each view's peak surprise (-log10 p)."""
+    fired and, for each view, how unlikely its peak is under normal behaviour (p)."""
     rows = []
     for _, ev in by_severity(events).iterrows():
         rows.append(
@@ -218,13 +247,15 @@ def _events_table(events: pd.DataFrame) -> str:
             f"<td class=\"num\">{_e(_fmt_num(ev.get('actual')))}</td>"
             f"<td class=\"num\">{_e(_fmt_num(ev.get('typical')))}</td>"
             f"<td>{_e(ev.get('scale') if isinstance(ev.get('scale'), str) else '-')}</td>"
-            f"<td>{_e(ev.get('views') if isinstance(ev.get('views'), str) else '-')}</td>"
+            f"<td>{_e(fmt_views(ev.get('views')))}</td>"
             "</tr>"
         )
     return (
         "<table><thead><tr><th>start</th><th>end</th><th>duration</th><th>severity</th>"
         "<th>peak score</th><th>actual (mean)</th><th>typical (mean)</th><th>fired</th>"
-        "<th>surprise by view (-log10 p)</th></tr></thead><tbody>" + "".join(rows)
+        '<th title="each view\'s peak over the event: the chance of a value this unusual '
+        'under normal behaviour">chance under normal, by view</th></tr></thead><tbody>'
+        + "".join(rows)
         + "</tbody></table>"
     )
 

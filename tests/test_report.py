@@ -322,3 +322,24 @@ def test_step_of_a_series_is_in_seconds_whatever_the_index_unit(unit: str) -> No
     frame = series_result("k", True).frame
     frame.index = frame.index.as_unit(unit)
     assert _step_seconds(frame) == 10.0
+
+
+def test_each_view_reads_as_a_chance_most_surprising_first() -> None:
+    """The events table says how unlikely each view's peak is (p), not a raw -log10 p in
+    the hundreds: past 1e-12 it reads "p < 1e-12"; the views are listed most surprising
+    first; text that is not "view surprise, ..." is shown as it is."""
+    from cricket.report import fmt_views
+
+    assert fmt_views("shape 32 582.3, shape 154 3.1, range 1 4.6, noise 32 0.4") == (
+        "shape 32 p < 1e-12, range 1 p = 3e-05, shape 154 p = 0.0008, noise 32 p = 0.40")
+    assert fmt_views("range 1 12.0") == "range 1 p < 1e-12"
+    assert fmt_views("shape 32 11.6") == "shape 32 p = 3e-12"
+    assert fmt_views("hand-written note") == "hand-written note"
+    assert fmt_views(float("nan")) == "-"
+
+    report = fleet_report(n_series=4, every=1, hostile=False)
+    loud = report.results[2]
+    loud.events = loud.events.assign(severity=[9.0], views=["shape 32 582.3, range 1 2.0"])
+    doc = render_html(report)
+    assert "shape 32 p &lt; 1e-12, range 1 p = 0.01" in doc
+    assert "582.3" not in doc
