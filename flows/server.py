@@ -27,7 +27,8 @@ class PrefectAPIError(CricketError):
     """The Prefect API named by the settings does not answer, or none could be started."""
 
 
-def _healthy(api_url: str, timeout: float = 2.0) -> bool:
+def api_answers(api_url: str, timeout: float = 2.0) -> bool:
+    """Whether the Prefect API at ``api_url`` answers its health check within ``timeout``."""
     try:
         return httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout).status_code == 200
     except httpx.HTTPError:
@@ -68,7 +69,7 @@ def start_temporary_server(limit_s: float = STARTUP_LIMIT_S) -> str:
                 f"the temporary Prefect server exited with code {code} while starting: run "
                 "`prefect server start` in another shell and retry (its output says why)"
             )
-        if _healthy(server.api_url, timeout=1.0):
+        if api_answers(server.api_url, timeout=1.0):
             return server.api_url
         time.sleep(0.2)
     server.stop()
@@ -86,7 +87,7 @@ def prefect_api(announce=None) -> Iterator[str]:  # noqa: ANN001
 
     configured = PREFECT_API_URL.value()
     if configured:
-        if not _healthy(configured, timeout=5.0):
+        if not api_answers(configured, timeout=5.0):
             raise PrefectAPIError(
                 f"the Prefect API at {redact(configured)} (PREFECT_API_URL) does not answer: "
                 "start it (`prefect server start`) or unset PREFECT_API_URL to let Cricket "
@@ -95,7 +96,7 @@ def prefect_api(announce=None) -> Iterator[str]:  # noqa: ANN001
         yield f"Prefect API: {redact(configured)}"
         return
     local = local_server_url()
-    if _healthy(local, timeout=0.5):
+    if api_answers(local, timeout=0.5):
         with temporary_settings(updates={PREFECT_API_URL: local}):
             yield f"Prefect API: the local server at {local} (runs show in its UI)"
         return

@@ -55,3 +55,39 @@ def test_demo_finds_every_injected_anomaly_and_can_run_twice(demo_env):
     assert again["model_version"] == "2"
     assert again["missed"] == []
     assert again["points_written"] == summary["points_written"]
+
+
+def test_the_ui_hint_names_the_prefect_api_in_use_and_ports_in_use_are_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After the demo, the hint points at the Prefect UI the runs went to (a configured
+    PREFECT_API_URL, its password not shown), not at a fixed :4200; and a UI port that is
+    taken is replaced by a free one."""
+    import socket
+
+    from cricket.cli.demo import _free_port, print_summary
+    from cricket.config import Settings
+
+    monkeypatch.setenv("CRICKET_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("PREFECT_API_URL", "http://ops:hunter2@prefect.example:4300/api")
+    summary = {
+        "seconds": {"total": 1, "write": 0, "retrain": 0, "backfill": 0, "score": 0},
+        "series": 1, "points_written": 10, "model_version": "1", "promoted": True,
+        "decision": "first version", "events": 0, "injected": 0, "found": [], "missed": [],
+        "false_events": [], "report": "r.html", "hourly_report": "h.html",
+        "scored_window": ["2026-12-01T10:00", "2026-12-01T11:00"],
+        "backfill_range": ["2026-12-01T00:00", "2026-12-01T10:00"], "prefect_api": "",
+    }
+    print_summary(summary, Settings(), {})
+    out = capsys.readouterr().out
+    assert "prefect.example:4300" in out and "(the demo's runs are there)" in out
+    assert "hunter2" not in out and ":4200" not in out
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        other = _free_port(taken)
+        assert other != taken and other > 0
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", other))  # it really is free

@@ -112,44 +112,77 @@ def print_summary(summary: dict, settings, urls: dict[str, str]) -> None:  # noq
     console.print()
     if urls:
         console.print(f"Prefect UI: {urls['prefect']}   MLflow UI: {urls['mlflow']}")
+        return
+    console.print("Look at the runs and the model versions:")
+    configured = os.environ.get("PREFECT_API_URL")
+    if configured:
+        console.print(f"  Prefect UI:  {redact(configured.rstrip('/').removesuffix('/api'))}"
+                      "   (the demo's runs are there)", markup=False)
     else:
-        console.print("Look at the runs and the model versions:")
-        console.print("  Prefect UI:  .venv/bin/prefect server start   (then http://127.0.0.1:4200;"
-                      " the next commands find it and their runs show there)")
-        console.print(
-            f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} "
-            "--port 5000",
-            markup=False,
-        )
-        console.print("  or run:      .venv/bin/cricket demo --ui")
+        from cricket.flows.server import local_server_url
+
+        ui = local_server_url().removesuffix("/api")
+        console.print(f"  Prefect UI:  .venv/bin/prefect server start   (then {ui};"
+                      " the next commands find it and their runs show there)", markup=False)
+    console.print(
+        f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {settings.tracking_uri} "
+        "--port 5000",
+        markup=False,
+    )
+    console.print("  or run:      .venv/bin/cricket demo --ui")
+
+
+def _free_port(preferred: int) -> int:
+    """``preferred`` if nothing listens there on 127.0.0.1, else a free port."""
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise OSError("no free port on 127.0.0.1")
 
 
 def start_uis(settings) -> dict[str, str]:  # noqa: ANN001
     """Start the Prefect server and the MLflow UI in the background; return their URLs.
-    The demo's flow runs then go to that Prefect server, so they show up there."""
+    The demo's flow runs then go to that Prefect server, so they show up there. A Prefect
+    API already configured (PREFECT_API_URL) or already answering on Prefect's local
+    port is used as it is; otherwise each UI takes its usual port (4200, 5000) when free,
+    else a free one, and the URLs printed say which."""
+    from cricket.flows.server import api_answers, local_server_url
+
     logs = settings.state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     bindir = Path(sys.executable).parent
     prefect = shutil.which("prefect", path=str(bindir)) or "prefect"
     mlflow = shutil.which("mlflow", path=str(bindir)) or "mlflow"
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.Popen(  # noqa: S603
-        [prefect, "server", "start", "--host", "127.0.0.1", "--port", "4200"],
-        stdout=open(logs / "prefect-server.log", "ab"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    api = os.environ.get("PREFECT_API_URL") or local_server_url()
+    if not api_answers(api):
+        port = _free_port(4200)
+        subprocess.Popen(  # noqa: S603
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=open(logs / "prefect-server.log", "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        api = f"http://127.0.0.1:{port}/api"
+    # another store's MLflow UI may hold 5000: this one always shows the demo's store
+    mlflow_port = _free_port(5000)
     subprocess.Popen(  # noqa: S603
         [mlflow, "ui", "--backend-store-uri", settings.tracking_uri, "--host", "127.0.0.1",
-         "--port", "5000"],
+         "--port", str(mlflow_port)],
         stdout=open(logs / "mlflow-ui.log", "ab"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    api = "http://127.0.0.1:4200/api"
-    _wait_http(api + "/health", 90)
+    _wait_http(api.rstrip("/") + "/health", 90)
     os.environ["PREFECT_API_URL"] = api
-    return {"prefect": "http://127.0.0.1:4200", "mlflow": "http://127.0.0.1:5000"}
+    return {"prefect": redact(api.rstrip("/").removesuffix("/api")),
+            "mlflow": f"http://127.0.0.1:{mlflow_port}"}
 
 
 def _wait_http(url: str, timeout: float) -> None:
