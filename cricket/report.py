@@ -98,12 +98,17 @@ def _fmt_time(t: object) -> str:
         return str(t)
 
 
-def _fmt_score(x: object) -> str:
+def _fmt_float(x: object, spec: str, missing: str) -> str:
+    """``x`` formatted with ``spec``, or ``missing`` when it is not a finite number."""
     try:
         f = float(x)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return "—"
-    return f"{f:.1f}" if math.isfinite(f) else "—"
+        return missing
+    return format(f, spec) if math.isfinite(f) else missing
+
+
+def _fmt_score(x: object) -> str:
+    return _fmt_float(x, ".1f", "—")
 
 
 def fmt_duration(seconds: object) -> str:
@@ -185,11 +190,7 @@ def _summary_rows(report: Report) -> str:
 
 
 def _fmt_num(x: object) -> str:
-    try:
-        v = float(x)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return "-"
-    return f"{v:.4g}" if math.isfinite(v) else "-"
+    return _fmt_float(x, ".4g", "-")
 
 
 _VIEW_SURPRISE = re.compile(r"^(?P<view>.*\S)\s+(?P<surprise>-?[0-9.]+(?:e[+-]?[0-9]+)?|inf)$")
