@@ -220,3 +220,25 @@ def test_sink_failure_says_what_was_written(fake_influx2, flux_settings):
     assert info.value.first_unwritten == T0 + pd.Timedelta("30s")
     assert info.value.last_unwritten == T0 + pd.Timedelta("50s")
     assert "wrote 3 of 6" in str(info.value)
+
+
+def test_point_events_carry_the_field_that_broke_the_correlation(fake_influx2, flux_settings):
+    """A point event written through the Flux sink names its field (``contributor``), as
+    through the InfluxQL sink: the alert and the report read it back from there."""
+    from cricket.influx.points import point_event_lines, write_point_results
+
+    url, rec = fake_influx2
+    key = SeriesKey.make("psu", "load+power+temp", {"host": "psu-1"})
+    idx = pd.date_range(T0, periods=3, freq="5min")
+    scored = pd.DataFrame({"value": [1.0, 2.0, 3.0], "reconstruction": 1.0, "error": 0.0,
+                           "score": [10.0, 80.0, 10.0], "anomalous": [False, True, False],
+                           "distance": [0.1, 3.0, 0.1]}, index=idx)
+    events = pd.DataFrame({"start": [idx[1]], "end": [idx[1]], "peak": [80.0], "mean": [80.0],
+                           "duration_s": [300.0], "contributor": ["power"]})
+    with FluxSink(flux_settings) as sink:
+        assert write_point_results(sink, key, scored, events, "3", "cricket-waveform") == (3, 1)
+    sent = [line for r in rec.requests if r[1].startswith("/api/v2/write")
+            for line in r[2].decode().splitlines()]
+    event_lines = [line for line in sent if line.startswith("cricket_event")]
+    assert event_lines == point_event_lines(key, events, "3", "cricket-waveform")
+    assert 'contributor="power"' in event_lines[0]

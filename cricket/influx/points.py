@@ -53,11 +53,11 @@ def write_point_results(
     """Write the scored rows and the events of one device; returns (scores, events)."""
     judged = scored[scored["distance"].notna()]
     n_scores = sink.write_scores(key, judged, model_version) if len(judged) else 0
-    client = getattr(sink, "client", None)
     if events.empty:
         return n_scores, 0
-    if client is not None and hasattr(client, "write_lines"):
-        n_events = client.write_lines(point_event_lines(key, events, model_version, model_name))
-    else:  # a sink without raw lines (Flux): the event without its contributor
+    write_lines = getattr(sink, "write_lines", None)  # the InfluxQL and Flux sinks have it
+    if write_lines is not None:
+        n_events = write_lines(point_event_lines(key, events, model_version, model_name))
+    else:  # another sink: the event without the field that broke the correlation
         n_events = sink.write_events(key, events, model_version)
     return n_scores, n_events
