@@ -18,9 +18,7 @@ still starting (seconds).
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,10 +34,10 @@ from reliability_support import (
     score_rows,
     tiny_pipeline,
 )
+from serve_support import serve_env, served, wait_no_children
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 HOSTS = 3
 POINTS_PER_HOUR = HOSTS * 360  # 10 s steps
 DEPLOYMENT = "hourly-score/hourly-score"
@@ -48,17 +46,7 @@ DEPLOYMENT = "hourly-score/hourly-score"
 def _serve_env(settings: Any, home: Path) -> dict[str, str]:
     from prefect.settings import PREFECT_API_URL
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CRICKET_"))}
-    env.update(
-        PREFECT_API_URL=str(PREFECT_API_URL.value()),
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        CRICKET_CONFIG=str(home / "no-cricket.toml"),
-        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
-    env.update(settings_env(settings))
-    return env
+    return serve_env(str(PREFECT_API_URL.value()), home, **settings_env(settings))
 
 
 def _wait_final(ids: list[Any], proc: subprocess.Popen, log: Path, timeout: float) -> list[Any]:
@@ -74,27 +62,6 @@ def _wait_final(ids: list[Any], proc: subprocess.Popen, log: Path, timeout: floa
             time.sleep(0.5)
     states = [(r.id, r.state) for r in runs]
     raise AssertionError(f"runs not final after {timeout}s: {states}\n{log.read_text()[-4000:]}")
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return kids
-
-
-def _wait_no_children(pid: int, timeout: float) -> float:
-    """Wait until process ``pid`` has no child processes left; returns the seconds waited."""
-    t0 = time.monotonic()
-    while _children(pid):
-        assert time.monotonic() - t0 < timeout, f"flow processes still alive: {_children(pid)}"
-        time.sleep(0.2)
-    return time.monotonic() - t0
 
 
 def test_two_served_hourly_runs_of_one_window_one_completes_the_other_is_cancelled_nothing_written_twice(
@@ -128,25 +95,13 @@ def test_two_served_hourly_runs_of_one_window_one_completes_the_other_is_cancell
     home.mkdir()
     log_path = tmp_path / "serve.log"
     t0 = time.monotonic()
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [str(BIN / "cricket"), "serve", "--no-schedules"],
-            cwd=tmp_path, env=_serve_env(settings, home), stdout=log, stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_final([first.id, second.id], proc, log_path, timeout=150)
-            final_s = time.monotonic() - t0
-            # Stopping `cricket serve` while a finished run's process is still exiting
-            # makes Prefect's runner force that run to Cancelled ("Runner is shutting
-            # down."), COMPLETED or not: wait for the flow process to be gone first.
-            linger_s = _wait_no_children(proc.pid, timeout=60)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with served(tmp_path, _serve_env(settings, home), log_path) as proc:
+        _wait_final([first.id, second.id], proc, log_path, timeout=150)
+        final_s = time.monotonic() - t0
+        # Stopping `cricket serve` while a finished run's process is still exiting
+        # makes Prefect's runner force that run to Cancelled ("Runner is shutting
+        # down."), COMPLETED or not: wait for the flow process to be gone first.
+        linger_s = wait_no_children(proc.pid, timeout=60)
     served_log = log_path.read_text()
     with get_client(sync_client=True) as client:  # as recorded after serve stopped
         runs = [client.read_flow_run(i) for i in (first.id, second.id)]

@@ -9,13 +9,13 @@ import math
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from serve_support import own_prefect_api, serve_env, served, tail, wait_for_deployments
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT_YAML = ROOT / "deployments" / "prefect.yaml"
@@ -220,26 +220,9 @@ def test_cricket_serve_is_registered() -> None:
 # --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def prefect_api() -> Iterator[str]:
-    """A Prefect API server on a free port with a throwaway database; yields its URL."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=90):
-        yield str(PREFECT_API_URL.value())
-
-
-def _cli_env(api_url: str, home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CRICKET_"))}
-    env.update(
-        PREFECT_API_URL=api_url,
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        CRICKET_CONFIG=str(home / "no-cricket.toml"),
-        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
-    env.update(extra)
-    return env
+    """A Prefect API server of this module's own, so its deployments meet no other test's."""
+    with own_prefect_api() as url:
+        yield url
 
 
 def _server_summary(dep: Any) -> dict[str, Any]:
@@ -267,7 +250,7 @@ def _read_deployments(names: list[str]) -> dict[str, Any]:
 
 def test_prefect_deploy_all_registers_the_deployments(prefect_api: str, tmp_path: Path) -> None:
     """The real CLI, run from deployments/, creates what the YAML says on the server."""
-    env = _cli_env(prefect_api, tmp_path)
+    env = serve_env(prefect_api, tmp_path)
     pool = subprocess.run(
         [str(BIN / "prefect"), "--no-prompt", "work-pool", "create", "cricket-process",
          "--type", "process"],
@@ -331,23 +314,6 @@ def _fleet_lines(end: datetime, hours: float, every_s: int = 10) -> list[str]:
     return lines
 
 
-def _wait_for_deployments(names: list[str], proc: subprocess.Popen, timeout: float) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "cricket serve exited early"
-            try:
-                for n in names:
-                    client.read_deployment_by_name(f"{EXPECTED[n]['flow']}/{n}")
-                return
-            except ObjectNotFound:
-                time.sleep(1)
-    raise AssertionError(f"cricket serve did not register {names} within {timeout}s")
-
-
 @pytest.mark.slow
 def test_served_deployment_run_leaves_scores_in_influx(
     prefect_api: str, influx_settings: Any, mlflow_settings: Any, tmp_path: Path
@@ -360,7 +326,7 @@ def test_served_deployment_run_leaves_scores_in_influx(
     with InfluxQLClient(influx_settings) as client:
         client.write_lines(_fleet_lines(end, hours=8), database=influx_settings.influx_database)
 
-    env = _cli_env(
+    env = serve_env(
         prefect_api,
         tmp_path / "prefect-home",
         CRICKET_INFLUX_URL=influx_settings.influx_url,
@@ -372,13 +338,10 @@ def test_served_deployment_run_leaves_scores_in_influx(
         CRICKET_REPORT_DIR=str(tmp_path / "reports"),
     )
     (tmp_path / "prefect-home").mkdir()
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [str(BIN / "cricket"), "serve", "--no-schedules"],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_for_deployments(["nightly-retrain", "hourly-score"], proc, timeout=120)
+    log_path = tmp_path / "serve.log"
+    with served(tmp_path, env, log_path) as proc:
+        names = [f"{EXPECTED[n]['flow']}/{n}" for n in ("nightly-retrain", "hourly-score")]
+        wait_for_deployments(names, proc, log_path, timeout=120)
         selector = {"measurement": "waveform", "field": "value", "group_by": ["host"],
                     "every": "PT10S"}
         retrain = run_deployment(
@@ -393,7 +356,7 @@ def test_served_deployment_run_leaves_scores_in_influx(
             timeout=300,
         )
         assert retrain.state is not None and retrain.state.is_completed(), (
-            f"retrain ended {retrain.state}; serve log:\n{_tail(tmp_path / 'serve.log')}"
+            f"retrain ended {retrain.state}; serve log:\n{tail(log_path)}"
         )
         score = run_deployment(
             "hourly-score/hourly-score",
@@ -401,16 +364,8 @@ def test_served_deployment_run_leaves_scores_in_influx(
             timeout=300,
         )
         assert score.state is not None and score.state.is_completed(), (
-            f"score ended {score.state}; serve log:\n{_tail(tmp_path / 'serve.log')}"
+            f"score ended {score.state}; serve log:\n{tail(log_path)}"
         )
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
     with InfluxQLSource(influx_settings) as source:
         scores = source.read_scores(
@@ -421,9 +376,3 @@ def test_served_deployment_run_leaves_scores_in_influx(
     assert scores["model_version"].nunique() == 1
     assert scores["anomalous"].astype(bool).any(), "the square-wave burst was not flagged"
 
-
-def _tail(path: Path, n: int = 4000) -> str:
-    try:
-        return path.read_text()[-n:]
-    except OSError:
-        return "(no log)"

@@ -7,54 +7,23 @@ clean devices quiet."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from serve_support import own_prefect_api, serve_env, served, tail, wait_for_deployments
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
 END = pd.Timestamp("2026-01-08T00:00:00Z")
 
 
 @pytest.fixture(scope="module")
 def prefect_api() -> Iterator[str]:
-    """A Prefect API server on a free port with a throwaway database; yields its URL."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=90):
-        yield str(PREFECT_API_URL.value())
-
-
-def _tail(path: Path, n: int = 4000) -> str:
-    try:
-        return path.read_text()[-n:]
-    except OSError:
-        return "(no log)"
-
-
-def _wait_for(names: list[str], proc: subprocess.Popen, timeout: float) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "cricket serve exited early"
-            try:
-                for n in names:
-                    client.read_deployment_by_name(n)
-                return
-            except ObjectNotFound:
-                time.sleep(1)
-    raise AssertionError(f"cricket serve did not register {names} within {timeout}s")
+    """A Prefect API server of this module's own, so its deployments meet no other test's."""
+    with own_prefect_api() as url:
+        yield url
 
 
 def _run(name: str, parameters: dict[str, Any], log: Path) -> Any:
@@ -62,7 +31,7 @@ def _run(name: str, parameters: dict[str, Any], log: Path) -> Any:
 
     run = run_deployment(name, parameters=parameters, timeout=420)
     assert run.state is not None and run.state.is_completed(), (
-        f"{name} ended {run.state}; serve log:\n{_tail(log)}"
+        f"{name} ended {run.state}; serve log:\n{tail(log)}"
     )
     return run
 
@@ -82,12 +51,8 @@ def test_served_points_backfill_finds_the_broken_correlations(
 
     home = tmp_path / "prefect-home"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CRICKET_"))}
-    env.update(
-        PREFECT_API_URL=prefect_api, PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
-        CRICKET_CONFIG=str(home / "no-cricket.toml"),
-        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    env = serve_env(
+        prefect_api, home,
         CRICKET_INFLUX_URL=influx_settings.influx_url, CRICKET_INFLUX_SOURCE="influxql",
         CRICKET_INFLUX_DATABASE=influx_settings.influx_database,
         CRICKET_STATE_DIR=str(mlflow_settings.state_dir),
@@ -96,14 +61,11 @@ def test_served_points_backfill_finds_the_broken_correlations(
         CRICKET_REPORT_DIR=str(tmp_path / "reports"),
     )
     log_path = tmp_path / "serve.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen([str(BIN / "cricket"), "serve", "--no-schedules"], cwd=tmp_path,
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
     points = {"measurement": "psu", "fields": ["load", "power", "temp"], "group_by": ["host"],
               "every": "PT5M"}
-    try:
-        _wait_for(["nightly-retrain/nightly-retrain", "points-backfill/points-backfill"],
-                  proc, timeout=180)
+    with served(tmp_path, env, log_path) as proc:
+        wait_for_deployments(["nightly-retrain/nightly-retrain", "points-backfill/points-backfill"],
+                             proc, log_path, timeout=180)
         _run("nightly-retrain/nightly-retrain", {
             "selector": {"measurement": "psu", "field": "power", "group_by": ["host"],
                          "every": "PT5M"},
@@ -114,14 +76,6 @@ def test_served_points_backfill_finds_the_broken_correlations(
         }, log_path)
         _run("points-backfill/points-backfill",
              {"start": split.isoformat(), "end": END.isoformat()}, log_path)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
     # one MLflow version holds the waveform model and the point model
     settings = mlflow_settings
