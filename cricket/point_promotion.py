@@ -151,11 +151,13 @@ class PointVerdict:
 
     ok: bool
     reason: str
-    new: PointEvaluation
+    new: PointEvaluation | None  # None: the version holds no point model
     champion: PointEvaluation | None
 
     def tags(self) -> dict[str, str]:
         """Model-version tags that record it."""
+        if self.new is None:
+            return {"point_part": "missing"}
         out = {"point_heldout_false_alarms": f"{self.new.false_alarms:.6f}",
                "point_probes": str(self.new.probes)}
         if self.new.recall is not None:
@@ -166,6 +168,19 @@ class PointVerdict:
 def judge_points(new: PointEvaluation, champion: PointEvaluation | None) -> PointVerdict:
     ok, reason = decide_point_promotion(new, champion)
     return PointVerdict(ok, reason, new, champion)
+
+
+def missing_point_part(champion_version: str) -> PointVerdict:
+    """The verdict on a version trained without a point model while the champion holds
+    one: promoting it would silently end point scoring, so it keeps the champion."""
+    return PointVerdict(
+        False,
+        f"point model: this version holds none and the champion (version {champion_version}) "
+        "does, so promoting it would stop point scoring: the champion stays (retrain with "
+        "the point selector, e.g. `cricket retrain --points FIELD,FIELD`, or promote it on "
+        "purpose with `cricket models promote VERSION`)",
+        None, None,
+    )
 
 
 def with_points(promote: bool, reason: str, verdict: PointVerdict | None) -> tuple[bool, str]:

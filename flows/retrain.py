@@ -27,7 +27,7 @@ from cricket.flows.runtime import (
 from cricket.tasks.alert import read_labels
 from cricket.tasks.common import Stopwatch
 from cricket.tasks.extract import discover_series
-from cricket.tasks.points import judge_point_part
+from cricket.tasks.points import check_champion_points, judge_point_part
 from cricket.tasks.registry import (
     evaluate_and_promote,
     evaluate_batch,
@@ -131,7 +131,8 @@ def nightly_retrain(
                                points=part.bundle if part else None, evaluation=new_eval)
     clock.lap("register")
     stretches = [st for b in trained for st in b.stretches]
-    verdict = judge_point_part(settings, part.bundle, part.holdout, part.labelled) if part else None
+    verdict = (judge_point_part(settings, part.bundle, part.holdout, part.labelled) if part
+               else check_champion_points(settings))
     # the champion on the same tails, batch by batch too
     champion = load_champion(settings)
     champion_eval = None

@@ -17,7 +17,12 @@ from cricket.errors import redact
 from cricket.influx import make_sink, make_source
 from cricket.influx.points import read_point_frames, write_point_results
 from cricket.multifield import PointBundle, PointSelector, PointSpec, point_events
-from cricket.point_promotion import PointVerdict, evaluate_points, judge_points
+from cricket.point_promotion import (
+    PointVerdict,
+    evaluate_points,
+    judge_points,
+    missing_point_part,
+)
 from cricket.point_registry import champion_points, load_points
 from cricket.registry import Registry, mlflow_store
 from cricket.report_points import DeviceResult, event_table, markdown_summary
@@ -60,6 +65,18 @@ def judge_point_part(
     old = evaluate_points(champ, holdout, labelled=labelled) if champ is not None else None
     verdict = judge_points(new, old)
     get_run_logger().info("point part against champion %s: %s", champion, verdict.reason)
+    return verdict
+
+
+@task(name="check-champion-points", timeout_seconds=300, **IO_TASK)
+def check_champion_points(settings: Settings) -> PointVerdict | None:
+    """For a version trained without a point model: the verdict that keeps a champion
+    holding one (None when the champion holds none, or there is no champion)."""
+    champ, champion = champion_points(settings)
+    if champ is None or champion is None:
+        return None
+    verdict = missing_point_part(champion)
+    get_run_logger().warning("%s", verdict.reason)
     return verdict
 
 

@@ -144,7 +144,8 @@ def evaluate_and_promote(
         ),
         "label_check": None if result.label_check is None else result.label_check.to_dict(),
         "points": None if points is None else {
-            "ok": points.ok, "reason": points.reason, **points.new.to_dict(),
+            "ok": points.ok, "reason": points.reason,
+            **(points.new.to_dict() if points.new is not None else {"missing": True}),
             "champion": None if points.champion is None else points.champion.to_dict(),
         },
     }

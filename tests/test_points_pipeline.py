@@ -208,6 +208,33 @@ def test_a_version_whose_point_part_is_worse_is_not_promoted(trained):
     assert again["promoted"] is True and "vs champion" in again["points"]["check"]["reason"]
 
 
+def test_a_version_without_a_point_part_does_not_replace_a_champion_that_has_one(trained):
+    """A retrain run without the point selector (an ad hoc `cricket retrain`) would end
+    point scoring if promoted: it is registered, the champion stays, and the decision
+    says why and what to do."""
+    settings, fleet, _, split, _ = trained
+    from cricket.flows.retrain import nightly_retrain
+
+    from cricket.point_registry import load_points
+    from cricket.registry import Registry
+
+    reg = Registry(settings)
+    champion = reg.alias_version()
+    waveform_only = nightly_retrain(
+        selector=fleet.selector().field_selector("power"),
+        spec=DetectorSpec(segment_len=16, n_clusters=8),
+        train_window=(split - fleet.start).to_pytimedelta(), holdout=timedelta(hours=6),
+        end=split.to_pydatetime(), min_history_points=100,
+    )
+    assert waveform_only["promoted"] is False
+    assert "point model" in waveform_only["decision"]
+    assert "cricket retrain --points" in waveform_only["decision"]
+    assert reg.alias_version() == champion
+    assert load_points(settings)[1] == champion  # point scoring goes on
+    mv = reg.client.get_model_version(NAME, waveform_only["model_version"])
+    assert mv.tags["point_part"] == "missing"
+
+
 def test_old_separate_point_models_and_versions_without_points_say_so(trained):
     settings, *_ = trained
     from cricket.point_registry import NoPointModelError, load_points
