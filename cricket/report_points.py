@@ -124,6 +124,14 @@ def _waveform_link(name: str | None) -> list[str]:
             "been made).</p>"]
 
 
+def _missing_html(missing: list[str]) -> list[str]:
+    """The devices the model knows that sent no data, or far less than expected."""
+    if not missing:
+        return []
+    return ["<h2 class='missing'>Devices missing data</h2><ul class='missing'>"
+            + "".join(f"<li>{html.escape(m)}</li>" for m in missing) + "</ul>"]
+
+
 def _answers_html(incidents: list[str], answers: list[dict[str, str]]) -> list[str]:
     """The incidents this run opened and the labels/silences on its devices."""
     out = []
@@ -142,12 +150,13 @@ def _answers_html(incidents: list[str], answers: list[dict[str, str]]) -> list[s
 def render_html(results: list[DeviceResult], title: str, model_version: str,
                 incidents: list[str] | None = None,
                 answers: list[dict[str, str]] | None = None,
-                waveform_report: str | None = None) -> str:
+                waveform_report: str | None = None, missing: list[str] | None = None) -> str:
     parts = [f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>",
              f"<body><h1>{html.escape(title)}</h1>",
              f"<p>point model of version {html.escape(str(model_version))}; "
              f"{len(results)} device(s) scored, "
              f"{sum(len(r.events) for r in results)} event(s).</p>",
+             *_missing_html(missing or []),
              *_waveform_link(waveform_report),
              *_answers_html(incidents or [], answers or [])]
     for r in results:
@@ -195,9 +204,9 @@ def event_table(results: list[DeviceResult]) -> list[dict[str, object]]:
 def write_report(results: list[DeviceResult], folder: Path, name: str, title: str,
                  model_version: str, incidents: list[str] | None = None,
                  answers: list[dict[str, str]] | None = None,
-                 waveform_report: str | None = None) -> Path:
+                 waveform_report: str | None = None, missing: list[str] | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     path.write_text(render_html(results, title, model_version, incidents, answers,
-                                waveform_report))
+                                waveform_report, missing))
     return path

@@ -29,11 +29,13 @@ from cricket.tasks.points import (
     train_points,
     write_points,
 )
-from prefect import flow
+from cricket.tasks.publish import write_missing
+from prefect import flow, get_run_logger
 
 from cricket.config import Settings
 from cricket.errors import CricketValueError
 from cricket.feedback import Label
+from cricket.missing import MissingData, expected_points, find_missing
 from cricket.multifield import PointBundle, PointSelector, PointSpec
 from cricket.report import Report, report_filename
 from cricket.report_points import write_report
@@ -104,6 +106,15 @@ def point_part(
     return PointPart(bundle, tail, skipped, dropped, labelled_anomalies(frames, labels))
 
 
+def missing_devices(bundle: PointBundle, frames: dict[SeriesKey, pd.DataFrame],
+                    start: datetime, end: datetime) -> list[MissingData]:
+    """The devices the point model knows that sent no row (or under half the rows the
+    window should hold, a row counting when any field is present) in [start, end)."""
+    received = {str(k): int(f.notna().any(axis=1).sum()) for k, f in frames.items()}
+    expected = expected_points(start, end, bundle.selector.every)
+    return find_missing((str(k) for k in bundle.models), received, expected)
+
+
 def _score(start: datetime, end: datetime, version: str | None, kind: str,
            page: bool) -> dict:
     settings = Settings()
@@ -111,17 +122,24 @@ def _score(start: datetime, end: datetime, version: str | None, kind: str,
     frames = read_points(settings, bundle.selector, start, end)
     results = score_points(bundle, frames)
     written = write_points(settings, results, resolved)
+    missing = missing_devices(bundle, frames, start, end)
+    if missing:
+        written["data_missing"] = write_missing(settings, missing, resolved, start, end)
+        get_run_logger().warning("%d device(s) sent no data or far less than expected: %s",
+                                 len(missing), "; ".join(m.describe() for m in missing[:10]))
     name = f"points-{kind}-{start:%Y%m%dT%H%M}-v{resolved}.html"
     link = (settings.alert_report_url.rstrip("/") + "/" + name if settings.alert_report_url
             else (settings.reports_path / name).absolute().as_uri())
-    alerts = alert_window(settings, results, start, end, resolved, link, page=page)
+    alerts = alert_window(settings, results, start, end, resolved, link, page=page,
+                          missing=missing)
     # the waveform run of the same window and version writes its report under this name
     waveform = report_filename(Report(title="", kind=kind, window_start=start,  # type: ignore[arg-type]
                                       window_end=end, model_name=settings.model_name,
                                       model_version=resolved))
     report = write_report(results, settings.reports_path, name,
                           f"Point anomalies {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
-                          resolved, alerts["incidents"], alerts["answers"], waveform)
+                          resolved, alerts["incidents"], alerts["answers"], waveform,
+                          missing=[m.describe() for m in missing])
     published = publish_point_run(settings, results, report, resolved, f"points-{kind}",
                                   start, end)
     events = [
@@ -132,6 +150,7 @@ def _score(start: datetime, end: datetime, version: str | None, kind: str,
     return {"model_version": resolved, "devices": len(results), "events": events,
             "written": written, "report": str(report), "artifacts": published,
             "mlflow_run": published["mlflow_run"], "alerts": alerts,
+            "data_missing": [m.describe() for m in missing],
             "window_start": start.isoformat(), "window_end": end.isoformat()}
 
 

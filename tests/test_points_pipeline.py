@@ -235,6 +235,31 @@ def test_a_version_without_a_point_part_does_not_replace_a_champion_that_has_one
     assert mv.tags["point_part"] == "missing"
 
 
+def test_devices_that_send_nothing_are_data_missing_events(trained):
+    """A device the point model knows that sends no row in the window is an event of its
+    own (data_missing), written with the others, listed in the summary and the report,
+    as a waveform series that stops reporting is."""
+    settings, fleet, summary, _, _ = trained
+    from cricket.flows.points import points_backfill
+
+    start = fleet.end + pd.Timedelta(hours=1)  # nothing was written after the fleet's end
+    out = points_backfill(start=start.to_pydatetime(), end=(start + pd.Timedelta(hours=1))
+                          .to_pydatetime())
+    devices = sorted(str(d) for d in fleet.devices)
+    assert [m.split(": ")[0] for m in out["data_missing"]] == devices
+    assert all(m.endswith("no data (expected 12 points)") for m in out["data_missing"])
+    assert out["written"]["data_missing"] > 0 and out["events"] == []
+    with InfluxQLClient(settings) as client:
+        rows = client.query(
+            'SELECT "received", "expected", "peak" FROM "cricket_event" '
+            "WHERE event_kind = 'data_missing' GROUP BY \"series\"",
+        )
+    got = {s["tags"]["series"]: list(s["values"][0][1:]) for s in rows}
+    assert got == {d: [0, 12, 100.0] for d in devices}, rows
+    html = Path(out["report"]).read_text()
+    assert "Devices missing data" in html and all(d in html for d in devices)
+
+
 def test_old_separate_point_models_and_versions_without_points_say_so(trained):
     settings, *_ = trained
     from cricket.point_registry import NoPointModelError, load_points

@@ -25,6 +25,13 @@ EXIT_USAGE = 2  # the command line itself (unknown option, missing argument)
 EXIT_DATA_MISSING = 3  # the run worked, but series the model knows sent (almost) no data
 
 
+def exit_for(summary: dict) -> None:
+    """Exit with EXIT_DATA_MISSING when the run's summary lists series (or devices) the
+    model knows that sent (almost) no data; return otherwise."""
+    if summary.get("data_missing"):
+        raise typer.Exit(EXIT_DATA_MISSING)
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     """Print a clear error (one line, no traceback, credentials masked) and exit."""
     from cricket.errors import redact

@@ -15,9 +15,9 @@ from rich.markup import escape
 
 from cricket.cli import app
 from cricket.cli.common import (
-    EXIT_DATA_MISSING,
     console,
     duration,
+    exit_for,
     fail,
     parse_time,
     quiet_prefect,
@@ -168,7 +168,7 @@ def score(
         print(json.dumps(summary, default=str))
     else:
         _print_score_summary(summary)
-    _exit_for(summary)
+    exit_for(summary)
 
 
 @app.command()
@@ -222,7 +222,7 @@ def backfill(
             f"{summary['points_written']} points written in {summary['seconds']} s"
         )
         _print_details(summary)
-    _exit_for(summary)
+    exit_for(summary)
 
 
 def print_alerts(alerts: dict | None) -> None:
@@ -289,11 +289,6 @@ def _print_missing(summary: dict) -> None:
 def _print_where(summary: dict) -> None:
     if summary.get("prefect_api"):
         console.print(f"[dim]{escape(summary['prefect_api'])}[/]")
-
-
-def _exit_for(summary: dict) -> None:
-    if summary.get("data_missing"):
-        raise typer.Exit(EXIT_DATA_MISSING)
 
 
 def _print_score_summary(summary: dict) -> None:

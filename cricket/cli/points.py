@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from cricket.cli import app
-from cricket.cli.common import console, fail, one_line_errors, parse_time, run_flow
+from cricket.cli.common import console, exit_for, fail, one_line_errors, parse_time, run_flow
 
 points_app = typer.Typer(
     name="points",
@@ -137,6 +137,7 @@ def score(
     summary = run_flow("points-score", points_score, window=parse_duration(window),
                        end=parse_time(end), model_version=version)
     _print(summary, as_json)
+    exit_for(summary)
 
 
 @points_app.command("backfill")
@@ -153,3 +154,4 @@ def backfill(
     summary = run_flow("points-backfill", points_backfill, start=parse_time(start),
                        end=parse_time(end), model_version=version, alert=alert)
     _print(summary, as_json)
+    exit_for(summary)
