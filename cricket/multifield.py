@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,10 @@ def align(
     return out
 
 
+#: centroids one labelled-normal stretch may add to one device's model at most
+MAX_NORMAL_CENTROIDS = 64
+
+
 class PointModel:
     """Per-feature robust scaling + a PointDetector, for one device."""
 
@@ -178,6 +182,31 @@ class PointModel:
             },
             index=frame.index,
         )
+
+    def learn_normal(self, frame: pd.DataFrame, max_new: int = MAX_NORMAL_CENTROIDS) -> int:
+        """People said the rows of ``frame`` are normal for this device: add the ones the
+        model flags as centroids of their own (greedily, the furthest first, until every
+        row is within the threshold or ``max_new`` were added), so the same combination
+        of fields no longer fires. The threshold is not moved. Returns centroids added."""
+        if not hasattr(self, "detector_"):
+            raise CricketValueError("this PointModel is not fitted: run the point retrain first")
+        x = frame.reindex(columns=self.fields).to_numpy(dtype=np.float64)
+        z = self._scaled(x[np.isfinite(x).all(axis=1)])
+        if not len(z):
+            return 0
+        c = self.detector_.cluster_centers_
+        dist = np.sqrt(((z[:, None, :] - c[None, :, :]) ** 2).sum(axis=2).min(axis=1))
+        new = []
+        while len(new) < max_new:
+            worst = int(np.argmax(dist))
+            if dist[worst] <= self.threshold_:
+                break
+            new.append(z[worst].copy())
+            dist = np.minimum(dist, np.sqrt(((z - z[worst]) ** 2).sum(axis=1)))
+        if new:
+            self.detector_.cluster_centers_ = np.vstack([c, np.asarray(new)])
+            self.detector_.n_clusters = len(self.detector_.cluster_centers_)
+        return len(new)
 
     def nearest_centroid(self, row: np.ndarray) -> np.ndarray:
         """The nearest centroid of one feature vector, in the fields' own units."""
@@ -261,6 +290,12 @@ class PointBundle:
                 f"({len(skipped)} skipped): write data for those fields or widen the window"
             )
         return cls(selector, spec, models), skipped
+
+    def learn_normal(self, stretches: Iterable[tuple[SeriesKey, pd.DataFrame]]) -> int:
+        """:meth:`PointModel.learn_normal` for each (device, rows people labelled normal)
+        of a device in the bundle; returns the centroids added in all."""
+        return sum(self.models[key].learn_normal(rows) for key, rows in stretches
+                   if key in self.models)
 
     def save(self, folder: Path) -> Path:
         folder = Path(folder)

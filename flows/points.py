@@ -52,33 +52,36 @@ class PointPart:
     skipped: dict[str, str] = field(default_factory=dict)
     labelled_out: int = 0  # rows kept out of training: people labelled them anomalies
     labelled: list[tuple[SeriesKey, pd.DataFrame]] = field(default_factory=list)
+    learnt_normal: int = 0  # centroids added for rows people labelled normal
 
 
-def labelled_anomalies(
-    frames: dict[SeriesKey, pd.DataFrame], labels: Sequence[Label]
+def labelled_stretches(
+    frames: dict[SeriesKey, pd.DataFrame], labels: Sequence[Label], label: str = "anomaly"
 ) -> list[tuple[SeriesKey, pd.DataFrame]]:
-    """(device, its rows in the stretch) for every stretch labelled ``anomaly`` on a
-    device of ``frames`` with data there: what every challenger must still find."""
+    """(device, its rows in the stretch) for every stretch labelled ``label`` on a device
+    of ``frames`` with data there: the anomalies every challenger must still find, or the
+    normal rows it must learn."""
     out = []
     for lab in labels:
         for key, frame in frames.items():
-            if lab.label == "anomaly" and lab.series == str(key):
+            if lab.label == label and lab.series == str(key):
                 rows = frame[(frame.index >= lab.start) & (frame.index <= lab.end)]
                 if len(rows):
                     out.append((key, rows))
     return out
 
 
-def without_labelled_anomalies(
-    frames: dict[SeriesKey, pd.DataFrame], labels: Sequence[Label]
+def without_labelled(
+    frames: dict[SeriesKey, pd.DataFrame], labels: Sequence[Label], label: str = "anomaly"
 ) -> tuple[dict[SeriesKey, pd.DataFrame], int]:
-    """The frames with every row inside a stretch labelled ``anomaly`` on that device's
-    key dropped (people's answers keep anomalies out of training); and how many."""
+    """The frames with every row inside a stretch labelled ``label`` on that device's key
+    dropped (an anomaly is not learnt as normal; a labelled-normal stretch does not move
+    the threshold, it is learnt afterwards); and how many rows."""
     out, dropped = {}, 0
     for key, frame in frames.items():
         keep = pd.Series(True, index=frame.index)
         for lab in labels:
-            if lab.label == "anomaly" and lab.series == str(key):
+            if lab.label == label and lab.series == str(key):
                 keep &= ~((frame.index >= lab.start) & (frame.index <= lab.end))
         dropped += int((~keep).sum())
         out[key] = frame[keep.to_numpy()]
@@ -98,12 +101,16 @@ def point_part(
             "or fix the point selector"
         )
     split = pd.Timestamp(window.holdout_start)
-    train, dropped = without_labelled_anomalies(
-        {k: f[f.index < split] for k, f in frames.items()}, labels
+    train, dropped = without_labelled(
+        {k: f[f.index < split] for k, f in frames.items()}, labels, "anomaly"
     )
+    train, _ = without_labelled(train, labels, "normal")
     tail = {k: f[f.index >= split] for k, f in frames.items()}
     bundle, skipped = train_points(selector, spec, train)
-    return PointPart(bundle, tail, skipped, dropped, labelled_anomalies(frames, labels))
+    # people said these are normal for the device: learnt as centroids of their own
+    learnt = bundle.learn_normal(labelled_stretches(frames, labels, "normal"))
+    return PointPart(bundle, tail, skipped, dropped, labelled_stretches(frames, labels),
+                     learnt_normal=learnt)
 
 
 def missing_devices(bundle: PointBundle, frames: dict[SeriesKey, pd.DataFrame],

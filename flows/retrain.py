@@ -167,7 +167,8 @@ def nightly_retrain(
         },
         "points": None if part is None else {
             "devices": len(part.bundle.models), "skipped": part.skipped,
-            "labelled_out": part.labelled_out, "check": decision.get("points"),
+            "labelled_out": part.labelled_out, "normal_learnt": part.learnt_normal,
+            "check": decision.get("points"),
         },
         "seconds": clock.total(),
         "batches": len(batches),

@@ -77,6 +77,37 @@ def test_state_round_trips_and_scores_the_same(fleet, tmp_path):
     assert again.selector == bundle.selector and again.spec == bundle.spec
 
 
+def test_rows_labelled_normal_are_learnt_without_moving_the_threshold(fleet, tmp_path):
+    """learn_normal adds the labelled rows the model flags as centroids, so they no longer
+    fire; the threshold stays, the device's other anomaly still fires, and the learnt
+    centroids survive a save/load."""
+    frames = frames_of(fleet)
+    split = fleet.end - pd.Timedelta(hours=12)
+    spec = PointSpec()
+    bundle, _ = PointBundle.train(fleet.selector(), spec,
+                                  {k: f[f.index < split] for k, f in frames.items()})
+    by_device: dict = {}
+    for a in fleet.truth:
+        by_device.setdefault(a.key, []).append(a)
+    key, (said, *others) = next((k, v) for k, v in by_device.items() if len(v) >= 2)
+    model = bundle.models[key]
+    frame = frames[key]
+    rows = frame[(frame.index >= said.start) & (frame.index < said.end)]
+    assert model.score(rows)["anomalous"].any()
+    threshold, n_centroids = model.threshold_, len(model.detector_.cluster_centers_)
+
+    added = bundle.learn_normal([(key, rows)])
+    assert 1 <= added == len(model.detector_.cluster_centers_) - n_centroids
+    assert model.threshold_ == threshold
+    assert not model.score(rows)["anomalous"].any()
+    other = others[0]
+    assert model.score(frame[(frame.index >= other.start) & (frame.index < other.end)])[
+        "anomalous"].any()
+    assert bundle.learn_normal([(key, rows)]) == 0  # already covered
+    again = PointBundle.load(bundle.save(tmp_path).parent)
+    pd.testing.assert_frame_equal(again.models[key].score(frame), model.score(frame))
+
+
 def test_per_feature_scaling_is_part_of_the_model(fleet):
     """Scaling a field by 1000 (other units) changes nothing about what is anomalous."""
     dev = fleet.devices[0]

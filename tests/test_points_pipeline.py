@@ -290,3 +290,33 @@ def test_a_retrain_keeps_labelled_anomalies_out_and_checks_it_still_finds_them(t
     assert (check["labelled"], check["labelled_found"]) == (1, 1)
     rows = pd.date_range(first.start, first.end, freq=fleet.step)
     assert out["points"]["labelled_out"] == int((rows < holdout_start).sum())
+
+
+def test_a_stretch_labelled_normal_is_learnt_by_the_point_model(trained):
+    """Someone answers that a flagged combination of fields is normal for the device (a
+    maintenance mode, say): the next retrain learns those rows as centroids of their own,
+    so they no longer fire, while the other anomalies are still found."""
+    settings, fleet, _, split, _ = trained
+    from cricket.flows.points import points_backfill
+
+    from cricket.feedback import make_label
+    from cricket.influx.answers import AnswerStore
+
+    # the retrain below trains on all but the last 6 hours: what it has not seen is there
+    held_out = [a for a in fleet.truth if a.start >= fleet.end - pd.Timedelta(hours=6)]
+    said = next(a for a in held_out if a.key != fleet.truth[0].key)  # [0]: labelled anomaly
+    assert len(held_out) >= 3
+    with AnswerStore(settings) as store:
+        store.save_label(make_label(str(said.key), "normal", said.start, said.end,
+                                    "ops", "calibration run"))
+    out = retrain(fleet, fleet.end)
+    assert out["points"]["normal_learnt"] >= 1
+    scored = points_backfill(start=split.to_pydatetime(), end=fleet.end.to_pydatetime(),
+                             model_version=out["model_version"])
+    events = pd.DataFrame(scored["events"])
+    events["start"] = pd.to_datetime(events["start"])
+    events["end"] = pd.to_datetime(events["end"])
+    for a in held_out:  # the one said to be normal is quiet, the others still fire
+        hit = events[(events["device"] == str(a.key)) & (events["start"] < a.end)
+                     & (events["end"] > a.start)]
+        assert len(hit) == (0 if a is said else 1), (a, hit)
