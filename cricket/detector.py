@@ -27,13 +27,17 @@ come back in the series' own units).
 How the score is made
 ---------------------
 1. Prepare: short gaps (``spec.short_gap`` steps) are interpolated, longer ones split
-   the series into pieces; segments never straddle a gap. Values are scaled robustly
-   (median / IQR of the training data, kept in the model).
+   the series into pieces; the shapes are learnt, and calibrated, on segments that lie
+   wholly inside a piece. Values are scaled robustly (median / IQR of the training
+   data, kept in the model).
 2. Error: for every point, the distance of the windowed segment that *ends* at that
    point to its nearest library shape, at each scale (``spec.segment_len`` and, with
    ``spec.period_scale``, the series' dominant period). It uses only the point and the
    points before it, so scores are causal: the score of a point never changes when
    later data arrives (the hourly pipeline and the NAB evaluation see the same numbers).
+   A segment that spans a longer gap is matched on its observed samples only, where
+   they hold at least half the window's weight (:mod:`cricket.gaps`): points soon after
+   a gap, and most points of an irregular series, get a score; missing steps never do.
 3. Calibration (:mod:`cricket.calibration`): each scale's held-out errors turn an error
    into a surprise; the score is the most surprising view's, on 0-100.
 4. A third view with a period scale (:mod:`cricket.extent`): the spread of the values
@@ -66,6 +70,7 @@ import pandas as pd
 from cricket.base import BaseDetector, as_values_with_gaps
 from cricket.calibration import TailCalibrator, range_surprise, surprise_to_score
 from cricket.config import DetectorSpec
+from cricket.detector_state import detector_from_state, detector_state
 from cricket.errors import CricketValueError
 from cricket.extent import (
     attributed_error,
@@ -74,10 +79,10 @@ from cricket.extent import (
     spread,
     structure_extent,
 )
-from cricket.persistence import ModelFormatError
+from cricket.gaps import pieces, spanning_errors
 from cricket.score_frame import ScoreFrame
 from cricket.segments import window
-from cricket.series import RobustScaler, dominant_period, fill_short_gaps, split_at_gaps
+from cricket.series import RobustScaler, dominant_period, fill_short_gaps
 from cricket.shapes import ShapeLibrary
 
 __all__ = ["NOISE_SEGMENTS", "NOISE_STEADY", "STRUCTURE_PERIODS", "ScoreFrame", "WaveformDetector"]
@@ -123,23 +128,30 @@ class WaveformDetector(BaseDetector):
         return max(int(lib.segment_len) for lib in self.libraries_) - 1
 
     def _pieces(self, scaled: np.ndarray, n: int | None = None) -> list[tuple[int, np.ndarray]]:
-        n = self.segment_len if n is None else n
-        return split_at_gaps(fill_short_gaps(scaled, self.spec.short_gap), n)
+        return pieces(scaled, self.spec.short_gap, self.segment_len if n is None else n)
 
-    def _scale_pass(self, scaled: np.ndarray, k: int) -> tuple[np.ndarray, list[Any]]:
+    def _scale_pass(
+        self, scaled: np.ndarray, k: int, spanning: bool = True
+    ) -> tuple[np.ndarray, list[Any]]:
         """Library ``k``'s trailing error, and what :meth:`_attributed` needs to give each
         sample's attributed error later without a second nearest-shape search: per
-        gap-free piece, its start, values and the nearest shape of each segment."""
+        gap-free piece, its start, values and the nearest shape of each segment. With
+        ``spanning``, segments that span a gap are matched on their observed samples
+        (:mod:`cricket.gaps`); the calibration (``fit``) uses whole segments only."""
         lib = self.libraries_[k]
         n = int(lib.segment_len)
         out = np.full(len(scaled), np.nan)
         w = window(n)
         hits = []
-        for start, piece in self._pieces(scaled, n):
+        filled = fill_short_gaps(scaled, self.spec.short_gap)
+        for start, piece in pieces(filled, 0, n):
             segs = np.lib.stride_tricks.sliding_window_view(piece, n) * w
             idx, dist = lib.nearest(segs)
             out[start + n - 1 : start + len(piece)] = dist
             hits.append((start, piece, idx))
+        if spanning:
+            at, dist = spanning_errors(filled, lib.centroids_, out)
+            out[at] = dist
         return out, hits
 
     def _attributed(self, k: int, size: int, hits: list[Any]) -> np.ndarray:
@@ -290,7 +302,7 @@ class WaveformDetector(BaseDetector):
                 continue
             self.libraries_.append(lib)
             k = len(self.libraries_) - 1
-            held_err, hits = self._scale_pass(held_scaled, k)
+            held_err, hits = self._scale_pass(held_scaled, k, spanning=False)
             held_err = held_err[len(held_context) :]
             source = (len(held_scaled), hits, len(held_context))
             if np.count_nonzero(~np.isnan(held_err)) < 8:
@@ -298,7 +310,7 @@ class WaveformDetector(BaseDetector):
                     self.libraries_.pop()
                     continue
                 # Too little held-out data: fall back to the training errors (optimistic).
-                held_err, hits = self._scale_pass(scaled, k)
+                held_err, hits = self._scale_pass(scaled, k, spanning=False)
                 source = (len(scaled), hits, 0)
             self.calibrators_.append(TailCalibrator.fit(held_err))
             # the attributed calibrator is fitted from these when first needed
@@ -434,75 +446,8 @@ class WaveformDetector(BaseDetector):
 
     # -------------------------------------------------------------------- state
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        libs, arrays = [], {}
-        for k, (lib, cal) in enumerate(zip(self.libraries_, self.calibrators_, strict=True)):
-            lib_meta, lib_arrays = lib.get_state()
-            # "xi": the tail's shape in format 2, always 0 (an exponential tail).
-            attr = self.attr_calibrators_[k]
-            libs.append({"library": lib_meta, "beta": cal.beta, "xi": 0.0,
-                         "attributed_beta": attr.beta})
-            arrays.update({f"scale{k}.{name}": v for name, v in lib_arrays.items()})
-            arrays[f"scale{k}.quantiles"] = cal.quantiles.copy()
-            arrays[f"attributed{k}.quantiles"] = attr.quantiles.copy()
-        structure = None
-        if self.spread_calibrator_ is not None:
-            structure = {"length": int(self.spread_len_), "beta": self.spread_calibrator_.beta}
-            arrays["structure.quantiles"] = self.spread_calibrator_.quantiles.copy()
-        noise = None
-        if getattr(self, "noise_calibrator_", None) is not None:
-            noise = {"length": self.segment_len, "beta": self.noise_calibrator_.beta}
-            arrays["noise.quantiles"] = self.noise_calibrator_.quantiles.copy()
-        meta = {
-            "spec": self.spec.model_dump(mode="json"),
-            "per_series_scaling": bool(self.per_series_scaling),
-            "scales": libs,
-            "structure": structure,
-            # [low, high, count] of the values fitted on (scaled units); the range view
-            "range": None if getattr(self, "range_", None) is None else list(self.range_),
-            "noise": noise,
-            "scaler": self.scaler_.get_state()[0],
-            "threshold": self.threshold_,
-            "n_train": self.n_train_,
-        }
-        return meta, arrays
+        return detector_state(self)
 
     @classmethod
     def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> WaveformDetector:
-        det = cls(DetectorSpec(**meta["spec"]), bool(meta.get("per_series_scaling", False)))
-        det.libraries_, det.calibrators_, det._attr_calibrators = [], [], []
-
-        def quantiles(name: str) -> np.ndarray:
-            if name not in arrays:
-                raise ModelFormatError(f"the saved state has no {name} array")
-            return np.array(arrays[name], dtype=np.float64)
-
-        for k, sc in enumerate(meta["scales"]):
-            prefix = f"scale{k}."
-            lib_arrays = {
-                name[len(prefix) :]: v
-                for name, v in arrays.items()
-                if name.startswith(prefix) and name != prefix + "quantiles"
-            }
-            det.libraries_.append(ShapeLibrary.from_state(sc["library"], lib_arrays))
-            det.calibrators_.append(TailCalibrator(quantiles(prefix + "quantiles"), sc["beta"]))
-            det._attr_calibrators.append(
-                TailCalibrator(quantiles(f"attributed{k}.quantiles"), sc["attributed_beta"])
-            )
-        structure = meta.get("structure")
-        det.spread_calibrator_, det.spread_len_ = None, 0
-        if structure is not None:
-            det.spread_calibrator_ = TailCalibrator(
-                quantiles("structure.quantiles"), structure["beta"]
-            )
-            det.spread_len_ = int(structure["length"])
-        bounds = meta.get("range")  # absent from bundles saved before the range view
-        det.range_ = None if bounds is None else (float(bounds[0]), float(bounds[1]),
-                                                  int(bounds[2]))
-        noise = meta.get("noise")  # absent in a model saved before the lost-noise view
-        det.noise_calibrator_ = None
-        if noise is not None:
-            det.noise_calibrator_ = TailCalibrator(quantiles("noise.quantiles"), noise["beta"])
-        det.scaler_ = RobustScaler.from_state(meta["scaler"])
-        det.threshold_ = float(meta["threshold"])
-        det.n_train_ = int(meta["n_train"])
-        return det
+        return detector_from_state(cls, meta, arrays)

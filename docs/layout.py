@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "docs" / "layout.md"
 FOLDERS = {
     "cricket": "the library (never imports Prefect). Core: config, series, segments, search, "
-    "shapes, calibration, detector, score_frame, extent, scoring, model, persistence, "
+    "shapes, calibration, gaps, detector, score_frame, extent, scoring, model, persistence, "
     "promotion, ... (no I/O); I/O: influx/, registry, point_registry, pyfunc, webhook; "
     "presentation: report, report_points, plots; apps: cli/, evaluate/, synth",
     "flows": "the pipeline's story, one flow per file (installed as `cricket.flows`)",

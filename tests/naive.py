@@ -126,16 +126,27 @@ def fill_short_gaps(x: np.ndarray, max_gap: int) -> np.ndarray:
     return x
 
 
-def trailing_errors(x: np.ndarray, centroids: np.ndarray, n: int) -> np.ndarray:
+def trailing_errors(x: np.ndarray, centroids: np.ndarray, n: int,
+                    spanning: bool = True) -> np.ndarray:
     """Per point: the distance of the windowed segment that ends there to its nearest
-    centroid; NaN where the n points up to it are not all numbers."""
+    centroid; NaN where the n points up to it are not all numbers. With ``spanning``, a
+    segment with missing points is matched on its observed points only, when the point
+    itself is observed and the observed points hold at least half of the window's energy
+    (sum of w^2): the squared distance over them, divided by that share."""
     w = window(n)
+    energy = sum(v * v for v in w)
     out = np.full(len(x), np.nan)
     for i in range(n - 1, len(x)):
         seg = x[i - n + 1 : i + 1]
-        if any(math.isnan(v) for v in seg):
+        seen = [not math.isnan(v) for v in seg]
+        if all(seen):
+            out[i] = min(math.sqrt(float(np.sum((seg * w - c) ** 2))) for c in centroids)
             continue
-        out[i] = min(math.sqrt(float(np.sum((seg * w - c) ** 2))) for c in centroids)
+        share = sum(w[j] ** 2 for j in range(n) if seen[j]) / energy
+        if not spanning or not seen[-1] or share < 0.5:
+            continue
+        best = min(sum((seg[j] * w[j] - c[j]) ** 2 for j in range(n) if seen[j]) for c in centroids)
+        out[i] = math.sqrt(best / share)
     return out
 
 
@@ -184,9 +195,10 @@ def score(s: float) -> float:
     return 100.0 if math.isinf(s) else 100.0 * s / (s + 3.0)
 
 
-def detector_scores(values: np.ndarray, det) -> np.ndarray:  # noqa: ANN001
+def detector_scores(values: np.ndarray, det, spanning: bool = True) -> np.ndarray:  # noqa: ANN001
     """The 0-100 score of every point of ``values`` by a fitted WaveformDetector, read
-    from its learned numbers (scalers, centroids, stored quantiles, tail scales)."""
+    from its learned numbers (scalers, centroids, stored quantiles, tail scales).
+    ``spanning=False``: segments over a gap are not scored (the rule before they were)."""
     x = np.array(values, dtype=float)
     x[np.isinf(x)] = np.nan
     if det.per_series_scaling:  # a fleet detector scales each series by itself
@@ -199,7 +211,7 @@ def detector_scores(values: np.ndarray, det) -> np.ndarray:  # noqa: ANN001
     out = np.full(len(x), np.nan)
     base_nan = None
     for lib, cal in zip(det.libraries_, det.calibrators_, strict=True):
-        errs = trailing_errors(x, lib.centroids_, lib.segment_len)
+        errs = trailing_errors(x, lib.centroids_, lib.segment_len, spanning)
         if base_nan is None:  # the range view scores where the base scale does
             base_nan = [math.isnan(e) for e in errs]
         for i, e in enumerate(errs):

@@ -90,13 +90,65 @@ def test_context_gives_left_context(fitted: WaveformDetector) -> None:
 def test_gaps_are_handled(fitted: WaveformDetector) -> None:
     x = wave(600, seed=5)
     x[100:102] = np.nan  # short: interpolated, still scored
-    x[300:360] = np.nan  # long: unscorable, segments restart after it
+    x[300:360] = np.nan  # long: never scored, nothing invented for it
     f = fitted.score(x)
+    n = SPEC.segment_len
     assert not np.isnan(f.score[100:102]).any()
-    assert np.isnan(f.score[300:360]).all()
-    assert np.isnan(f.score[360 : 360 + SPEC.segment_len - 1]).all()
-    assert not np.isnan(f.score[400:]).any()
-    assert not f.anomalous[300:360].any()
+    assert np.isnan(f.score[300:360]).all() and not f.anomalous[300:360].any()
+    assert np.isnan(f.reconstruction[300:360]).all()
+    # After it, scoring resumes once the data after the gap holds at least half of the
+    # window's weight (its last n/2 samples), on those samples only; no false alert.
+    assert np.isnan(f.score[360 : 360 + n // 2 - 1]).all()
+    assert not np.isnan(f.score[360 + n // 2 - 1 :]).any()
+    assert not f.anomalous.any()
+
+
+def test_without_long_gaps_the_score_is_the_whole_segment_score(fitted: WaveformDetector) -> None:
+    """Matching segments over gaps changes nothing on a series whose gaps are all short
+    (filled): the score equals the reference that never scores a segment over a gap."""
+    x = wave(900, seed=8)
+    x[400:430] += 1.5
+    x[200:203] = np.nan
+    got = fitted.score(x).score
+    want = naive.detector_scores(x, fitted, spanning=False)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    assert np.nanmax(got) >= fitted.threshold_
+
+
+def test_an_anomaly_just_after_an_outage_is_found_on_the_data_after_it(
+    fitted: WaveformDetector,
+) -> None:
+    x = wave(900, seed=9)
+    x[300:340] = np.nan  # an outage longer than a segment
+    t = np.arange(346, 380)
+    x[346:380] = 0.9 * np.sin(2 * np.pi * t / 6)  # a shape never seen, within the range
+    f = fitted.score(x)
+    first = int(np.flatnonzero(f.anomalous)[0])
+    # before any whole segment after the outage ends (at 340 + n - 1)
+    assert 346 <= first < 340 + SPEC.segment_len - 1
+    whole = naive.detector_scores(x, fitted, spanning=False)
+    assert np.isnan(whole[first])
+
+
+def test_an_irregular_series_is_scored_without_false_alerts(fitted: WaveformDetector) -> None:
+    """Half the steps missing at random (irregular rows on a regular grid): most points
+    get a score, matched on the samples each segment holds, and clean data raises no
+    alert (the whole-segment calibration is not loosened by partial matches)."""
+    rng = np.random.default_rng(11)
+    x = wave(3000, seed=10)
+    at = 0
+    while at < len(x):  # runs of 1-12 missing steps between runs of 4-16 rows
+        at += int(rng.integers(4, 17))
+        gap = int(rng.integers(1, 13))
+        x[at : at + gap] = np.nan
+        at += gap
+    sf = fitted.score(x)
+    observed = np.isfinite(naive.fill_short_gaps(x, SPEC.short_gap))
+    assert np.isnan(sf.score[~observed]).all()
+    whole = naive.detector_scores(x, fitted, spanning=False)
+    assert np.isfinite(sf.score[observed]).mean() > 0.9 > np.isfinite(whole[observed]).mean()
+    assert not sf.anomalous.any()
 
 
 def test_fit_with_gaps_and_explicit_holdout() -> None:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = {
     "cricket.alerts", "cricket.feedback",
     "cricket.base", "cricket.calibration", "cricket.config", "cricket.detector",
-    "cricket.errors", "cricket.extent", "cricket.limits", "cricket.model", "cricket.multifield",
+    "cricket.detector_state", "cricket.errors", "cricket.extent", "cricket.gaps", "cricket.limits", "cricket.model", "cricket.multifield",
     "cricket.persistence", "cricket.points", "cricket.point_promotion", "cricket.score_frame",
     "cricket.missing", "cricket.promotion", "cricket.scoring", "cricket.search", "cricket.segments",
     "cricket.series", "cricket.shapes", "cricket.training", "cricket.windows",
