@@ -79,7 +79,7 @@ from cricket.extent import (
     spread,
     structure_extent,
 )
-from cricket.gaps import pieces, spanning_errors
+from cricket.gaps import masked_nearest, pieces, spanning_errors
 from cricket.score_frame import ScoreFrame
 from cricket.segments import window
 from cricket.series import RobustScaler, dominant_period, fill_short_gaps
@@ -423,11 +423,12 @@ class WaveformDetector(BaseDetector):
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """For each event (indices into ``values[context:]``, as :meth:`ScoreFrame.events`
         gives): the windowed segment ending at its peak ``score`` (the segment the score
-        was computed from) and the library's nearest normal shape, both in the model's
-        scaled units."""
+        was computed from; NaN at steps missing from it) and the library's nearest normal
+        shape (over a gap, on the observed samples, as scored), both in the model's scaled
+        units; two empty arrays for an event with no segment there (one pair per event)."""
         if events.empty:
             return []
-        scaled = self.to_model_units(values)
+        scaled = fill_short_gaps(self.to_model_units(values), self.spec.short_gap)
         n = self.segment_len
         w = window(n)
         out = []
@@ -437,10 +438,16 @@ class WaveformDetector(BaseDetector):
             peak = a + (int(np.nanargmax(part)) if np.isfinite(part).any() else 0)
             end = context + peak + 1
             seg = scaled[max(end - n, 0) : end]
-            if len(seg) < n or not np.isfinite(seg).all():
+            seen = np.isfinite(seg)
+            if len(seg) < n or not seen[-1]:
+                out.append((np.empty(0), np.empty(0)))
                 continue
             seg = seg * w
-            idx, _ = self.library_.nearest(seg[None, :])
+            if seen.all():
+                idx, _ = self.library_.nearest(seg[None, :])
+            else:
+                idx, _ = masked_nearest(np.where(seen, seg, 0.0)[None, :], seen[None, :],
+                                        self.library_.centroids_)
             out.append((seg, np.asarray(self.library_.centroids_[int(idx[0])], dtype=float)))
         return out
 

@@ -129,6 +129,16 @@ def test_an_anomaly_just_after_an_outage_is_found_on_the_data_after_it(
     assert 346 <= first < 340 + SPEC.segment_len - 1
     whole = naive.detector_scores(x, fitted, spanning=False)
     assert np.isnan(whole[first])
+    # The report's picture of a shorter burst: the segment at the event's peak, with the
+    # outage left out (NaN), beside the shape it was matched to on its observed samples.
+    x[358:380] = wave(900, seed=9)[358:380]
+    f = fitted.score(x)
+    ev = f.events(SPEC.min_event_gap)
+    pairs = fitted.nearest_shapes(x, 0, ev, f.score)
+    assert len(ev) == len(pairs) == 1
+    seg, shape = pairs[0]
+    assert len(seg) == len(shape) == SPEC.segment_len and np.isfinite(shape).all()
+    assert np.isnan(seg[:4]).all() and np.isfinite(seg[-18:]).all()
 
 
 def test_an_irregular_series_is_scored_without_false_alerts(fitted: WaveformDetector) -> None:
