@@ -9,7 +9,9 @@ and how a segment that spans a gap is matched to the shape library.
   positions that hold data, and is rescaled to a whole segment's by the share of the
   window's energy (``sum w^2``) observed. It needs its own last sample (a missing step
   gets no score) and at least ``MIN_OBSERVED`` of the window's energy; so after an outage
-  longer than a segment, scoring resumes half a segment later, on the data after it.
+  longer than a segment, scoring resumes half a segment later, on the data after it, and
+  a point whose segment misses the middle of its window (a gap of 8 or more steps about
+  half a segment back, at 32 samples) stays unscored.
 
 Irregular series (rows at uneven times on a regular grid: 18-77 % of the steps of NAB's
 traffic files are missing) would otherwise leave most of their rows unscored, because

@@ -39,7 +39,9 @@ from cricket.series import SeriesKey, prepare
 pytestmark = pytest.mark.slow
 
 W1 = END - pd.Timedelta(hours=1)
-EXTRA = ["newcomer", "flat", "spiky", "short", "clockjump", "vanishing", "gappy"]
+EXTRA = ["newcomer", "flat", "spiky", "short", "clockjump", "vanishing", "gappy", "outages"]
+#: the "outages" host sends nothing for 8 steps from W1 + 20 min and 60 steps from W1 + 40 min
+OUTAGES = ((W1 + pd.Timedelta(minutes=20), 8), (W1 + pd.Timedelta(minutes=40), 60))
 
 
 def _key(host: str) -> SeriesKey:
@@ -71,6 +73,10 @@ def _write_extra_hosts(p: Pipeline) -> None:
         sink.write_series(_key("vanishing"), base[W1 - pd.Timedelta(hours=3):W1 - pd.Timedelta(minutes=30)])
         # data stops 19 min before the window and resumes after it: a 1 h 19 min gap
         sink.write_series(_key("gappy"), base[ctx:W1 - pd.Timedelta(minutes=19)])
+        outages = base[ctx:END - pd.Timedelta("1ns")] * 1.1 + 3
+        for at, steps in OUTAGES:
+            outages = outages.drop(_grid(at, at + steps * pd.Timedelta("10s")))
+        sink.write_series(_key("outages"), outages)
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +176,25 @@ def test_series_that_disappeared_is_noted_and_the_others_are_scored(pipe, hour):
 def test_gap_longer_than_the_window_is_noted_and_nothing_is_invented(pipe, hour):
     assert any("gappy" in n and "no data" in n for n in hour["notes"]), hour["notes"]
     assert _rows(pipe, "gappy").empty
+
+
+def test_outages_get_no_score_and_the_data_after_them_is_scored_from_what_arrived(pipe, hour):
+    rows = _rows(pipe, "outages")
+    step = pd.Timedelta("10s")
+    (a8, n8), (a60, n60) = OUTAGES
+    missing = _grid(a8, a8 + n8 * step).union(_grid(a60, a60 + n60 * step))
+    assert not rows.index.isin(missing).any()  # nothing invented for the missing steps
+    assert rows["score"].notna().all() and not any("outages" in n for n in hour["notes"])
+    # After the 60-step outage the short scale scores every step from 15 steps after it
+    # on (once the data after it holds half of a segment's window weight), on that data
+    # only; before segments over a gap were matched on their observed samples, the 31
+    # steps after any outage had no score (rows are written only where there is one).
+    after = _grid(a60 + n60 * step, a60 + (n60 + 32) * step)
+    assert after[15:].isin(rows.index).all()
+    # after the 8-step one, at most the few steps whose short segment misses the middle
+    # of its window go unscored (6; 31 before)
+    after = _grid(a8 + n8 * step, a8 + (n8 + 32) * step)
+    assert after.isin(rows.index).sum() >= 32 - 8
 
 
 def test_gap_longer_than_the_training_window_leaves_the_series_to_the_fleet_library(pipe):
