@@ -106,6 +106,10 @@ CASES: list[Case] = [
          f"{TB}::test_clock_jump_backwards_leaves_one_point_per_step_and_scores_the_window"),
     Case(B, "gap longer than the scored window", "noted 'no data in this window'; nothing invented",
          f"{TB}::test_gap_longer_than_the_window_is_noted_and_nothing_is_invented"),
+    Case(B, "outages inside the scored window (8 and 60 steps)",
+         "no score or row for a missing step; the data after each scored from what arrived "
+         "(segments over the gap matched on their observed samples)",
+         f"{TB}::test_outages_get_no_score_and_the_data_after_them_is_scored_from_what_arrived"),
     Case(B, "gap longer than the training window", "no own library: served by the fleet library",
          f"{TB}::test_gap_longer_than_the_training_window_leaves_the_series_to_the_fleet_library"),
     Case(B, "flat line", "scored, finite scores",
