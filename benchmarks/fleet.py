@@ -56,7 +56,8 @@ is not retrained (both untimed set-up, minutes at 1,000 series). What is timed i
 same: each run scores into a fresh score database (dropped at the end) and Prefect's home
 is fresh. One difference: the retrain's model (one per retrain fleet size) keeps its
 versions, so from the second run on the retrain has a champion to evaluate against, as a
-nightly run does (``retrain_champion`` says which version, or null).
+nightly run does (``retrain_champion`` says which version, or null);
+``--retrain-without-champion`` registers into a model of its own instead (no champion).
 
 The last line printed is a JSON object.
 """
@@ -367,6 +368,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
                     help="keep the fleets' data and the scoring champion in DIR and reuse "
                          "them on later runs with the same DIR (set-up only; see above)")
+    ap.add_argument("--retrain-without-champion", action="store_true",
+                    help="with --keep: retrain into a new model, so it has no champion")
     args = ap.parse_args(argv)
     score_hosts = args.score_hosts or (100 if args.quick else 1000)
     retrain_hosts = args.retrain_hosts or (5 if args.quick else 20)
@@ -430,7 +433,8 @@ def main(argv: list[str] | None = None) -> dict:
         score_fleet = f"fleet_score_{score_hosts}x{args.score_train_hours:g}h"
         retrain_fleet = f"fleet_retrain_{retrain_hosts}x{train_days:g}d"
         score_model = f"fleet-score-{score_hosts}x{args.score_train_hours:g}h-k{args.n_clusters or 'd'}"
-        retrain_model = f"fleet-retrain-{retrain_hosts}x{train_days:g}d"
+        retrain_model = f"fleet-retrain-{retrain_hosts}x{train_days:g}d" + (
+            f"-{os.getpid()}" if args.retrain_without_champion else "")
         s_score = settings_for(score_fleet, score_model)
         s_retrain = settings_for(retrain_fleet, retrain_model)
         jobs = []
