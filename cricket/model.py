@@ -21,18 +21,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cricket.bundle_parts import (
+    ARRAYS_NPZ,
+    BUNDLE_JSON,
+    EXPECTED_FILES,
+    BundleWriter,
+    LazyDetectors,
+    build_detector,
+)
 from cricket.config import DetectorSpec, SeriesSelector
 from cricket.errors import CricketError, CricketValueError
-from cricket.persistence import ModelFormatError, check_numeric, json_default, read_npz
+from cricket.persistence import ModelFormatError, read_npz
 
 if TYPE_CHECKING:  # the detector module is imported lazily: keeps this module light
     from cricket.detector import WaveformDetector
 
 FORMAT_VERSION = 1
-BUNDLE_JSON = "bundle.json"
-ARRAYS_NPZ = "arrays.npz"
 FLEET = "fleet"
-_EXPECTED_FILES = {BUNDLE_JSON, ARRAYS_NPZ}
 _RETRAIN = "retrain with this version of cricket (cricket retrain)"
 
 
@@ -125,29 +130,18 @@ class ModelBundle:
     # ------------------------------------------------------------------ save / load
     def save(self, directory: str | Path) -> Path:
         """Write ``bundle.json`` and ``arrays.npz`` into ``directory`` (created). Returns it."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        stray = sorted(p.name for p in out.iterdir() if p.name not in _EXPECTED_FILES)
-        if stray:
-            raise FileExistsError(
-                f"{out} already holds other files ({', '.join(stray[:5])}): save the bundle "
-                "into an empty folder"
-            )
-        arrays: dict[str, np.ndarray] = {}
-        entries: list[dict[str, Any]] = []
-        items: list[tuple[str | None, WaveformDetector]] = [
-            (k, self.detectors[k]) for k in self.series_keys
-        ]
-        if self.fleet is not None:
-            items.append((None, self.fleet))
-        for index, (key, det) in enumerate(items):
-            meta, arrs = det.get_state()
-            names = []
-            for name, arr in arrs.items():
-                arrays[f"d{index}/{name}"] = check_numeric(name, arr)
-                names.append(name)
-            entries.append({"index": index, "key": key, "meta": meta, "arrays": names})
-        doc = {
+        writer = BundleWriter(directory)
+        try:
+            for key in self.series_keys:
+                writer.add(key, self.detectors[key])
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.close(self.fleet, self.fields())
+
+    def fields(self) -> dict[str, Any]:
+        """``bundle.json``'s fields other than the detectors (for :class:`BundleWriter`)."""
+        return {
             "format_version": FORMAT_VERSION,
             "spec": self.spec.model_dump(mode="json"),
             "selector": self.selector.model_dump(mode="json"),
@@ -155,69 +149,25 @@ class ModelBundle:
             "trained_to": _iso(self.trained_to),
             "created_at": _iso(self.created_at),
             "extra": self.extra,
-            "detectors": [e for e in entries if e["key"] is not None],
-            "fleet": next((e for e in entries if e["key"] is None), None),
         }
-        text = json.dumps(doc, indent=1, sort_keys=True, allow_nan=True, default=json_default)
-        (out / BUNDLE_JSON).write_text(text, encoding="utf-8")
-        with open(out / ARRAYS_NPZ, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        return out
 
     @classmethod
     def load(cls, directory: str | Path) -> ModelBundle:
         """Read a bundle written by :meth:`save`. Never unpickles; refuses anything odd."""
-        from cricket.detector import WaveformDetector
-
-        src = Path(directory)
-        if not src.is_dir():
-            raise ModelFormatError(f"{src} is not a model bundle folder (it does not exist)")
-        found = {p.name for p in src.iterdir()}
-        unexpected = sorted(found - _EXPECTED_FILES)
-        if unexpected:
-            raise ModelFormatError(
-                f"refusing to load {src}: unexpected file(s) {', '.join(unexpected)}; a bundle "
-                f"holds only {BUNDLE_JSON} and {ARRAYS_NPZ} (never pickles): {_RETRAIN}"
-            )
-        missing = sorted(_EXPECTED_FILES - found)
-        if missing:
-            raise ModelFormatError(
-                f"{src} is not a complete model bundle: missing {', '.join(missing)}; {_RETRAIN}"
-            )
-        try:
-            doc = json.loads((src / BUNDLE_JSON).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFormatError(f"{src / BUNDLE_JSON} is not valid JSON ({exc}); {_RETRAIN}") from None
-        if not isinstance(doc, dict):
-            raise ModelFormatError(f"{src / BUNDLE_JSON} does not hold a bundle; {_RETRAIN}")
-        version = doc.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ModelFormatError(
-                f"model bundle format version {version!r} found in {src}, this version of "
-                f"cricket supports version {FORMAT_VERSION}: {_RETRAIN}"
-            )
+        src, doc = _read_doc(directory)
         arrays = read_npz(src / ARRAYS_NPZ, _RETRAIN)
         try:
-            spec = DetectorSpec.model_validate(doc["spec"])
-            selector = SeriesSelector.model_validate(doc["selector"])
             used: set[str] = set()
 
-            def build(entry: Mapping[str, Any], fleet: bool = False) -> WaveformDetector:
-                index = int(entry["index"])
-                arrs = {}
-                for name in entry["arrays"]:
-                    full = f"d{index}/{name}"
-                    if full not in arrays:
-                        raise ModelFormatError(f"array {full!r} is missing from {ARRAYS_NPZ}")
-                    arrs[name] = arrays[full]
+            def get(full: str) -> np.ndarray | None:
+                if full in arrays:
                     used.add(full)
-                meta = dict(entry["meta"])
-                if fleet:  # bundles written before the flag: a fleet always scaled per series
-                    meta["per_series_scaling"] = True
-                return WaveformDetector.from_state(meta, arrs)
+                    return arrays[full]
+                return None
 
-            detectors = {str(e["key"]): build(e) for e in doc["detectors"]}
-            fleet = build(doc["fleet"], fleet=True) if doc.get("fleet") else None
+            detectors = {str(e["key"]): build_detector(e, get) for e in doc["detectors"]}
+            fleet = build_detector(doc["fleet"], get, fleet=True) if doc.get("fleet") else None
+            bundle = cls._from_doc(doc, detectors, fleet)
         except ModelFormatError as exc:
             raise ModelFormatError(f"{src}: {exc}; {_RETRAIN}") from None
         except (KeyError, TypeError, ValueError) as exc:
@@ -237,16 +187,84 @@ class ModelBundle:
                 f"{src / ARRAYS_NPZ} holds arrays no detector uses ({', '.join(extra_arrays[:5])}): "
                 f"the bundle is damaged; {_RETRAIN}"
             )
+        return bundle
+
+    @classmethod
+    def open(cls, directory: str | Path) -> ModelBundle:
+        """The bundle saved in ``directory`` with its series' detectors read on demand
+        (:class:`cricket.bundle_parts.LazyDetectors`), not all at once: for a retrain
+        that compares or logs a fleet without holding it. The fleet detector is read at
+        once. A damaged series detector raises ModelFormatError when it is asked for
+        (``load`` checks every one up front). The folder must stay until the bundle is
+        no longer used."""
+        src, doc = _read_doc(directory)
+        try:
+            entries = list(doc["detectors"])
+            fleet = None
+            if doc.get("fleet"):
+                with np.load(src / ARRAYS_NPZ, allow_pickle=False) as npz:
+                    fleet = build_detector(
+                        doc["fleet"], lambda n: npz[n] if n in npz.files else None, fleet=True
+                    )
+            detectors = LazyDetectors(src, entries, detector_problem, _RETRAIN)
+            bundle = cls._from_doc(doc, detectors, fleet)
+        except ModelFormatError as exc:
+            raise ModelFormatError(f"{src}: {exc}; {_RETRAIN}") from None
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            raise ModelFormatError(
+                f"{src} holds a damaged or incompatible bundle ({type(exc).__name__}: {exc}); "
+                f"{_RETRAIN}"
+            ) from exc
+        if fleet is not None and (problem := detector_problem(fleet)) is not None:
+            raise ModelFormatError(
+                f"{src} holds a damaged bundle: the detector of fleet {problem}; {_RETRAIN}"
+            )
+        return bundle
+
+    @classmethod
+    def _from_doc(cls, doc: Mapping[str, Any], detectors: Any, fleet: Any) -> ModelBundle:
         return cls(
             detectors=detectors,
             fleet=fleet,
-            spec=spec,
-            selector=selector,
+            spec=DetectorSpec.model_validate(doc["spec"]),
+            selector=SeriesSelector.model_validate(doc["selector"]),
             trained_from=_from_iso(doc.get("trained_from")),
             trained_to=_from_iso(doc.get("trained_to")),
             created_at=_from_iso(doc.get("created_at")) or datetime.now(UTC),
             extra=dict(doc.get("extra") or {}),
         )
+
+
+def _read_doc(directory: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The folder and its checked ``bundle.json`` (files present, JSON, format version)."""
+    src = Path(directory)
+    if not src.is_dir():
+        raise ModelFormatError(f"{src} is not a model bundle folder (it does not exist)")
+    found = {p.name for p in src.iterdir()}
+    unexpected = sorted(found - EXPECTED_FILES)
+    if unexpected:
+        raise ModelFormatError(
+            f"refusing to load {src}: unexpected file(s) {', '.join(unexpected)}; a bundle "
+            f"holds only {BUNDLE_JSON} and {ARRAYS_NPZ} (never pickles): {_RETRAIN}"
+        )
+    missing = sorted(EXPECTED_FILES - found)
+    if missing:
+        raise ModelFormatError(
+            f"{src} is not a complete model bundle: missing {', '.join(missing)}; {_RETRAIN}"
+        )
+    try:
+        doc = json.loads((src / BUNDLE_JSON).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{src / BUNDLE_JSON} is not valid JSON ({exc}); {_RETRAIN}") from None
+    if not isinstance(doc, dict):
+        raise ModelFormatError(f"{src / BUNDLE_JSON} does not hold a bundle; {_RETRAIN}")
+    version = doc.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelFormatError(
+            f"model bundle format version {version!r} found in {src}, this version of "
+            f"cricket supports version {FORMAT_VERSION}: {_RETRAIN}"
+        )
+    return src, doc
 
 
 def detector_problem(det: Any) -> str | None:

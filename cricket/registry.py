@@ -294,6 +294,7 @@ class Registry:
         run_name: str | None = None,
         parts: Mapping[str, str | Path] | None = None,
         evaluation: EvalSummary | None = None,
+        bundle_dir: str | Path | None = None,
     ) -> str:
         """Log one retrain as an MLflow run; returns the run id.
 
@@ -304,7 +305,8 @@ class Registry:
         that evaluation when the caller has already made it, e.g. batch by batch).
         ``parts``: more folders the model version holds next to the bundle
         (``{"points": folder}``: the point model), under the pyfunc's
-        ``artifacts/<name>``.
+        ``artifacts/<name>``. ``bundle_dir``: a folder where ``bundle`` is saved
+        already (a retrain writes it batch by batch): logged as it is.
         """
         import mlflow
 
@@ -325,7 +327,8 @@ class Registry:
 
         with self._active(), tempfile.TemporaryDirectory(prefix="cricket-log-") as tmp:
             tmpdir = Path(tmp)
-            bundle_dir = bundle.save(tmpdir / "bundle")
+            if bundle_dir is None:
+                bundle_dir = bundle.save(tmpdir / "bundle")
             with mlflow.start_run(
                 experiment_id=self._experiment_id(), run_name=run_name
             ) as run:
@@ -473,6 +476,16 @@ class Registry:
         self, version: str | None = None, alias: str = CHAMPION
     ) -> tuple[ModelBundle, str]:
         """Download a version's bundle and load it (arrays + JSON only). Returns (bundle, version)."""
+        with tempfile.TemporaryDirectory(prefix="cricket-model-") as tmp:
+            return self.open_bundle(tmp, version, alias, lazy=False)
+
+    def open_bundle(
+        self, into: str | Path, version: str | None = None, alias: str = CHAMPION,
+        lazy: bool = True,
+    ) -> tuple[ModelBundle, str]:
+        """Download a version's bundle into the folder ``into`` and open it there:
+        ``lazy`` reads each series' detector when asked for (``ModelBundle.open``; the
+        folder must stay while the bundle is used), else all at once (``load``)."""
         import mlflow.artifacts
         from mlflow.exceptions import MlflowException
 
@@ -482,35 +495,35 @@ class Registry:
             "retrain (cricket retrain), or make a sound version the champion "
             "(cricket models rollback / cricket models promote VERSION)"
         )
-        with tempfile.TemporaryDirectory(prefix="cricket-model-") as tmp:
-            try:
-                local = Path(
-                    mlflow.artifacts.download_artifacts(
-                        artifact_uri=f"{uri.rstrip('/')}/artifacts/bundle",
-                        dst_path=tmp,
-                        tracking_uri=self.uri,
-                    )
+        Path(into).mkdir(parents=True, exist_ok=True)
+        try:
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"{uri.rstrip('/')}/artifacts/bundle",
+                    dst_path=str(into),
+                    tracking_uri=self.uri,
                 )
-            except (OSError, MlflowException) as exc:
-                # the store answered just above (resolve, download URI): the version's
-                # files are what is missing
-                raise ModelFormatError(
-                    f"version {resolved} of {self.name!r}: its model files are missing or "
-                    f"unreadable at {_public_uri(uri)}/artifacts/bundle "
-                    f"({type(exc).__name__}); {fix}"
-                ) from None
-            if not (local / BUNDLE_JSON).is_file():
-                raise ModelFormatError(
-                    f"version {resolved} of {self.name!r} holds no cricket bundle at "
-                    f"{_public_uri(uri)}/artifacts/bundle: {fix}"
-                )
-            try:
-                return ModelBundle.load(local), resolved
-            except ModelFormatError as exc:
-                text = str(exc).replace(str(local), "its bundle").splitlines()[0]
-                raise ModelFormatError(
-                    f"version {resolved} of {self.name!r} cannot be used: {text}; {fix}"
-                ) from None
+            )
+        except (OSError, MlflowException) as exc:
+            # the store answered just above (resolve, download URI): the version's
+            # files are what is missing
+            raise ModelFormatError(
+                f"version {resolved} of {self.name!r}: its model files are missing or "
+                f"unreadable at {_public_uri(uri)}/artifacts/bundle "
+                f"({type(exc).__name__}); {fix}"
+            ) from None
+        if not (local / BUNDLE_JSON).is_file():
+            raise ModelFormatError(
+                f"version {resolved} of {self.name!r} holds no cricket bundle at "
+                f"{_public_uri(uri)}/artifacts/bundle: {fix}"
+            )
+        try:
+            return (ModelBundle.open(local) if lazy else ModelBundle.load(local)), resolved
+        except ModelFormatError as exc:
+            text = str(exc).replace(str(local), "its bundle").splitlines()[0]
+            raise ModelFormatError(
+                f"version {resolved} of {self.name!r} cannot be used: {text}; {fix}"
+            ) from None
 
     def model_uri(self, version: str | None = None, alias: str = CHAMPION) -> str:
         """``models:/NAME/VERSION`` for ``mlflow.pyfunc.load_model`` (with this tracking URI)."""

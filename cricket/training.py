@@ -8,8 +8,9 @@ two: the first half calibrates the detector, the second half is only ever scored
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -137,10 +138,48 @@ class TrainedModel:
     holdouts: dict[str, pd.Series]
 
     def evaluation_tails(self) -> dict[str, pd.Series]:
-        """The second half of each held-out tail: the first half calibrated the
-        detectors; this half is only scored, by the new version and the champion alike."""
-        spec = self.bundle.spec
-        return {k: split_holdout(prepare(v, spec))[1] for k, v in self.holdouts.items()}
+        """The second half of each held-out tail (:func:`evaluation_tails`)."""
+        return evaluation_tails(self.holdouts, self.bundle.spec)
+
+
+def evaluation_tails(holdouts: Mapping[str, pd.Series], spec: DetectorSpec) -> dict[str, pd.Series]:
+    """The second half of each held-out tail, prepared: the first half calibrated the
+    detectors; this half is only scored, by the new version and the champion alike."""
+    return {k: split_holdout(prepare(v, spec))[1] for k, v in holdouts.items()}
+
+
+class TailStore(Mapping[str, np.ndarray]):
+    """Held-out evaluation tails kept on disk, batch by batch, instead of in memory: a
+    read-only mapping ``series key -> values`` (read on access). ``add`` writes one
+    batch's tails as one ``.npy`` file in ``directory`` (which must exist)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self._where: dict[str, tuple[Path, int, int]] = {}
+
+    def add(self, tails: Mapping[str, np.ndarray]) -> None:
+        if not tails:
+            return
+        path = self.directory / f"tails-{len(list(self.directory.glob('tails-*.npy')))}.npy"
+        arrays = [np.asarray(v, dtype=float) for v in tails.values()]
+        np.save(path, np.concatenate(arrays), allow_pickle=False)
+        start = 0
+        for key, arr in zip(tails, arrays, strict=True):
+            self._where[str(key)] = (path, start, start + len(arr))
+            start += len(arr)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        path, a, b = self._where[str(key)]
+        return np.array(np.load(path, mmap_mode="r", allow_pickle=False)[a:b])
+
+    def __contains__(self, key: object) -> bool:
+        return str(key) in self._where
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
 
 
 def assemble_model(
@@ -156,12 +195,7 @@ def assemble_model(
     when no series had enough data and there is no fleet library either."""
     detectors = {t.key: t.detector for t in trained if t.detector is not None}
     skipped = {t.key: t.reason for t in trained if t.detector is None}
-    if not detectors and fleet is None:
-        raise CricketValueError(
-            f"no series had enough data to train on between {window.start:%Y-%m-%d %H:%M} "
-            f"and {window.holdout_start:%Y-%m-%d %H:%M} UTC (need {min_history_points} "
-            "points): write more history or lower min_history_points"
-        )
+    check_trainable(len(detectors), fleet, window, min_history_points)
     bundle = ModelBundle(
         detectors=detectors,
         fleet=fleet,
@@ -172,6 +206,19 @@ def assemble_model(
         extra={"skipped": skipped, "holdout_from": window.holdout_start.isoformat()},
     )
     return TrainedModel(bundle, {t.key: t.metrics for t in trained}, skipped, holdouts)
+
+
+def check_trainable(
+    n_detectors: int, fleet: WaveformDetector | None, window: TrainingWindow,
+    min_history_points: int,
+) -> None:
+    """A clear error when no series had enough data and there is no fleet library either."""
+    if not n_detectors and fleet is None:
+        raise CricketValueError(
+            f"no series had enough data to train on between {window.start:%Y-%m-%d %H:%M} "
+            f"and {window.holdout_start:%Y-%m-%d %H:%M} UTC (need {min_history_points} "
+            "points): write more history or lower min_history_points"
+        )
 
 
 def no_series_error(selector: SeriesSelector, database: str) -> CricketValueError:

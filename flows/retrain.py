@@ -11,9 +11,9 @@ both and is promoted as a whole.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import tempfile
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
 
 from cricket.flows.points import point_part
 from cricket.flows.runtime import (
@@ -30,20 +30,18 @@ from cricket.tasks.extract import discover_series
 from cricket.tasks.points import check_champion_points, judge_point_part
 from cricket.tasks.registry import (
     evaluate_and_promote,
-    evaluate_batch,
     load_champion,
     log_and_register,
 )
 from cricket.tasks.score import sub_bundle
-from cricket.tasks.train import TrainBatch, assemble, train_batch
+from cricket.tasks.train import StreamedRun, fit_fleet, train_batch
 from prefect import flow, get_run_logger
 
 from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.errors import CricketValueError
 from cricket.limits import check_batch, check_series_span
-from cricket.model import ModelBundle
+from cricket.model import ModelBundle, ModelFormatError
 from cricket.multifield import PointSelector, PointSpec
-from cricket.promotion import EvalSummary
 from cricket.training import no_series_error
 from cricket.windows import TrainingWindow, batched, floor_time
 
@@ -91,59 +89,76 @@ def nightly_retrain(
     labels = read_labels(settings)  # people's answers: what to learn, what to keep out
     batches = list(batched(keys, batch_size_for(settings, len(keys))))
     fleet_cap = max(FLEET_POINTS // len(batches), 1)
-    done: dict[int, TrainBatch] = {}
-    for index, _batch, fut in pipelined(
-        lambda batch: train_batch.submit(
-            settings, selector, spec, batch, window, min_history_points, fleet_cap,
-            [lab for lab in labels if lab.series in {str(k) for k in batch}],
-        ),
-        batches,
-        in_flight_limit(settings),
-    ):
-        done[index] = fut.result()
-    trained = [done[i] for i in sorted(done)]
-    clock.add_from(trained, "extract", "fit")
-    clock.lap()
+    with tempfile.TemporaryDirectory(prefix="cricket-retrain-") as staging:
+        # The champion's bundle, read series by series: each batch gets its part and
+        # evaluates it on the batch's held-out tails (the same tails as the new model).
+        champion = load_champion(settings, into=Path(staging) / "champion")
 
-    model = assemble(trained, spec, selector, window, min_history_points)
-    clock.lap("fit_fleet")
-    part = point_part(settings, points, point_spec, window, labels) if points else None
-    clock.lap("points")
-    params = {
-        "selector": selector.model_dump(mode="json"),
-        "spec": spec.model_dump(mode="json"),
-        "train_window": str(train_window),
-        "holdout": str(holdout),
-        "train_from": window.start.isoformat(),
-        "train_to": window.end.isoformat(),
-        "min_history_points": min_history_points,
-    }
-    run_name = f"retrain {selector.measurement}.{selector.field} to {window.end:%Y-%m-%d %H:%M}"
-    if part:
-        params["points"] = {"selector": points.model_dump(mode="json"),
-                            "spec": point_spec.model_dump(mode="json")}
-    # the new model's held-out evaluation, once, batch by batch on every worker: it is
-    # logged with the run and is the challenger's side of the promotion
-    tails = model.evaluation_tails()
-    new_eval = evaluate_fleet(settings, model.bundle, tails)
-    clock.lap("evaluate_new")
-    version = log_and_register(settings, model, params, run_name=run_name,
-                               points=part.bundle if part else None, evaluation=new_eval)
-    clock.lap("register")
-    stretches = [st for b in trained for st in b.stretches]
-    verdict = (judge_point_part(settings, part.bundle, part.holdout, part.labelled) if part
-               else check_champion_points(settings))
-    # the champion on the same tails, batch by batch too
-    champion = load_champion(settings)
-    champion_eval = None
-    if champion is not None and champion[1] != version:
-        champion_eval = (champion[1], champion[0], evaluate_fleet(settings, champion[0], tails))
-    decision = evaluate_and_promote(
-        settings, model.bundle, version, tails, labelled=stretches,
-        points=verdict, new_eval=new_eval, champion_eval=champion_eval,
-    )
-    del champion, champion_eval
-    clock.lap("evaluate")
+        def champion_part(batch: list) -> ModelBundle | None:
+            nonlocal champion
+            if champion is None:
+                return None
+            try:
+                return sub_bundle(champion[0], batch)
+            except ModelFormatError:  # a damaged detector: the promotion step says so
+                champion = None
+                return None
+
+        # The new bundle is written as batches finish; the flow keeps each series'
+        # metrics and evaluation, not its detector or its held-out data.
+        run = StreamedRun(Path(staging), spec, selector)
+        for index, _batch, fut in pipelined(
+            lambda batch: train_batch.submit(
+                settings, selector, spec, batch, window, min_history_points, fleet_cap,
+                [lab for lab in labels if lab.series in {str(k) for k in batch}],
+                champion_part(batch),
+            ),
+            batches,
+            in_flight_limit(settings),
+        ):
+            run.add(index, fut.result())
+        clock.add_from(run.batch_seconds, "extract", "fit", "evaluate_batches")
+        clock.lap()
+
+        fleet = fit_fleet(run.fleet_samples(), spec)
+        model = run.finish(fleet, window, min_history_points)
+        clock.lap("fit_fleet")
+        part = point_part(settings, points, point_spec, window, labels) if points else None
+        clock.lap("points")
+        params = {
+            "selector": selector.model_dump(mode="json"),
+            "spec": spec.model_dump(mode="json"),
+            "train_window": str(train_window),
+            "holdout": str(holdout),
+            "train_from": window.start.isoformat(),
+            "train_to": window.end.isoformat(),
+            "min_history_points": min_history_points,
+        }
+        run_name = f"retrain {selector.measurement}.{selector.field} to {window.end:%Y-%m-%d %H:%M}"
+        if part:
+            params["points"] = {"selector": points.model_dump(mode="json"),
+                                "spec": point_spec.model_dump(mode="json")}
+        # the new model's held-out evaluation: the batches' parts, and the series the
+        # fleet library serves (it exists only now); logged with the run, and the
+        # challenger's side of the promotion
+        new_eval = run.new_evaluation(model.bundle)
+        clock.lap("evaluate_new")
+        version = log_and_register(settings, model, params, run_name=run_name,
+                                   points=part.bundle if part else None, evaluation=new_eval,
+                                   bundle_dir=run.bundle_dir)
+        clock.lap("register")
+        stretches = run.stretches
+        verdict = (judge_point_part(settings, part.bundle, part.holdout, part.labelled)
+                   if part else check_champion_points(settings))
+        champion_eval = None
+        if champion is not None and champion[1] != version:
+            champion_eval = (champion[1], champion[0], run.champion_evaluation())
+        decision = evaluate_and_promote(
+            settings, model.bundle, version, run.tails, labelled=stretches,
+            points=verdict, new_eval=new_eval, champion_eval=champion_eval,
+        )
+        del champion, champion_eval
+        clock.lap("evaluate")
 
     get_run_logger().info(
         "registered version %s of %s (%d series, %d on the fleet library): %s",
@@ -162,7 +177,7 @@ def nightly_retrain(
         "labels": {
             "normal": sum(st.label.label == "normal" for st in stretches),
             "anomaly": sum(st.label.label == "anomaly" for st in stretches),
-            "shapes_learned": sum(b.shapes_learned for b in trained),
+            "shapes_learned": run.shapes_learned,
             "check": decision.get("label_check"),
         },
         "points": None if part is None else {
@@ -175,21 +190,3 @@ def nightly_retrain(
         "timings": clock.timings(),
     }
 
-
-def evaluate_fleet(
-    settings: Settings, bundle: ModelBundle, holdouts: Mapping[str, Any]
-) -> EvalSummary:
-    """The held-out evaluation of ``bundle`` (``cricket.promotion.evaluate_bundle``),
-    batch by batch over the flow's task runner instead of series by series in the flow:
-    the same numbers, every worker busy. Each batch task gets its sub-bundle only."""
-    keys = sorted(holdouts, key=str)
-    parts: list[EvalSummary] = []
-    for _index, _batch, fut in pipelined(
-        lambda batch: evaluate_batch.submit(
-            sub_bundle(bundle, batch), {k: holdouts[k] for k in batch}
-        ),
-        list(batched(keys, batch_size_for(settings, len(keys)))),
-        in_flight_limit(settings),
-    ):
-        parts.append(fut.result())
-    return EvalSummary.merge(parts)

@@ -59,12 +59,14 @@ def log_and_register(
     run_name: str | None = None,
     points: PointBundle | None = None,
     evaluation: EvalSummary | None = None,
+    bundle_dir: str | Path | None = None,
 ) -> str:
     """Log the retrain as an MLflow run (parameters, per-series and overall metrics, the
     bundle, and the pictures a reviewer looks at) and register it; returns the new
     version. ``points``: the point model, held by the same version (``artifacts/points``).
     ``evaluation``: the model's held-out evaluation (the retrain flow's
-    ``evaluate_fleet``), else it is made here."""
+    batches), else it is made here. ``bundle_dir``: where the bundle is saved already
+    (the retrain writes it batch by batch; ``model.bundle`` is opened from it)."""
     registry = Registry(settings)
     bundle = model.bundle
     with tempfile.TemporaryDirectory(prefix="cricket-pictures-") as pictures, mlflow_store(settings):
@@ -81,6 +83,7 @@ def log_and_register(
             run_name=run_name,
             parts=parts,
             evaluation=evaluation,
+            bundle_dir=bundle_dir,
         )
         version = registry.register(run_id)
     get_run_logger().info(
@@ -160,17 +163,19 @@ def evaluate_batch(bundle: ModelBundle, holdouts: Mapping[str, Any]) -> EvalSumm
 
 
 @task(name="load-champion", timeout_seconds=300, **_MLFLOW_TASK)
-def load_champion(settings: Settings) -> tuple[ModelBundle, str] | None:
-    """The champion's bundle and version, for the retrain to evaluate it batch by batch;
-    None when there is no champion or its files cannot be read (the promotion step then
-    says so, as it did before)."""
+def load_champion(settings: Settings, into: str | Path) -> tuple[ModelBundle, str] | None:
+    """The champion's bundle and version, for the retrain to evaluate it batch by batch:
+    downloaded into the folder ``into`` and opened there, each series' detector read when
+    a batch asks for it (the folder must stay while the bundle is used). None when there
+    is no champion or its files cannot be read (the promotion step then says so, as it
+    did before)."""
     with mlflow_store(settings):
         registry = Registry(settings)
         version = registry.alias_version(CHAMPION)
         if version is None:
             return None
         try:
-            return registry.load_bundle(version=version)
+            return registry.open_bundle(into, version=version)
         except ModelFormatError:
             return None
 

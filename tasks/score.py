@@ -38,8 +38,9 @@ def sub_bundle(bundle: ModelBundle, keys: Iterable[object]) -> ModelBundle:
     """The part of ``bundle`` that scores ``keys``: their own detectors and the fleet
     fallback. What a score task receives (and Dask ships), instead of every series'
     detector; scoring with it gives exactly what the whole bundle gives."""
-    names = {str(k) for k in keys}
-    mine = {k: d for k, d in bundle.detectors.items() if k in names}
+    names = dict.fromkeys(str(k) for k in keys)
+    # by key, not over every detector: a bundle opened from its folder reads only these
+    mine = {k: bundle.detectors[k] for k in names if k in bundle.detectors}
     return replace(bundle, detectors=mine, extra={})
 
 

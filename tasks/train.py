@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from cricket.tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES, retry_if_retr
 from cricket.tasks.extract import read_window
 from prefect import get_run_logger, task
 
+from cricket.bundle_parts import BundleWriter
 from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.detector import WaveformDetector
 from cricket.feedback import (
@@ -23,12 +25,16 @@ from cricket.feedback import (
     learn_normal,
     mask_labelled,
 )
-from cricket.model import compact
+from cricket.model import ModelBundle, compact
+from cricket.promotion import EvalSummary, evaluate_bundle
+from cricket.search import one_blas_thread
 from cricket.series import SeriesKey
 from cricket.training import (
+    TailStore,
     TrainedModel,
     TrainedSeries,
-    assemble_model,
+    check_trainable,
+    evaluation_tails,
     fleet_training_values,
     train_fleet,
     train_series,
@@ -39,12 +45,19 @@ from cricket.windows import TrainingWindow
 @dataclass
 class TrainBatch:
     trained: list[TrainedSeries]
+    #: each series' raw held-out tail (the flow keeps the few its pictures need)
     holdouts: dict[str, pd.Series]
     fleet_sample: np.ndarray
     seconds: dict[str, float] = field(default_factory=dict)
     #: the labelled stretches of the batch's series (with context), for the promotion check
     stretches: list[LabelledStretch] = field(default_factory=list)
     shapes_learned: int = 0
+    #: the evaluation half of each held-out tail (``TrainedModel.evaluation_tails``)
+    tails: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the new detectors of the batch on their tails (fleet-served series: not yet)
+    evaluation: EvalSummary | None = None
+    #: the champion's sub-bundle on the same tails (None without a champion)
+    champion_evaluation: EvalSummary | None = None
 
 
 @task(
@@ -64,11 +77,15 @@ def train_batch(
     min_points: int,
     fleet_cap: int,
     labels: list[Label] | None = None,
+    champion: ModelBundle | None = None,
 ) -> TrainBatch:
     """Fit one detector per series of ``keys`` on the window's history; its held-out
     tail is returned for calibration and evaluation. ``labels`` (people's answers):
     labelled anomalies are kept out of training and calibration, labelled-normal
-    stretches out of calibration and learned as shapes."""
+    stretches out of calibration and learned as shapes. The batch's part of the
+    promotion's evaluation is made here, while its tails are at hand: the new detectors
+    on their tails, and ``champion`` (the champion's sub-bundle for ``keys``) on the
+    same tails."""
     log = get_run_logger()
     t0 = time.perf_counter()
     data = read_window(settings, selector, keys, window.start, window.end)
@@ -105,11 +122,22 @@ def train_batch(
         holdouts[name] = hold
         fleet_parts.append(train)
     sample = fleet_training_values(fleet_parts, spec, fleet_cap)
+    del fleet_parts
     t2 = time.perf_counter()
     if learned:
         log.info("learned %d shapes from labelled-normal stretches", learned)
-    return TrainBatch(trained, holdouts, sample, {"extract": t1 - t0, "fit": t2 - t1},
-                      stretches, learned)
+    tails = {k: v.to_numpy(dtype=float) for k, v in evaluation_tails(holdouts, spec).items()}
+    own = ModelBundle(
+        detectors={t.key: t.detector for t in trained if t.detector is not None},
+        fleet=None, spec=spec, selector=selector,
+    )
+    with one_blas_thread():  # the other workers train or evaluate other batches
+        evaluation = evaluate_bundle(own, tails)
+        champion_evaluation = None if champion is None else evaluate_bundle(champion, tails)
+    t3 = time.perf_counter()
+    return TrainBatch(trained, holdouts, sample,
+                      {"extract": t1 - t0, "fit": t2 - t1, "evaluate_batches": t3 - t2},
+                      stretches, learned, tails, evaluation, champion_evaluation)
 
 
 def read_stretches(
@@ -142,23 +170,91 @@ def fit_fleet(samples: list[np.ndarray], spec: DetectorSpec) -> WaveformDetector
     return train_fleet(joined, spec)
 
 
-def assemble(
-    batches: list[TrainBatch],
-    spec: DetectorSpec,
-    selector: SeriesSelector,
-    window: TrainingWindow,
-    min_history_points: int,
-) -> TrainedModel:
-    """The run's model from its trained batches (in batch order, so the fleet sample is
-    the same every run): the fleet library over every batch's sample, then the bundle.
-    Runs in the flow; the fleet fit is a task."""
-    fleet = fit_fleet([b.fleet_sample for b in batches], spec)
-    return assemble_model(
-        [t for b in batches for t in b.trained],
-        {k: v for b in batches for k, v in b.holdouts.items()},
-        fleet,
-        spec,
-        selector,
-        window,
-        min_history_points,
-    )
+class StreamedRun:
+    """A retrain's state across its batches, in memory that does not grow with the
+    fleet: each finished batch's detectors go into the new bundle's folder at once
+    (:class:`cricket.bundle_parts.BundleWriter`) and its evaluation tails to disk
+    (:class:`cricket.training.TailStore`); what stays is each series' metrics and
+    evaluation numbers, the fleet sample, and the raw held-out tails of the few series
+    the run's pictures show. Lives in the flow, in ``staging`` (a folder of its own)."""
+
+    def __init__(self, staging: Path, spec: DetectorSpec, selector: SeriesSelector) -> None:
+        self.spec, self.selector = spec, selector
+        self.bundle_dir = staging / "bundle"  # the pyfunc logs it as artifacts/bundle
+        self._writer = BundleWriter(self.bundle_dir)
+        (staging / "tails").mkdir()
+        self.tails = TailStore(staging / "tails")
+        self._metrics: dict[int, dict[str, dict[str, float]]] = {}
+        self._skipped: dict[int, dict[str, str]] = {}
+        self._samples: dict[int, np.ndarray] = {}
+        self._evals: list[EvalSummary] = []
+        self._champion_evals: list[EvalSummary] = []
+        self._fleet_tails: dict[str, np.ndarray] = {}
+        self.pictures: dict[str, pd.Series] = {}
+        self.stretches: list[LabelledStretch] = []
+        self.shapes_learned = 0
+        self.batch_seconds: list[TrainBatch] = []
+
+    def add(self, index: int, batch: TrainBatch) -> None:
+        """Take one finished batch (any order) and let go of its detectors and data."""
+        for t in batch.trained:
+            if t.detector is not None:
+                self._writer.add(t.key, t.detector)
+            elif t.key in batch.tails:  # the fleet library serves it: evaluated later
+                self._fleet_tails[t.key] = batch.tails[t.key]
+        self._metrics[index] = {t.key: t.metrics for t in batch.trained}
+        self._skipped[index] = {t.key: t.reason for t in batch.trained if t.detector is None}
+        self._samples[index] = batch.fleet_sample
+        self.tails.add(batch.tails)
+        if batch.evaluation is not None:
+            self._evals.append(batch.evaluation)
+        if batch.champion_evaluation is not None:
+            self._champion_evals.append(batch.champion_evaluation)
+        # the pictures show the first few series (by key) that have a detector
+        mine = {t.key for t in batch.trained if t.detector is not None}
+        candidates = {**self.pictures,
+                      **{k: v for k, v in batch.holdouts.items() if k in mine}}
+        self.pictures = {k: candidates[k] for k in sorted(candidates)[:PICTURE_SERIES]}
+        self.stretches.extend(batch.stretches)
+        self.shapes_learned += batch.shapes_learned
+        self.batch_seconds.append(TrainBatch([], {}, np.empty(0), batch.seconds))
+
+    def fleet_samples(self) -> list[np.ndarray]:
+        """Every batch's fleet sample, in batch order (the same fleet library every run)."""
+        return [self._samples[i] for i in sorted(self._samples)]
+
+    def finish(
+        self, fleet: WaveformDetector | None, window: TrainingWindow, min_history_points: int
+    ) -> TrainedModel:
+        """Close the bundle with the fleet library; the model of the run, its bundle
+        opened from the folder (detectors read when asked for)."""
+        per_series = {k: v for i in sorted(self._metrics) for k, v in self._metrics[i].items()}
+        skipped = {k: v for i in sorted(self._skipped) for k, v in self._skipped[i].items()}
+        check_trainable(len(self._writer), fleet, window, min_history_points)
+        head = ModelBundle(
+            detectors={}, fleet=fleet, spec=self.spec, selector=self.selector,
+            trained_from=window.start, trained_to=window.end,
+            extra={"skipped": skipped, "holdout_from": window.holdout_start.isoformat()},
+        )
+        self._writer.close(fleet, head.fields())
+        return TrainedModel(ModelBundle.open(self.bundle_dir), per_series, skipped,
+                            self.pictures)
+
+    def new_evaluation(self, bundle: ModelBundle) -> EvalSummary:
+        """The new model on every tail: the batches' parts, and the fleet library (of
+        ``bundle``) on the tails of the series it serves."""
+        parts = list(self._evals)
+        if self._fleet_tails:
+            fleet_only = ModelBundle(detectors={}, fleet=bundle.fleet, spec=bundle.spec,
+                                     selector=bundle.selector)
+            with one_blas_thread():
+                parts.append(evaluate_bundle(fleet_only, self._fleet_tails))
+        return EvalSummary.merge(parts)
+
+    def champion_evaluation(self) -> EvalSummary:
+        """The champion on every tail (the batches' parts)."""
+        return EvalSummary.merge(self._champion_evals)
+
+
+#: how many series' held-out reconstructions the run's pictures show
+PICTURE_SERIES = 4
