@@ -30,7 +30,8 @@ Before timing, Prefect's ephemeral API is started and the MLflow tables are crea
 Shares of time (``*_shares``): each stage's task-seconds (summed over batch tasks,
 which run ``workers`` at a time) divided by ``workers x wall``; steps that run alone
 (fleet library, MLflow register, held-out evaluation, the report) count their wall time
-x ``workers``. ``orchestration`` is the rest: Prefect task and flow bookkeeping, idle
+x ``workers`` (the held-out evaluation made inside the train batches,
+``evaluate_batches``, is task-seconds). ``orchestration`` is the rest: Prefect task and flow bookkeeping, idle
 worker slots, the flow's own work (discovery, loading the model). Retrain: ``fit``
 includes the fleet library, ``score`` is the held-out evaluation of challenger and
 champion, ``write`` is logging and registering in MLflow. Score: ``write`` is writing
@@ -553,6 +554,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "fit": t.get("fit", 0.0) - prep.get("train-batch", 0.0)
                 + t.get("fit_fleet", 0.0) * workers,
                 "score": (t.get("evaluate", 0.0) + t.get("evaluate_new", 0.0)) * workers
+                + t.get("evaluate_batches", 0.0)  # task-seconds, in the train batches
                 - prep.get("evaluate-and-promote", 0.0) - prep.get("evaluate-batch", 0.0),
                 "write": t.get("register", 0.0) * workers,
             }
