@@ -56,6 +56,13 @@ class TailCalibrator:
             return cls(q, float(min_beta))
         return cls(q, max(float(excess.mean()), float(min_beta)))
 
+    @classmethod
+    def envelope(cls, *cals: TailCalibrator) -> TailCalibrator:
+        """The calibration no more surprised by any error than each of ``cals``: at every
+        level the largest stored quantile, and the largest tail scale (above the highest
+        tail start every tail's surprise is at least this one's)."""
+        return cls(np.max([c.quantiles for c in cals], axis=0), max(c.beta for c in cals))
+
     def surprise(self, errors: np.ndarray) -> np.ndarray:
         e = np.asarray(errors, dtype=np.float64)
         probs = np.linspace(0.0, 1.0, N_QUANTILES)

@@ -168,6 +168,14 @@ class DetectorSpec(BaseModel):
     max_period: int = Field(
         512, ge=8, description="longest period (in samples) the period scale may use"
     )
+    calibration_crossfit: bool = Field(
+        True,
+        description=(
+            "also calibrate the base scale on out-of-sample errors from the start of the "
+            "history: a second library fitted on its end rebuilds its start (one more "
+            "k-means fit; the held-out tail alone is too short for real metrics' bursts)"
+        ),
+    )
 
     @field_validator("segment_len")
     @classmethod

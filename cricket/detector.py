@@ -39,7 +39,9 @@ How the score is made
    they hold at least half the window's weight (:mod:`cricket.gaps`): points soon after
    a gap, and most points of an irregular series, get a score; missing steps never do.
 3. Calibration (:mod:`cricket.calibration`): each scale's held-out errors turn an error
-   into a surprise; the score is the most surprising view's, on 0-100.
+   into a surprise; the score is the most surprising view's, on 0-100. The base scale
+   is also calibrated on a sibling library's errors on the start of the history, and an
+   error is no rarer than either end of the history says (:mod:`cricket.crossfit`).
 4. A third view with a period scale (:mod:`cricket.extent`): the spread of the values
    over the trailing dominant period, whose surprise is high when a window is too quiet
    (lost periodic structure: a missing pulse, a frozen value). It joins the score. A
@@ -70,6 +72,7 @@ import pandas as pd
 from cricket.base import BaseDetector, as_values_with_gaps
 from cricket.calibration import TailCalibrator, range_surprise, surprise_to_score
 from cricket.config import DetectorSpec
+from cricket.crossfit import crossfit_calibrator
 from cricket.detector_state import detector_from_state, detector_state
 from cricket.errors import CricketValueError
 from cricket.extent import (
@@ -312,7 +315,14 @@ class WaveformDetector(BaseDetector):
                 # Too little held-out data: fall back to the training errors (optimistic).
                 held_err, hits = self._scale_pass(scaled, k, spanning=False)
                 source = (len(scaled), hits, 0)
-            self.calibrators_.append(TailCalibrator.fit(held_err))
+                cal = TailCalibrator.fit(held_err)
+            elif k == 0 and spec.calibration_crossfit:  # both ends of the history
+                history = np.r_[scaled, self.scaler_.transform(held)]
+                cal = crossfit_calibrator(held_err, history, len(held), m,
+                                          self._fit_library, self._pieces)
+            else:
+                cal = TailCalibrator.fit(held_err)
+            self.calibrators_.append(cal)
             # the attributed calibrator is fitted from these when first needed
             self._attr_sources.append(source)
         # Lost periodic structure: the spread over one dominant period (see cricket.extent).

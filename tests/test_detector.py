@@ -10,6 +10,7 @@ import pytest
 from cricket.calibration import TailCalibrator, surprise_to_score
 from cricket.config import DetectorSpec
 from cricket.detector import ScoreFrame, WaveformDetector
+from cricket.shapes import ShapeLibrary
 from tests import naive
 
 SPEC = DetectorSpec(n_clusters=40, random_state=0)
@@ -351,3 +352,55 @@ def test_lost_structure_is_calibrated_on_training_and_held_out_windows() -> None
     assert np.nanmax(sf.scales[view][1500:1620]) >= det.alert_surprise
     ev = sf.events(16)
     assert len(ev) == 1 and int(ev.start_idx.iloc[0]) <= 1505 and int(ev.end_idx.iloc[0]) >= 1500
+
+
+def test_base_scale_is_calibrated_on_both_ends_of_the_history() -> None:
+    """Cross-fitted calibration (cricket.crossfit), from the plain reference: the base
+    scale's calibration is the envelope of the model's errors on the held-out tail and a
+    sibling library's (same settings, fitted on the last 70 % of the history) errors on
+    the first 30 %, which it never saw: the larger quantile at every level, the larger
+    tail scale."""
+    spec = DetectorSpec(n_clusters=20, random_state=0, period_scale=False)
+    x = wave(1500, seed=8)
+    det = WaveformDetector(spec).fit(x)
+    scaled = det.scaler_.transform(x)
+    cut = round(len(x) * (1 - spec.holdout_fraction))
+    n = spec.segment_len
+    held = naive.trailing_errors(scaled, det.library_.centroids_, n)[cut:]
+    sibling = ShapeLibrary(segment_len=n, train_slide=spec.train_slide, n_clusters=20,
+                           random_state=0, holdout_fraction=0.0).fit([scaled[len(x) - cut :]])
+    front = naive.trailing_errors(scaled[: len(x) - cut], sibling.centroids_, n)
+    q_held, beta_held = naive.tail_calibration(held)
+    q_front, beta_front = naive.tail_calibration(front)
+    assert not np.allclose(q_held, q_front)  # the two ends differ: the envelope matters
+    np.testing.assert_allclose(det.calibrators_[0].quantiles, np.maximum(q_held, q_front),
+                               rtol=1e-9)
+    assert det.calibrators_[0].beta == pytest.approx(max(beta_held, beta_front), rel=1e-9)
+    alone = WaveformDetector(spec.model_copy(update={"calibration_crossfit": False})).fit(x)
+    np.testing.assert_allclose(alone.calibrators_[0].quantiles, q_held, rtol=1e-9)
+    assert alone.calibrators_[0].beta == pytest.approx(beta_held, rel=1e-9)
+    # the library the model keeps is the same either way; no error is more surprising
+    np.testing.assert_array_equal(alone.library_.centroids_, det.library_.centroids_)
+    probe = np.linspace(0.0, 3.0 * float(np.nanmax(held)), 200)
+    assert np.all(det.calibrators_[0].surprise(probe) <= alone.calibrators_[0].surprise(probe))
+
+
+def test_bursts_seen_only_early_in_the_history_are_not_called_rare() -> None:
+    """A kind of busy stretch that happened early in the history (not in the held-out
+    tail) is ordinary for this series: calibrated on both ends of the history, a later
+    one is far less surprising than when only the recent tail calibrates."""
+    rng = np.random.default_rng(11)
+    x = wave(3000, seed=9)
+    busy = [(100, 160), (400, 460), (700, 760)]  # all in the first 30 %
+    for a, b in busy:
+        x[a:b] += 0.4 * rng.standard_normal(b - a)
+    y = wave(600, seed=10)
+    y[300:360] += 0.4 * rng.standard_normal(60)
+    spec = DetectorSpec(n_clusters=40, random_state=0, period_scale=False)
+    both = WaveformDetector(spec).fit(x).score(y).scales["shape 32"]
+    tail = WaveformDetector(spec.model_copy(update={"calibration_crossfit": False})).fit(x)
+    recent = tail.score(y).scales["shape 32"]
+    assert np.nanmax(recent[300:392]) > 5  # a one-in-100,000 error by the recent tail
+    assert np.nanmax(both[300:392]) < np.nanmax(recent[300:392]) - 2
+    # the ordinary stretches stay unsurprising either way
+    assert np.nanmax(both[:290]) <= np.nanmax(recent[:290]) + 1e-9

@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CORE = {
     "cricket.alerts", "cricket.feedback",
-    "cricket.base", "cricket.calibration", "cricket.config", "cricket.detector",
-    "cricket.detector_state", "cricket.errors", "cricket.extent", "cricket.gaps", "cricket.limits", "cricket.model", "cricket.multifield",
-    "cricket.bundle_parts",
+    "cricket.base", "cricket.bundle_parts", "cricket.calibration", "cricket.config",
+    "cricket.crossfit", "cricket.detector", "cricket.detector_state", "cricket.errors",
+    "cricket.extent", "cricket.gaps", "cricket.limits", "cricket.model", "cricket.multifield",
     "cricket.persistence", "cricket.points", "cricket.point_promotion", "cricket.score_frame",
     "cricket.missing", "cricket.promotion", "cricket.scoring", "cricket.search", "cricket.segments",
     "cricket.series", "cricket.shapes", "cricket.training", "cricket.windows",
