@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from cricket.explain import looks_like
 from cricket.windows import utc_timestamp as _ts
 
 OPENED = "cricket.anomaly.opened"
@@ -84,8 +85,9 @@ class AlertEvent:
 def alert_events(results: Iterable[Any]) -> list[AlertEvent]:
     """The events of scored results (anything with ``key``, ``events`` and optionally
     ``series_key``). Severity is the event's ``severity`` column when it has one, else
-    its peak score; the kind is its ``kind`` column, else ``anomaly``; a ``contributor``
-    column (the point model's field that contributed most) becomes the detail."""
+    its peak score; the kind is its ``kind`` column, else ``anomaly``; the detail is the
+    ``contributor`` column (the point model's field that contributed most), else what the
+    event looks like (:func:`cricket.explain.looks_like` of the view that fired)."""
     out = []
     for r in results:
         events = getattr(r, "events", None)
@@ -106,7 +108,8 @@ def alert_events(results: Iterable[Any]) -> list[AlertEvent]:
                 score=peak if pd.notna(peak) else 0.0,
                 tags=tags,
                 kind=str(kind),
-                detail=f"field {who}" if isinstance(who, str) and who else "",
+                detail=(f"field {who}" if isinstance(who, str) and who
+                        else looks_like(row.get("scale"), row.get("actual"), row.get("typical"))),
             ))
     return out
 

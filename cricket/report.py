@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cricket.errors import CricketError
+from cricket.explain import fmt_duration, looks_like
 from cricket.scoring import ScoredSeries
 
 ReportKind = Literal["score", "retrain", "backfill"]
@@ -109,24 +110,6 @@ def _fmt_float(x: object, spec: str, missing: str) -> str:
 
 def _fmt_score(x: object) -> str:
     return _fmt_float(x, ".1f", "—")
-
-
-def fmt_duration(seconds: object) -> str:
-    """``5400`` -> ``1h 30m``; ``42`` -> ``42s``."""
-    try:
-        s = int(round(float(seconds)))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return "—"
-    if s < 0:
-        return "—"
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    parts = [f"{h}h"] if h else []
-    if m:
-        parts.append(f"{m}m")
-    if sec or not parts:
-        parts.append(f"{sec}s")
-    return " ".join(parts)
 
 
 def _img(png: bytes, alt: str, css: str = "") -> str:
@@ -233,7 +216,7 @@ def by_severity(events: pd.DataFrame) -> pd.DataFrame:
     return ev.sort_values(["_sev", "_peak"], ascending=False).drop(columns=["_sev", "_peak"])
 
 
-def _events_table(events: pd.DataFrame) -> str:
+def _events_table(events: pd.DataFrame, step_s: float | None = None) -> str:
     """One row per event, most severe first, explained in the metric's own units: the
     actual and the typical (rebuilt from normal shapes) mean over the event, which view
     fired and, for each view, how unlikely its peak is under normal behaviour (p)."""
@@ -247,13 +230,15 @@ def _events_table(events: pd.DataFrame) -> str:
             f"<td class=\"num\">{_e(_fmt_score(ev.get('peak')))}</td>"
             f"<td class=\"num\">{_e(_fmt_num(ev.get('actual')))}</td>"
             f"<td class=\"num\">{_e(_fmt_num(ev.get('typical')))}</td>"
+            f"<td>{_e(looks_like(ev.get('scale'), ev.get('actual'), ev.get('typical'), step_s) or '-')}</td>"
             f"<td>{_e(ev.get('scale') if isinstance(ev.get('scale'), str) else '-')}</td>"
             f"<td>{_e(fmt_views(ev.get('views')))}</td>"
             "</tr>"
         )
     return (
         "<table><thead><tr><th>start</th><th>end</th><th>duration</th><th>severity</th>"
-        "<th>peak score</th><th>actual (mean)</th><th>typical (mean)</th><th>fired</th>"
+        "<th>peak score</th><th>actual (mean)</th><th>typical (mean)</th><th>looks like</th>"
+        "<th>fired</th>"
         '<th title="each view\'s peak over the event: the chance of a value this unusual '
         'under normal behaviour">chance under normal, by view</th></tr></thead><tbody>'
         + "".join(rows)
@@ -314,7 +299,7 @@ def _series_section(idx: int, r: ScoredSeries) -> str:
                     _img(png, f"segment at the peak of {r.key} and nearest normal shape", "pair")
                 )
     parts.append("</div>")
-    parts.append(_events_table(r.events))
+    parts.append(_events_table(r.events, _step_seconds(r.frame)))
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -544,6 +529,8 @@ def event_rows(report: Report) -> list[dict[str, object]]:
                     "duration": fmt_duration(ev.get("duration_s")),
                     "severity": _severity_or_none(ev.get("severity")),
                     "fired": ev.get("scale") if isinstance(ev.get("scale"), str) else None,
+                    "looks like": looks_like(ev.get("scale"), ev.get("actual"),
+                                             ev.get("typical"), _step_seconds(r.frame)) or None,
                 }
             )
     # most severe first (severity ranks; the 0-100 peak crowds at the top)

@@ -185,7 +185,8 @@ def test_hourly_runs_announce_each_incident_once_through_the_webhook_and_prefect
         assert len({e.resource.id for e in opened}) == 2
         roles = {r.role for e in opened for r in e.related}
         assert {"series", "model"} <= roles
-        assert len(prefect_events("cricket.anomaly.closed", since)) >= 2
+        # events reach the API asynchronously (Prefect's event client): wait for them too
+        assert wait_for(lambda: len(prefect_events("cricket.anomaly.closed", since)) >= 2, 30)
         # the automation turned each opened event into one notification
         assert wait_for(lambda: len(receiver.posts("/prefect")) >= 2, 60), receiver.received
         assert all("Cricket" in p.get("subject", "") for p in receiver.posts("/prefect"))

@@ -202,7 +202,8 @@ def test_event_rows_for_table_artifact() -> None:
     assert [r["series"] for r in rows] == [
         HOSTILE_KEY, "waveform.value{host=cricket002}", "waveform.value{host=cricket000}"
     ]
-    assert set(rows[0]) == {"series", "start", "end", "peak score", "duration", "severity", "fired"}
+    assert set(rows[0]) == {"series", "start", "end", "peak score", "duration", "severity", "fired",
+                            "looks like"}
     assert rows[0]["peak score"] == 99.0 and rows[0]["duration"] == "3m 10s"
     assert rows[0]["start"] == "2024-05-01 10:30:50 UTC"
 
@@ -343,3 +344,20 @@ def test_each_view_reads_as_a_chance_most_surprising_first() -> None:
     doc = render_html(report)
     assert "shape 32 p &lt; 1e-12, range 1 p = 0.01" in doc
     assert "582.3" not in doc
+
+
+def test_each_event_says_what_it_looks_like_in_the_table_and_the_artifact_rows() -> None:
+    """The events table has a "looks like" phrase per event (from the view that fired,
+    the level against typical and the series' step), and so do the artifact rows."""
+    from cricket.report import event_rows
+
+    report = fleet_report(n_series=4, every=1, hostile=False)
+    loud = report.results[2]
+    loud.events = loud.events.assign(severity=[9.0], scale=["shape 32"], actual=[0.0],
+                                     typical=[41.5], views=["shape 32 14.0"])
+    step = (loud.frame.index[1] - loud.frame.index[0]).total_seconds()
+    want = f"a {fmt_duration(32 * step)} stretch unlike every normal shape, lower than typical"
+    doc = render_html(report)
+    assert "<th>looks like</th>" in doc and html.escape(want) in doc
+    rows = [r for r in event_rows(report) if r["series"] == loud.key]
+    assert rows[0]["looks like"] == want
