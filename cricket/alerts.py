@@ -109,7 +109,8 @@ def alert_events(results: Iterable[Any]) -> list[AlertEvent]:
                 tags=tags,
                 kind=str(kind),
                 detail=(f"field {who}" if isinstance(who, str) and who
-                        else looks_like(row.get("scale"), row.get("actual"), row.get("typical"))),
+                        else looks_like(row.get("scale"), row.get("actual"), row.get("typical"),
+                                        views=row.get("views"))),
             ))
     return out
 

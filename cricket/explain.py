@@ -4,14 +4,23 @@ and the event's actual against typical mean. Pure: no I/O.
 
     looks_like("noise 32")                           # too regular, as if stuck or frozen ...
     looks_like("range 1", actual=0.0, typical=41.5)  # below every value seen in training
-    looks_like("shape 154", 0.0, 41.5, step_s=10)    # a 25m 40s stretch unlike ..., lower ...
+    looks_like("shape 32", 0.0, 41.5, 10, views="shape 32 580, range 1 40, noise 32 9")
+    # below every value seen in training; too regular, as if stuck or frozen: ...
 """
 
 from __future__ import annotations
 
 import math
+import re
 
-__all__ = ["fmt_duration", "looks_like"]
+__all__ = ["STRONG", "fmt_duration", "looks_like", "parse_views"]
+
+#: a view at or past this surprise (-log10 p) crossed the detector's bar at the default
+#: ``threshold_quantile`` (0.99999): it is said in the phrase even when another view fired
+STRONG = 5.0
+#: the views that say something specific, in the order they are said
+SPECIFIC = ("range", "noise", "structure")
+_VIEW_SURPRISE = re.compile(r"^(?P<view>.*\S)\s+(?P<surprise>-?[0-9.]+(?:e[+-]?[0-9]+)?|inf)$")
 
 #: actual and typical means further apart than this share of the larger one read as a
 #: level that moved ("higher"/"lower"), closer as the same level with another shape
@@ -54,21 +63,28 @@ def _level(actual: float | None, typical: float | None) -> str:
     return "higher than typical" if actual > typical else "lower than typical"
 
 
-def looks_like(scale: object, actual: object = None, typical: object = None,
-               step_s: object = None) -> str:
-    """One phrase for what the event looks like; "" when the view is not known.
-    ``step_s``: the series' step in seconds, to say a shape's or period's length in time."""
-    if not isinstance(scale, str) or not scale.strip():
-        return ""
-    view, _, size = scale.strip().partition(" ")
-    a, t, step = _finite(actual), _finite(typical), _finite(step_s)
-    n = int(size) if size.isdigit() else None
+def parse_views(views: object) -> list[tuple[str, float]] | None:
+    """The stored ``views`` text ("shape 32 582.3, range 1 4.6": each view's peak surprise
+    over the event) as ``[(view, surprise)]``; None when it is not in that form."""
+    if not isinstance(views, str) or not views.strip():
+        return []
+    out = []
+    for part in views.split(","):
+        m = _VIEW_SURPRISE.match(part.strip())
+        if m is None:
+            return None
+        out.append((m["view"], float(m["surprise"])))
+    return out
+
+
+def _phrase(view: str, n: int | None, a: float | None, t: float | None,
+            step: float | None) -> str:
     span = fmt_duration(n * step) if n and step and step > 0 else ""
     level = _level(a, t)
     if view == "range":
-        if a is not None and t is not None and a < t:
+        if level == "lower than typical":
             return "below every value seen in training"
-        if a is not None and t is not None and a > t:
+        if level == "higher than typical":
             return "above every value seen in training"
         return "outside the range of values seen in training"
     if view == "noise":
@@ -80,3 +96,32 @@ def looks_like(scale: object, actual: object = None, typical: object = None,
         what = f"a {span} stretch" if span else "a stretch"
         return f"{what} unlike every normal shape" + (f", {level}" if level else "")
     return ""
+
+
+def _split(view: str) -> tuple[str, int | None]:
+    kind, _, size = view.strip().partition(" ")
+    return kind, (int(size) if size.isdigit() else None)
+
+
+def looks_like(scale: object, actual: object = None, typical: object = None,
+               step_s: object = None, views: object = None) -> str:
+    """What the event looks like, in words; "" when the view is not known.
+
+    ``scale``: the view that fired; ``views``: every view's peak surprise (the stored
+    text). The specific views that also crossed the detector's bar (surprise
+    ``STRONG``) are said first, in the order range, noise, structure; a shape mismatch
+    is said when nothing more specific is. ``step_s``: the series' step in seconds, to
+    say a shape's or period's length in time."""
+    if not isinstance(scale, str) or not scale.strip():
+        return ""
+    a, t, step = _finite(actual), _finite(typical), _finite(step_s)
+    fired, n_fired = _split(scale)
+    strong: dict[str, int | None] = {fired: n_fired}
+    for view, surprise in parse_views(views) or []:
+        kind, n = _split(view)
+        if surprise >= STRONG and kind not in strong:
+            strong[kind] = n
+    said = [_phrase(kind, strong[kind], a, t, step) for kind in SPECIFIC if kind in strong]
+    if not said:
+        said = [_phrase(fired, n_fired, a, t, step)]
+    return "; ".join(p for p in said if p)

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cricket.errors import CricketError
-from cricket.explain import fmt_duration, looks_like
+from cricket.explain import fmt_duration, looks_like, parse_views
 from cricket.scoring import ScoredSeries
 
 ReportKind = Literal["score", "retrain", "backfill"]
@@ -176,7 +176,6 @@ def _fmt_num(x: object) -> str:
     return _fmt_float(x, ".4g", "-")
 
 
-_VIEW_SURPRISE = re.compile(r"^(?P<view>.*\S)\s+(?P<surprise>-?[0-9.]+(?:e[+-]?[0-9]+)?|inf)$")
 
 
 def fmt_p(surprise: float) -> str:
@@ -193,16 +192,13 @@ def fmt_views(views: object) -> str:
     """The stored ``views`` text ("shape 32 582.3, range 1 4.6": each view's peak
     surprise) as "shape 32 p < 1e-12, range 1 p = 3e-05", most surprising first;
     anything else is shown as it is."""
-    if not isinstance(views, str) or not views.strip():
+    parsed = parse_views(views)
+    if parsed is None:
+        return str(views)
+    if not parsed:
         return "-"
-    parsed = []
-    for part in views.split(","):
-        m = _VIEW_SURPRISE.match(part.strip())
-        if m is None:
-            return views
-        parsed.append((float(m["surprise"]), m["view"]))
-    parsed.sort(key=lambda sv: -sv[0])
-    return ", ".join(f"{view} {fmt_p(s)}" for s, view in parsed)
+    ordered = sorted(parsed, key=lambda vs: -vs[1])
+    return ", ".join(f"{view} {fmt_p(surprise)}" for view, surprise in ordered)
 
 
 def by_severity(events: pd.DataFrame) -> pd.DataFrame:
@@ -230,7 +226,7 @@ def _events_table(events: pd.DataFrame, step_s: float | None = None) -> str:
             f"<td class=\"num\">{_e(_fmt_score(ev.get('peak')))}</td>"
             f"<td class=\"num\">{_e(_fmt_num(ev.get('actual')))}</td>"
             f"<td class=\"num\">{_e(_fmt_num(ev.get('typical')))}</td>"
-            f"<td>{_e(looks_like(ev.get('scale'), ev.get('actual'), ev.get('typical'), step_s) or '-')}</td>"
+            f"<td>{_e(looks_like(ev.get('scale'), ev.get('actual'), ev.get('typical'), step_s, ev.get('views')) or '-')}</td>"
             f"<td>{_e(ev.get('scale') if isinstance(ev.get('scale'), str) else '-')}</td>"
             f"<td>{_e(fmt_views(ev.get('views')))}</td>"
             "</tr>"
@@ -530,7 +526,8 @@ def event_rows(report: Report) -> list[dict[str, object]]:
                     "severity": _severity_or_none(ev.get("severity")),
                     "fired": ev.get("scale") if isinstance(ev.get("scale"), str) else None,
                     "looks like": looks_like(ev.get("scale"), ev.get("actual"),
-                                             ev.get("typical"), _step_seconds(r.frame)) or None,
+                                             ev.get("typical"), _step_seconds(r.frame),
+                                             ev.get("views")) or None,
                 }
             )
     # most severe first (severity ranks; the 0-100 peak crowds at the top)

@@ -34,6 +34,23 @@ def test_each_view_reads_as_a_phrase(scale, actual, typical, step_s, text) -> No
     assert looks_like(scale, actual, typical, step_s) == text
 
 
+def test_specific_views_that_also_crossed_the_bar_are_said_first() -> None:
+    """A zeroed hour fires the shape view hardest, but what a person needs is that the
+    values fell below anything seen, went flat and lost their period; a view under the
+    detector's bar (surprise 5) is not said; an unreadable views text is ignored."""
+    views = "shape 32 584.8, shape 154 300, structure 154 40, range 1 30, noise 32 20"
+    assert looks_like("shape 32", 19.0, 72.4, 10, views) == (
+        "below every value seen in training; too regular, as if stuck or frozen: the usual "
+        "noise is gone; the pattern that usually repeats every 25m 40s is missing")
+    # a spike: its mean over the event stays at the typical level
+    assert looks_like("shape 32", 41.3, 41.1, 10, "shape 32 200, range 1 30, noise 32 1.4") == (
+        "outside the range of values seen in training")
+    assert looks_like("shape 32", 23.8, 23.7, 10, "shape 32 35, noise 32 4.9, range 1 0") == (
+        "a 5m 20s stretch unlike every normal shape, at the typical level")
+    assert looks_like("shape 32", 23.8, 23.7, 10, "not, a views text") == (
+        "a 5m 20s stretch unlike every normal shape, at the typical level")
+
+
 def test_alert_lines_say_what_a_waveform_event_looks_like_and_points_keep_their_field() -> None:
     from types import SimpleNamespace
 
