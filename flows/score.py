@@ -38,6 +38,16 @@ from cricket.series import SeriesKey
 from cricket.windows import batched, score_window, utc
 
 
+def raise_lost_writes(writes: list[Any], cause: BaseException) -> None:
+    """Wait for the submitted ``writes``; if one failed, raise its error (it says which
+    points were not written), chained to ``cause``, the failure that stopped the run."""
+    for w in writes:
+        try:
+            w.result()
+        except Exception as lost:  # noqa: BLE001 - re-raised, with the cause attached
+            raise lost from cause
+
+
 def score_range(
     settings: Settings,
     selector: SeriesSelector,
@@ -78,18 +88,24 @@ def score_range(
     writes = []
     # Each batch task gets only its own detectors; a finished batch is written at once,
     # while later batches are still being read and scored.
-    for index, _batch, fut in pipelined(
-        lambda batch: score_batch.submit(
-            settings, selector, sub_bundle(bundle, batch), batch, start, end, version
-        ),
-        batches,
-        in_flight_limit(settings),
-    ):
-        res = results[index] = fut.result()
-        for stage, sec in res.seconds.items():
-            timings[stage] = timings.get(stage, 0.0) + sec
-        if res.scored:
-            writes.append(write_results.submit(settings, res.scored, version))
+    try:
+        for index, _batch, fut in pipelined(
+            lambda batch: score_batch.submit(
+                settings, selector, sub_bundle(bundle, batch), batch, start, end, version
+            ),
+            batches,
+            in_flight_limit(settings),
+        ):
+            res = results[index] = fut.result()
+            for stage, sec in res.seconds.items():
+                timings[stage] = timings.get(stage, 0.0) + sec
+            if res.scored:
+                writes.append(write_results.submit(settings, res.scored, version))
+    except Exception as exc:
+        # a later batch failed (InfluxDB gone, say) while earlier results were being
+        # written: what was not stored is what the person must hear about first
+        raise_lost_writes(writes, exc)
+        raise
     written = sum(w.result() for w in writes)
     scored: list[ScoredSeries] = []
     skipped: list[str] = []
