@@ -328,11 +328,14 @@ def _event_rows(ev_idx: pd.DataFrame, index: pd.Index, raw: np.ndarray, recon: n
     return rows
 
 
-def join_events(events: pd.DataFrame, max_gap: pd.Timedelta) -> pd.DataFrame:
+def join_events(events: pd.DataFrame, max_gap: pd.Timedelta,
+                keep: tuple[str, ...] = ()) -> pd.DataFrame:
     """Merge events (sorted by start) that are at most ``max_gap`` apart: an anomaly that
-    spans a chunk boundary is scored as two events, one per chunk."""
+    spans a chunk boundary is scored as two events, one per chunk. Columns in ``keep``
+    are kept too, from the part with the highest peak score."""
     if len(events) < 2:
-        return events.reset_index(drop=True)
+        return events.sort_values("start").reset_index(drop=True) if keep else (
+            events.reset_index(drop=True))
     ev = events.sort_values("start").reset_index(drop=True)
     rows = [ev.iloc[0].to_dict()]
     for row in ev.iloc[1:].to_dict("records"):
@@ -349,6 +352,9 @@ def join_events(events: pd.DataFrame, max_gap: pd.Timedelta) -> pd.DataFrame:
             if _peak_surprise(row) > _peak_surprise(last):
                 for col in ("scale", "actual", "typical", "views"):
                     last[col] = row.get(col)
+            if row["peak"] > last["peak"]:
+                for col in keep:
+                    last[col] = row.get(col)
             last["end"] = max(last["end"], row["end"])
             last["peak"] = max(last["peak"], row["peak"])
             last["duration_s"] = (last["end"] - last["start"]).total_seconds() + step
@@ -358,7 +364,7 @@ def join_events(events: pd.DataFrame, max_gap: pd.Timedelta) -> pd.DataFrame:
             )
         else:
             rows.append(row)
-    return pd.DataFrame(rows).reindex(columns=EVENT_COLUMNS)
+    return pd.DataFrame(rows).reindex(columns=[*EVENT_COLUMNS, *keep])
 
 
 def _peak_surprise(row: dict) -> float:
@@ -465,17 +471,28 @@ def merge_by_series(
     out = []
     for key, group in by_key.items():
         group.sort(key=lambda p: p.frame.index[0] if len(p.frame) else pd.Timestamp.min.tz_localize("UTC"))
+        # each event keeps its own picture (segment at its peak, nearest shape): when two
+        # events across a chunk boundary become one, the pair of the higher peak stays
+        pairs: list[tuple] = []
+        parts = []
+        for p in group:
+            ev = p.events.copy()
+            shapes = list(p.nearest_shapes)
+            ev["_pair"] = [len(pairs) + i if i < len(shapes) else -1 for i in range(len(ev))]
+            pairs.extend(shapes)
+            parts.append(ev)
+        joined = join_events(pd.concat(parts, ignore_index=True),
+                             max_gap if max_gap is not None else pd.Timedelta(0), keep=("_pair",))
+        shapes = [pairs[int(i)] if 0 <= int(i) < len(pairs) else (None, None)
+                  for i in joined["_pair"]] if any(len(p.nearest_shapes) for p in group) else []
         out.append(
             ScoredSeries(
                 key,
                 pd.concat([p.frame for p in group]),
-                join_events(
-                    pd.concat([p.events for p in group], ignore_index=True),
-                    max_gap if max_gap is not None else pd.Timedelta(0),
-                ),
+                joined.drop(columns=["_pair"]),
                 group[-1].threshold,
                 group[-1].source,
-                [pair for p in group for pair in p.nearest_shapes],
+                shapes,
                 group[-1].series_key,
             )
         )

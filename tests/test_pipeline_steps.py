@@ -61,6 +61,32 @@ def test_an_event_cut_by_a_chunk_boundary_is_joined_and_far_ones_are_not():
     assert out.iloc[1]["start"] == T + pd.Timedelta("2h")
 
 
+def test_joined_chunks_keep_each_events_own_picture():
+    """A backfill joins a series' chunks: two events across a boundary become one and
+    keep the picture (segment, nearest shape) of the higher peak; an event after them
+    keeps its own, not its neighbour's (the pictures were concatenated per chunk, so every
+    picture after a join belonged to the event before it)."""
+    import numpy as np
+
+    from cricket.scoring import ScoredSeries, merge_by_series
+
+    def chunk(lo: str, hi: str, events: list[dict], tags: list[str]) -> ScoredSeries:
+        idx = pd.date_range(T + pd.Timedelta(lo), T + pd.Timedelta(hi), freq="10s",
+                            inclusive="left")
+        frame = pd.DataFrame({"value": 0.0, "score": 0.0}, index=idx)
+        pairs = [(np.full(4, float(t)), np.full(4, -float(t))) for t in tags]
+        return ScoredSeries("s", frame, pd.DataFrame(events), 50.0, "own", pairs)
+
+    first = chunk("0s", "1h", [ev("10min", "20min", 80, 70), ev("55min", "59min50s", 70, 60)],
+                  ["1", "2"])
+    second = chunk("1h", "2h", [ev("1h", "1h5min", 95, 60), ev("1h30min", "1h40min", 75, 70)],
+                   ["3", "4"])
+    (merged,) = merge_by_series([second, first], pd.Timedelta("170s"))
+    assert list(merged.events["start"]) == [T + pd.Timedelta(x) for x in ("10min", "55min", "1h30min")]
+    assert [float(seg[0]) for seg, _ in merged.nearest_shapes] == [1.0, 3.0, 4.0]
+    assert merged.peak_event_index() == 1 and float(merged.nearest_shapes[1][0][0]) == 3.0
+
+
 def test_events_further_apart_than_the_gap_stay_apart():
     events = pd.DataFrame([ev("0s", "10min", 90, 80), ev("20min", "30min", 90, 80)])
     assert len(join_events(events, pd.Timedelta("170s"))) == 2
