@@ -65,10 +65,11 @@ def score_range(
     log = get_run_logger()
     t0 = time.perf_counter()
     check_scoring_selector(bundle, selector, version)
-    n_steps = check_series_span(
-        "the scored window with its context", (end - start) + context_for(bundle, selector),
-        selector.every,
-    )
+    # one context for every batch (the model's longest segment): what is stored for a
+    # series must not depend on the batch it lands in
+    context = context_for(bundle, selector)
+    n_steps = check_series_span("the scored window with its context", (end - start) + context,
+                                selector.every)
     if report:
         ensure_report_dir(settings.reports_path)
     keys = discover_series(settings, selector)
@@ -91,7 +92,8 @@ def score_range(
     try:
         for index, _batch, fut in pipelined(
             lambda batch: score_batch.submit(
-                settings, selector, sub_bundle(bundle, batch), batch, start, end, version
+                settings, selector, sub_bundle(bundle, batch), batch, start, end, version,
+                context,
             ),
             batches,
             in_flight_limit(settings),

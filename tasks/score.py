@@ -60,9 +60,15 @@ def score_batch(
     start: datetime,
     end: datetime,
     model_version: str | None = None,
+    context: timedelta | None = None,
 ) -> ScoreBatch:
-    """Score [start, end) of each series in ``keys`` with its detector's left context.
-    ``bundle`` needs only these keys' detectors (see ``sub_bundle``). With
+    """Score [start, end) of each series in ``keys`` with ``context`` of history before
+    ``start`` (default: what ``bundle``'s detectors need, ``context_for``). The flows pass
+    the whole model's context to every batch: a series' reconstruction (its overlap-add
+    grid starts where the data starts) and a fleet-served series' own scaling depend on
+    how much history was read, so a fixed context keeps what is stored independent of
+    the batch a series lands in. ``bundle`` needs only these keys' detectors (see
+    ``sub_bundle``). With
     ``model_version``, an event that opens the window continues the event of the same
     version that closed the previous window, and the previous window's last event is
     revised (shortened or extended) where this window's data settles its end (see
@@ -85,8 +91,9 @@ def score_batch(
     # one source (one HTTP client) for the batch's window and its previous events
     source = make_source(settings)
     try:
-        data = read_window(settings, selector, keys, start - context_for(bundle, selector), end,
-                           source=source)
+        if context is None:
+            context = context_for(bundle, selector)
+        data = read_window(settings, selector, keys, start - context, end, source=source)
         t1 = time.perf_counter()
         # each series is a few small matrix products: BLAS threads would only compete
         # with the other workers' batches (and wait on each other on a busy machine)

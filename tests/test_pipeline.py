@@ -196,12 +196,13 @@ def test_the_stored_scores_equal_the_detector_scoring_each_series_on_its_own(tra
     with InfluxQLSource(settings) as src:
         keys = src.discover(SELECTOR)
         stored = src.read_scores(SELECTOR, start, end, version)
-        # each batch reads the context its own detectors need (the reconstruction's
-        # overlap-add grid starts where the data starts)
-        data = {}
-        for batch in batched(keys, batch_size_for(settings, len(keys))):
-            ctx = context_for(sub_bundle(bundle, batch), SELECTOR)
-            data.update(src.read(SELECTOR, start - ctx, end, keys=batch))
+        # every batch reads the whole model's context (the reconstruction's overlap-add
+        # grid starts where the data starts), whatever its own detectors need
+        data = src.read(SELECTOR, start - context_for(bundle, SELECTOR), end, keys=keys)
+        assert len(list(batched(keys, batch_size_for(settings, len(keys))))) > 1
+        assert len({context_for(sub_bundle(bundle, b), SELECTOR)
+                    for b in batched(keys, batch_size_for(settings, len(keys)))}) > 1, (
+            "the batches' own contexts should differ, or this test proves little")
     assert len(data) == len(fleet.series)
     for key, values in data.items():
         det, source = bundle.detector_for(str(key))
@@ -224,6 +225,46 @@ def test_the_stored_scores_equal_the_detector_scoring_each_series_on_its_own(tra
     rate = float(np.mean(list(logged["false_alarms"].values())))
     assert sorted(logged["false_alarms"]) == sorted(str(k) for k in fleet.series)
     assert mv.tags["heldout_false_alarms"] == f"{rate:.6f}"
+
+
+def test_what_is_stored_for_a_series_does_not_depend_on_its_batch(trained, monkeypatch):
+    """The same hour scored series by series and in batches of 3 stores
+    the same values, reconstruction, error, score and events for every series: each
+    batch reads the model's longest context, not only what its own detectors need."""
+    import numpy as np
+    from cricket.flows.score import hourly_score
+
+    settings, fleet, _ = trained
+    at = (END - pd.Timedelta(hours=2)).to_pydatetime()
+
+    def stored(batch_size: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+        monkeypatch.setenv("CRICKET_BATCH_SIZE", str(batch_size))
+        out = hourly_score(selector=SELECTOR, at=at)
+        start, end = pd.Timestamp(out["window_start"]), pd.Timestamp(out["window_end"])
+        with InfluxQLSource(settings) as src:
+            scores = src.read_scores(SELECTOR, start, end, out["model_version"])
+            events = src.read_events(SELECTOR, start, end, out["model_version"])
+        order = ["series", "time"]
+        return (scores.reset_index().sort_values(order).reset_index(drop=True),
+                events.reset_index().sort_values(order).reset_index(drop=True),
+                out["batches"])
+
+    small, small_events, n_small = stored(1)
+    whole, whole_events, n_whole = stored(3)
+    assert (n_small, n_whole) == (len(fleet.series), 2)
+    assert len(small) == len(whole) > 0 and len(small_events) == len(whole_events) > 0
+    assert small["series"].tolist() == whole["series"].tolist()
+    assert small["time"].tolist() == whole["time"].tolist()
+    for col in ("value", "reconstruction", "error", "score"):
+        np.testing.assert_allclose(small[col].to_numpy(float), whole[col].to_numpy(float),
+                                   rtol=1e-9, atol=1e-9, err_msg=col)
+    for col in small_events.columns:
+        a, b = small_events[col], whole_events[col]
+        if pd.api.types.is_float_dtype(a):
+            np.testing.assert_allclose(a.to_numpy(float), b.to_numpy(float), rtol=1e-9,
+                                       atol=1e-9, err_msg=f"event {col}")
+        else:
+            assert a.tolist() == b.tolist(), f"event {col}"
 
 
 def test_a_backfill_over_hours_already_scored_skips_them_and_doubles_nothing(trained):
