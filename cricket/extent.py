@@ -46,7 +46,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cricket.scoring import events_from_mask
+from cricket.errors import CricketValueError
+from cricket.scoring import mask_runs
 
 EPS = 1e-6  # spread floor (robust-scaled units): a frozen window is very quiet, not -inf
 _CHUNK = 4096  # segments per block in the attributed error (memory: _CHUNK x segment)
@@ -161,15 +162,19 @@ def settle_events(
     ``start_idx``, down to ``-len(lead)``), also for an extent that lies wholly there:
     what this window's data settles about an event of the window before."""
     alert = np.asarray(alert, dtype=bool)
-    runs = events_from_mask(alert, score, min_gap)
-    if runs.empty:
-        return pd.DataFrame({c: np.array([], dtype=np.int64 if c.endswith("idx") else float)
-                             for c in EVENT_COLUMNS})
+    if alert.ndim != 1 or np.shape(score) != alert.shape:
+        raise CricketValueError(
+            f"alert and score must be 1-D of equal length (got {alert.shape} and "
+            f"{np.shape(score)})"
+        )
+    run_starts, run_stops = mask_runs(alert, min_gap)
+    if run_starts.size == 0:
+        return _event_frame([])
     lead = np.zeros(0, dtype=bool) if lead is None else np.asarray(lead, dtype=bool)
     full = None if extent is None else np.r_[lead, np.asarray(extent, dtype=bool)]
     off = len(lead)
     spans: list[list[int]] = []
-    for a, b in zip(runs["start_idx"].tolist(), runs["end_idx"].tolist(), strict=True):
+    for a, b in zip(run_starts.tolist(), (run_stops - 1).tolist(), strict=True):
         if full is None:
             spans.append([a, b, a, b])
             continue
@@ -206,5 +211,15 @@ def settle_events(
         inner = sc[max(s0, 0) : max(s1 + 1, 0)]
         mean = float(np.nanmean(inner)) if np.isfinite(inner).any() else peak
         rows.append((s0, s1, a, peak, mean, speak + float(np.log10(s1 - s0 + 1))))
-    out = pd.DataFrame(rows, columns=EVENT_COLUMNS)
-    return out.astype({"start_idx": np.int64, "end_idx": np.int64, "alert_idx": np.int64})
+    return _event_frame(rows)
+
+
+def _event_frame(rows: list[tuple]) -> pd.DataFrame:
+    """``EVENT_COLUMNS`` from rows, built column by column with their dtypes (int64
+    indices, float64 scores): a frame from rows plus ``astype`` cost more than the
+    whole event search on an hour of data."""
+    cols = list(zip(*rows, strict=True)) if rows else [()] * len(EVENT_COLUMNS)
+    return pd.DataFrame({
+        name: np.array(col, dtype=np.int64 if name.endswith("idx") else np.float64)
+        for name, col in zip(EVENT_COLUMNS, cols, strict=True)
+    })

@@ -35,6 +35,28 @@ EVENT_COLUMNS = ["start", "end", "peak", "mean", "duration_s", "severity", "scal
 VIEW_PREFIX = "surprise:"
 
 
+def mask_runs(mask: np.ndarray, min_gap: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The intervals of :func:`events_from_mask` as two int64 arrays: starts and stops
+    (exclusive), without the per-interval scores or a DataFrame (what callers that only
+    need the bounds use: a DataFrame costs more than the search on an hour of data)."""
+    mask = np.asarray(mask, dtype=bool)
+    if min_gap < 0:
+        raise CricketValueError(f"min_gap must be >= 0 (got {min_gap})")
+    # Interval edges: where the mask, padded with False at both ends, changes. They
+    # alternate start, stop, start, stop... (one byte per point, no int64 copies).
+    padded = np.zeros(mask.size + 2, dtype=bool)
+    padded[1:-1] = mask
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    starts = edges[0::2]
+    stops = edges[1::2]  # exclusive
+    if min_gap > 0 and starts.size > 1:
+        gaps = starts[1:] - stops[:-1]
+        new = np.concatenate(([True], gaps >= min_gap))
+        starts = starts[new]
+        stops = np.concatenate((stops[:-1][new[1:]], stops[-1:]))
+    return starts.astype(np.int64, copy=False), stops.astype(np.int64, copy=False)
+
+
 def events_from_mask(mask: np.ndarray, scores: np.ndarray, min_gap: int = 0) -> pd.DataFrame:
     """Group anomalous points into intervals.
 
@@ -49,15 +71,7 @@ def events_from_mask(mask: np.ndarray, scores: np.ndarray, min_gap: int = 0) -> 
         raise CricketValueError(
             f"mask and scores must be 1-D of equal length (got {mask.shape} and {scores.shape})"
         )
-    if min_gap < 0:
-        raise CricketValueError(f"min_gap must be >= 0 (got {min_gap})")
-    # Interval edges: where the mask, padded with False at both ends, changes. They
-    # alternate start, stop, start, stop... (one byte per point, no int64 copies).
-    padded = np.zeros(mask.size + 2, dtype=bool)
-    padded[1:-1] = mask
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
-    starts = edges[0::2]
-    stops = edges[1::2]  # exclusive
+    starts, stops = mask_runs(mask, min_gap)
     if starts.size == 0:
         return pd.DataFrame(
             {
@@ -67,11 +81,6 @@ def events_from_mask(mask: np.ndarray, scores: np.ndarray, min_gap: int = 0) -> 
                 "mean": np.array([], dtype=np.float64),
             }
         )
-    if min_gap > 0 and starts.size > 1:
-        gaps = starts[1:] - stops[:-1]
-        new = np.concatenate(([True], gaps >= min_gap))
-        starts = starts[new]
-        stops = np.concatenate((stops[:-1][new[1:]], stops[-1:]))
     # peak, sum and count over each [start, stop): reduceat over interleaved boundaries
     # (the last stop is left out when it is the end: reduceat then runs to the end)
     bounds = np.empty(2 * starts.size, dtype=np.int64)
@@ -273,15 +282,20 @@ def score_series(
         step = times[1] - times[0] if len(times) > 1 else pd.Timedelta(0)
     views = {name: np.nan_to_num(v, nan=-np.inf) for name, v in sf.scales.items()}
     rows = _event_rows(ev_idx, times[context:], raw, recon, views, step)
-    lead = sf.events(spec.min_event_gap, keep_lead=True)
-    lead = lead[lead["start_idx"] < 0]
-    carried = pd.DataFrame(
-        _event_rows(lead, times, series.reindex(times).to_numpy(dtype=float),
-                    np.r_[np.full(context, np.nan), recon],
-                    {k: np.r_[np.full(context, -np.inf), v] for k, v in views.items()},
-                    step, offset=context),
-        columns=EVENT_COLUMNS,
-    )
+    lead_rows: list[dict] = []
+    # an extent reaches back into the context only from a run of alerts that starts
+    # within the longest segment of the window's start (settle_events looks back at
+    # most ``reach`` points): otherwise there is nothing to carry, and no second search
+    if np.asarray(sf.anomalous[: sf.reach], dtype=bool).any():
+        lead = sf.events(spec.min_event_gap, keep_lead=True)
+        lead = lead[lead["start_idx"] < 0]
+        lead_rows = _event_rows(
+            lead, times, series.reindex(times).to_numpy(dtype=float),
+            np.r_[np.full(context, np.nan), recon],
+            {k: np.r_[np.full(context, -np.inf), v] for k, v in views.items()},
+            step, offset=context,
+        )
+    carried = pd.DataFrame(lead_rows, columns=EVENT_COLUMNS)
     events = pd.DataFrame(rows, columns=EVENT_COLUMNS)
     shapes = detector.nearest_shapes(values, context, ev_idx, np.asarray(sf.score, dtype=float))
     return ScoredSeries(
@@ -300,10 +314,15 @@ def _event_rows(ev_idx: pd.DataFrame, index: pd.Index, raw: np.ndarray, recon: n
                 views: dict[str, np.ndarray], step: pd.Timedelta, offset: int = 0) -> list[dict]:
     """Events in time (``EVENT_COLUMNS``) from the detector's ``ev_idx``, whose indices
     are ``offset`` points into ``index``, ``raw``, ``recon`` and ``views``."""
-    rows = []
-    for e in ev_idx.itertuples(index=False):
-        a, b = int(e.start_idx) + offset, int(e.end_idx) + offset
-        alert = int(e.alert_idx) + offset
+    rows: list[dict] = []
+    if ev_idx.empty:
+        return rows
+    # plain arrays: itertuples builds a namedtuple class per call
+    cols = {c: ev_idx[c].to_numpy() for c in ("start_idx", "end_idx", "alert_idx", "peak",
+                                                "mean", "severity")}
+    for i in range(len(ev_idx)):
+        a, b = int(cols["start_idx"][i]) + offset, int(cols["end_idx"][i]) + offset
+        alert = int(cols["alert_idx"][i]) + offset
         start, end = index[a], index[b]
         # which view fired: the most surprising one over the event and its alerts
         lo, hi = min(a, alert), max(b, alert)
@@ -314,10 +333,10 @@ def _event_rows(ev_idx: pd.DataFrame, index: pd.Index, raw: np.ndarray, recon: n
             {
                 "start": start,
                 "end": end,
-                "peak": float(e.peak),
-                "mean": float(e.mean),
+                "peak": float(cols["peak"][i]),
+                "mean": float(cols["mean"][i]),
                 "duration_s": float((end - start + step).total_seconds()),
-                "severity": float(e.severity),
+                "severity": float(cols["severity"][i]),
                 "scale": scale,
                 "actual": float(np.nanmean(actual)) if np.isfinite(actual).any() else np.nan,
                 "typical": float(np.nanmean(typical)) if np.isfinite(typical).any() else np.nan,
