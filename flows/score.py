@@ -26,6 +26,7 @@ from cricket.tasks.publish import log_report_to_mlflow, publish_report, write_mi
 from cricket.tasks.registry import load_model
 from cricket.tasks.score import ScoreBatch, context_for, score_batch, sub_bundle
 from prefect import flow, get_run_logger
+from prefect.utilities.annotations import quote
 
 from cricket.config import SeriesSelector, Settings
 from cricket.errors import CricketValueError
@@ -85,6 +86,7 @@ def score_range(
         notes.append("no series matched the selector in this window: nothing to score")
     batches = list(batched(keys, batch_size_for(settings, len(keys))))
     timings = {"extract": 0.0, "score": 0.0}
+    t_batches = time.perf_counter()
     results: dict[int, ScoreBatch] = {}
     writes = []
     # Each batch task gets only its own detectors; a finished batch is written at once,
@@ -109,6 +111,7 @@ def score_range(
         raise_lost_writes(writes, exc)
         raise
     written = sum(w.result() for w in writes)
+    timings["batches"] = time.perf_counter() - t_batches  # wall: read, score and write
     scored: list[ScoredSeries] = []
     skipped: list[str] = []
     for index in sorted(results):  # batch order, whatever order they finished in
@@ -125,7 +128,7 @@ def score_range(
         expected_points(start, end, selector.every),
     )
     if missing:
-        written += write_missing.submit(settings, missing, version, start, end).result()
+        written += write_missing.submit(settings, quote(missing), version, start, end).result()
         log.warning("%d series sent no data or far less than expected: %s", len(missing),
                     "; ".join(m.describe() for m in missing[:10]))
     n_events = sum(len(s.events) for s in scored)
@@ -210,14 +213,14 @@ def publish_window(
     )
     findings = [m for m in missing or [] if not isinstance(m, str)]  # data_missing alerts
     alerts = alert_window(
-        settings, scored, start, end, version, report_link(settings, rep), page=page,
-        missing=findings,
+        settings, quote(scored), start, end, version, report_link(settings, rep), page=page,
+        missing=quote(findings),
     )
     rep.incidents = alerts["incidents"]
     rep.answers = alerts["answers"]
-    path = publish_report(settings, rep)
+    path = publish_report(settings, quote(rep))
     run = log_report_to_mlflow(
-        settings, rep, path,
+        settings, quote(rep), path,
         {"scored": len(scored), "events": sum(len(s.events) for s in scored)},
     )
     return {"report": str(path), "mlflow_run": run, "alerts": alerts}
@@ -247,6 +250,7 @@ def hourly_score(
     """Score the last complete ``window`` before ``at`` (default: the run's scheduled
     time, so re-running a past run scores the same window) with ``model_version``
     (default: the champion)."""
+    t0 = time.perf_counter()
     settings = Settings()
     at = utc(at) if at is not None else scheduled_time()
     start, end = score_window(at, window)
@@ -258,4 +262,9 @@ def hourly_score(
     check_series_span("the scored window", window, selector.every)
     ensure_report_dir(settings.reports_path)
     bundle, version = load_model(settings, model_version)
-    return score_range(settings, selector, bundle, version, start, end, kind="score")
+    t_load = time.perf_counter()
+    summary = score_range(settings, selector, bundle, version, start, end, kind="score")
+    # wall seconds of the flow's own body: the rest of a run's time is its orchestration
+    summary["timings"]["load_model"] = round(t_load - t0, 3)
+    summary["timings"]["flow"] = round(time.perf_counter() - t0, 3)
+    return summary
