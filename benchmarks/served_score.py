@@ -1,7 +1,7 @@
-"""A served hourly run: the ``hourly-score`` deployment run through ``cricket serve``
+"""A served hourly run: the `hourly-score` deployment run through `cricket serve`
 against a Prefect API server, a local influxd and an MLflow SQLite store, on a synthetic
-fleet at 10 s (``--hosts`` series). Prints where the run's time went, from Prefect's own
-records of the run and its task runs, and how much of it was orchestration.
+fleet at 10 s (`--hosts` series): where the run's time went, from Prefect's own records
+of the run and its task runs, and how much of it was orchestration.
 
 What it does:
 

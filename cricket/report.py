@@ -57,6 +57,9 @@ class Report:
     #: series scored in all, when ``results`` holds only some of them (a backfill keeps
     #: the anomalous ones)
     series_scored: int | None = None
+    #: pictures drawn ahead (``series_pictures``) by series key; the rest are drawn
+    #: when the report is rendered
+    pictures: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_series(self) -> int:
@@ -68,9 +71,15 @@ class Report:
 
     def anomalous(self) -> list[ScoredSeries]:
         """Series with at least one event, highest peak score first."""
-        hits = [r for r in self.results if r.n_events]
-        return sorted(hits, key=lambda r: (-_finite_or(r.top_severity, -1.0),
-                                           -_finite_or(r.peak_score, -1.0), r.key))
+        return anomalous(self.results)
+
+
+def anomalous(results: list[ScoredSeries]) -> list[ScoredSeries]:
+    """The series of ``results`` with at least one event, most severe first (then
+    highest peak score): the order a report draws them in."""
+    hits = [r for r in results if r.n_events]
+    return sorted(hits, key=lambda r: (-_finite_or(r.top_severity, -1.0),
+                                       -_finite_or(r.peak_score, -1.0), r.key))
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -255,15 +264,13 @@ def _step_seconds(frame: pd.DataFrame | None) -> float | None:
     return float(np.median(steps)) / 1e9 if steps.size else None
 
 
-def _series_section(idx: int, r: ScoredSeries) -> str:
+def series_pictures(r: ScoredSeries) -> str:
+    """The pictures of one plotted series as HTML (``<img>`` tags with the PNGs inline,
+    or a note where a picture cannot be drawn). What drawing a report costs: a flow may
+    draw them ahead (``Report.pictures``) while it waits on other work."""
     from cricket import plots
 
-    parts = [f'<section class="series" id="series-{idx}">', f"<h3>{_e(r.key)}</h3>"]
-    parts.append(
-        f'<p class="muted">{r.n_events} event(s); peak score {_e(_fmt_score(r.peak_score))}; '
-        f"threshold {_e(_fmt_score(r.threshold))}; model: {_e(r.source)}</p>"
-    )
-    parts.append('<div class="row">')
+    parts: list[str] = []
     if r.frame is not None and len(r.frame):
         try:
             png = plots.plot_series(r.frame, r.threshold, r.events)
@@ -294,6 +301,17 @@ def _series_section(idx: int, r: ScoredSeries) -> str:
                 parts.append(
                     _img(png, f"segment at the peak of {r.key} and nearest normal shape", "pair")
                 )
+    return "\n".join(parts)
+
+
+def _series_section(idx: int, r: ScoredSeries, pictures: str | None = None) -> str:
+    parts = [f'<section class="series" id="series-{idx}">', f"<h3>{_e(r.key)}</h3>"]
+    parts.append(
+        f'<p class="muted">{r.n_events} event(s); peak score {_e(_fmt_score(r.peak_score))}; '
+        f"threshold {_e(_fmt_score(r.threshold))}; model: {_e(r.source)}</p>"
+    )
+    parts.append('<div class="row">')
+    parts.append(series_pictures(r) if pictures is None else pictures)
     parts.append("</div>")
     parts.append(_events_table(r.events, _step_seconds(r.frame)))
     parts.append("</section>")
@@ -359,7 +377,8 @@ def render_html(report: Report, max_plotted: int = MAX_PLOTTED) -> str:
                 f'<p class="muted">Showing the {len(plotted)} series with the highest peak '
                 f"score; {left_out} more anomalous series are left out (see the summary).</p>"
             )
-        out.extend(_series_section(i, r) for i, r in enumerate(plotted, 1))
+        out.extend(_series_section(i, r, report.pictures.get(r.key))
+                   for i, r in enumerate(plotted, 1))
     elif report.results:
         out.append('<p class="muted">No anomalies found in this window.</p>')
     out.append("</main></body></html>")

@@ -22,7 +22,13 @@ from cricket.flows.runtime import (
 )
 from cricket.tasks.alert import alert_window
 from cricket.tasks.extract import discover_series
-from cricket.tasks.publish import log_report_to_mlflow, publish_report, write_missing, write_results
+from cricket.tasks.publish import (
+    draw_report,
+    log_report_to_mlflow,
+    publish_report,
+    write_missing,
+    write_results,
+)
 from cricket.tasks.registry import load_model
 from cricket.tasks.score import ScoreBatch, context_for, score_batch, sub_bundle
 from prefect import flow, get_run_logger
@@ -33,7 +39,7 @@ from cricket.errors import CricketValueError
 from cricket.limits import check_batch, check_series_span
 from cricket.missing import expected_points, find_missing
 from cricket.model import ModelBundle, check_scoring_selector
-from cricket.report import Report, ensure_report_dir, report_filename
+from cricket.report import MAX_PLOTTED, Report, anomalous, ensure_report_dir, report_filename
 from cricket.scoring import ScoredSeries
 from cricket.series import SeriesKey
 from cricket.windows import batched, score_window, utc
@@ -110,14 +116,17 @@ def score_range(
         # written: what was not stored is what the person must hear about first
         raise_lost_writes(writes, exc)
         raise
-    written = sum(w.result() for w in writes)
-    timings["batches"] = time.perf_counter() - t_batches  # wall: read, score and write
     scored: list[ScoredSeries] = []
     skipped: list[str] = []
     for index in sorted(results):  # batch order, whatever order they finished in
         notes.extend(results[index].notes)
         scored.extend(results[index].scored)
         skipped.extend(results[index].skipped)
+    # the report's pictures depend on the scores alone: draw them while the last writes
+    # and the alerts are still running
+    pictures = draw_report.submit(quote(plotted(scored))) if report else None
+    written = sum(w.result() for w in writes)
+    timings["batches"] = time.perf_counter() - t_batches  # wall: read, score and write
     if not any(len(s.frame) for s in scored):
         notes.append(f"no data between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
     # A series the model knows that sent no data (or far less than expected) is an event.
@@ -157,7 +166,7 @@ def score_range(
     if report:
         t_report = time.perf_counter()
         summary.update(publish_window(settings, kind, start, end, version, scored, notes,
-                                      missing=missing))
+                                      missing=missing, pictures=pictures))
         summary["timings"]["report"] = round(time.perf_counter() - t_report, 3)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     log.info(
@@ -165,6 +174,11 @@ def score_range(
         len(scored), start.isoformat(), end.isoformat(), version, n_events,
     )
     return summary
+
+
+def plotted(scored: list[ScoredSeries]) -> list[ScoredSeries]:
+    """The series the window's report draws (most severe first, at most MAX_PLOTTED)."""
+    return anomalous(scored)[:MAX_PLOTTED]
 
 
 def known_series(bundle: ModelBundle, selector: SeriesSelector) -> list[str]:
@@ -194,11 +208,13 @@ def publish_window(
     page: bool = True,
     missing: list | None = None,
     series_scored: int | None = None,
+    pictures: Any = None,
 ) -> dict[str, Any]:
     """Announce the window's new incidents (when ``page``; ``missing``: the data_missing
     findings, ``cricket.missing.MissingData`` or their descriptions), then write its HTML
     report (with the incidents, labels, silences and missing data), its Prefect artifacts
-    and its MLflow run."""
+    and its MLflow run. ``pictures``: a future of ``draw_report`` for ``scored`` (the
+    pictures drawn ahead); without it, the report draws them."""
     rep = Report(
         title=f"Cricket {kind} {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
         kind=kind,  # type: ignore[arg-type]
@@ -218,6 +234,12 @@ def publish_window(
     )
     rep.incidents = alerts["incidents"]
     rep.answers = alerts["answers"]
+    if pictures is not None:
+        try:
+            rep.pictures = pictures.result()
+        except Exception as exc:  # noqa: BLE001 - the report draws them itself then
+            get_run_logger().warning("drawing the report's pictures ahead failed (%s): the "
+                                     "report draws them", exc)
     path = publish_report(settings, quote(rep))
     run = log_report_to_mlflow(
         settings, quote(rep), path,

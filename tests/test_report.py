@@ -361,3 +361,19 @@ def test_each_event_says_what_it_looks_like_in_the_table_and_the_artifact_rows()
     assert "<th>looks like</th>" in doc and html.escape(want) in doc
     rows = [r for r in event_rows(report) if r["series"] == loud.key]
     assert rows[0]["looks like"] == want
+
+
+def test_pictures_drawn_ahead_render_the_same_report() -> None:
+    """The hourly flow draws the report's pictures while it waits on writes and alerts
+    (``Report.pictures``): the report is the same HTML as one that draws them itself,
+    and a series without pictures drawn ahead is still drawn."""
+    from cricket.report import anomalous, series_pictures
+
+    report = fleet_report(n_series=4)
+    strip = lambda doc: re.sub(r"generated [^<]*", "", doc)  # noqa: E731
+    drawn_here = strip(render_html(report))
+    hits = anomalous(report.results)
+    assert len(hits) >= 2
+    report.pictures = {r.key: series_pictures(r) for r in hits[1:]}
+    assert strip(render_html(report)) == drawn_here
+    assert drawn_here.count('<img class="plot"') >= len(hits)  # the pictures are there
