@@ -124,7 +124,7 @@ def score_range(
         skipped.extend(results[index].skipped)
     # the report's pictures depend on the scores alone: draw them while the last writes
     # and the alerts are still running
-    pictures = draw_report.submit(quote(plotted(scored))) if report else None
+    pictures = draw_report.submit(plotted(scored)) if report else None
     written = sum(w.result() for w in writes)
     timings["batches"] = time.perf_counter() - t_batches  # wall: read, score and write
     if not any(len(s.frame) for s in scored):
@@ -137,7 +137,7 @@ def score_range(
         expected_points(start, end, selector.every),
     )
     if missing:
-        written += write_missing.submit(settings, quote(missing), version, start, end).result()
+        written += write_missing.submit(settings, missing, version, start, end).result()
         log.warning("%d series sent no data or far less than expected: %s", len(missing),
                     "; ".join(m.describe() for m in missing[:10]))
     n_events = sum(len(s.events) for s in scored)
@@ -228,6 +228,9 @@ def publish_window(
         series_scored=series_scored,
     )
     findings = [m for m in missing or [] if not isinstance(m, str)]  # data_missing alerts
+    # quote(): Prefect would walk every series' results in these tasks' parameters,
+    # looking for futures, before each starts (they hold none). Only for tasks called in
+    # the flow: Dask takes a quoted (tuple) parameter of a submitted task apart.
     alerts = alert_window(
         settings, quote(scored), start, end, version, report_link(settings, rep), page=page,
         missing=quote(findings),
