@@ -13,11 +13,14 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["STRONG", "fmt_duration", "looks_like", "parse_views"]
+from cricket.config import DetectorSpec
+
+__all__ = ["STRONG", "as_finite", "fmt_duration", "looks_like", "parse_views"]
 
 #: a view at or past this surprise (-log10 p) crossed the detector's bar at the default
-#: ``threshold_quantile`` (0.99999): it is said in the phrase even when another view fired
-STRONG = 5.0
+#: ``threshold_quantile`` (-log10 of 1 - 0.99999, i.e. 5): it is said in the phrase even
+#: when another view fired
+STRONG = round(-math.log10(1.0 - DetectorSpec().threshold_quantile), 6)
 #: the views that say something specific, in the order they are said
 SPECIFIC = ("range", "noise", "structure")
 _VIEW_SURPRISE = re.compile(r"^(?P<view>.*\S)\s+(?P<surprise>-?[0-9.]+(?:e[+-]?[0-9]+)?|inf)$")
@@ -45,7 +48,8 @@ def fmt_duration(seconds: object) -> str:
     return " ".join(parts)
 
 
-def _finite(x: object) -> float | None:
+def as_finite(x: object) -> float | None:
+    """``x`` as a float, or None when it is not a finite number (None, text, NaN, inf)."""
     try:
         v = float(x)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -114,7 +118,7 @@ def looks_like(scale: object, actual: object = None, typical: object = None,
     say a shape's or period's length in time."""
     if not isinstance(scale, str) or not scale.strip():
         return ""
-    a, t, step = _finite(actual), _finite(typical), _finite(step_s)
+    a, t, step = as_finite(actual), as_finite(typical), as_finite(step_s)
     fired, n_fired = _split(scale)
     strong: dict[str, int | None] = {fired: n_fired}
     for view, surprise in parse_views(views) or []:

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cricket.errors import CricketError
-from cricket.explain import fmt_duration, looks_like, parse_views
+from cricket.explain import as_finite, fmt_duration, looks_like, parse_views
 from cricket.scoring import ScoredSeries
 
 ReportKind = Literal["score", "retrain", "backfill"]
@@ -110,11 +110,8 @@ def _fmt_time(t: object) -> str:
 
 def _fmt_float(x: object, spec: str, missing: str) -> str:
     """``x`` formatted with ``spec``, or ``missing`` when it is not a finite number."""
-    try:
-        f = float(x)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return missing
-    return format(f, spec) if math.isfinite(f) else missing
+    f = as_finite(x)
+    return missing if f is None else format(f, spec)
 
 
 def _fmt_score(x: object) -> str:
@@ -556,8 +553,5 @@ def event_rows(report: Report) -> list[dict[str, object]]:
 
 
 def _severity_or_none(x: object) -> float | None:
-    try:
-        v = float(x)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return round(v, 2) if math.isfinite(v) else None
+    v = as_finite(x)
+    return None if v is None else round(v, 2)
