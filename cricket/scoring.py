@@ -353,8 +353,7 @@ def join_events(events: pd.DataFrame, max_gap: pd.Timedelta,
     spans a chunk boundary is scored as two events, one per chunk. Columns in ``keep``
     are kept too, from the part with the highest peak score."""
     if len(events) < 2:
-        return events.sort_values("start").reset_index(drop=True) if keep else (
-            events.reset_index(drop=True))
+        return events.reset_index(drop=True)
     ev = events.sort_values("start").reset_index(drop=True)
     rows = [ev.iloc[0].to_dict()]
     for row in ev.iloc[1:].to_dict("records"):
