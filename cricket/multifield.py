@@ -163,9 +163,7 @@ class PointModel:
         if ok.any():
             z = self._scaled(x[ok])
             c = self.detector_.cluster_centers_
-            d2 = ((z[:, None, :] - c[None, :, :]) ** 2).sum(axis=2)
-            nearest = d2.argmin(axis=1)
-            dist[ok] = np.sqrt(d2[np.arange(len(z)), nearest])
+            nearest, dist[ok] = self._nearest(z)
             diff = np.abs(z - c[nearest])
             j = diff.argmax(axis=1)
             contrib[ok] = j
@@ -195,7 +193,7 @@ class PointModel:
         if not len(z):
             return 0
         c = self.detector_.cluster_centers_
-        dist = np.sqrt(((z[:, None, :] - c[None, :, :]) ** 2).sum(axis=2).min(axis=1))
+        _, dist = self._nearest(z)
         new = []
         while len(new) < max_new:
             worst = int(np.argmax(dist))
@@ -211,9 +209,16 @@ class PointModel:
     def nearest_centroid(self, row: np.ndarray) -> np.ndarray:
         """The nearest centroid of one feature vector, in the fields' own units."""
         z = self._scaled(np.asarray(row, dtype=np.float64)[None, :])
+        k = int(self._nearest(z)[0][0])
+        return self.detector_.cluster_centers_[k] * self.scale_ + self.center_
+
+    def _nearest(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For scaled rows ``z``: the index of each one's nearest centroid and the
+        distance to it."""
         c = self.detector_.cluster_centers_
-        k = int(((c - z) ** 2).sum(axis=1).argmin())
-        return c[k] * self.scale_ + self.center_
+        d2 = ((z[:, None, :] - c[None, :, :]) ** 2).sum(axis=2)
+        nearest = d2.argmin(axis=1)
+        return nearest, np.sqrt(d2[np.arange(len(z)), nearest])
 
     # ------------------------------------------------------------------- state
     def get_state(self) -> dict[str, Any]:
