@@ -136,14 +136,13 @@ def _free_port(preferred: int) -> int:
     """``preferred`` if nothing listens there on 127.0.0.1, else a free port."""
     import socket
 
-    for port in (preferred, 0):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return sock.getsockname()[1]
-    raise OSError("no free port on 127.0.0.1")
+    from cricket.influx.server import port_free
+
+    if port_free(preferred):
+        return preferred
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def start_uis(settings) -> dict[str, str]:  # noqa: ANN001

@@ -75,7 +75,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 """
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     """Whether nothing listens on ``port``. SO_REUSEADDR as influxd itself binds, so the
     TIME_WAIT connections a killed server leaves behind do not read as "in use"."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -93,7 +93,7 @@ def find_free_port() -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port < 65535 and _port_free(port + 1):
+        if port < 65535 and port_free(port + 1):
             return port
     raise InfluxError("no free pair of loopback ports found for influxd")
 
@@ -211,7 +211,7 @@ class InfluxServer:
             self.port = int(state.get("port", self.port))
             if self._ping():
                 return self
-        if not _port_free(self.port) or not _port_free(self.port + 1):
+        if not port_free(self.port) or not port_free(self.port + 1):
             raise InfluxError(
                 f"port {self.port} or {self.port + 1} on 127.0.0.1 is already in use: "
                 "stop what runs there, or pick another with `cricket influx start --port P` "
