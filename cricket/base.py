@@ -17,24 +17,99 @@ exists once fitted) and implement ``fit``, ``decision_function``, ``_get_state``
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
-from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 from cricket.errors import CricketError
 from cricket.persistence import check_state, load_state, save_state
 from cricket.series import BadSeriesError
 
+# scikit-learn is imported only where it is used (k-means in fit, the NotFittedError
+# class below): importing it costs ~1 s (scipy.stats), which every flow run, served run
+# and Dask/process worker would pay although scoring never fits.
 
-class NotFittedError(CricketError, SklearnNotFittedError):
-    """A detector used before ``fit`` (or ``load``). Also scikit-learn's NotFittedError."""
+
+@functools.cache
+def _not_fitted_error() -> type:
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    class NotFittedError(CricketError, SklearnNotFittedError):
+        """A detector used before ``fit`` (or ``load``). Also scikit-learn's NotFittedError."""
+
+    NotFittedError.__module__ = __name__
+    NotFittedError.__qualname__ = "NotFittedError"
+    return NotFittedError
 
 
-class BaseDetector(BaseEstimator):
+def __getattr__(name: str) -> Any:
+    # ``cricket.base.NotFittedError`` is made on first use (PEP 562), so that importing
+    # the detectors does not import scikit-learn; it is one class, a subclass of both
+    # CricketError and sklearn.exceptions.NotFittedError.
+    if name == "NotFittedError":
+        return _not_fitted_error()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class EstimatorParams:
+    """scikit-learn's estimator parameter protocol (``get_params``, ``set_params``, a
+    repr of the parameters that differ from their defaults), so that
+    ``sklearn.base.clone`` and grid searches work, without importing scikit-learn.
+    Parameters are the keyword arguments of ``__init__``, stored under the same names."""
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        params = inspect.signature(cls.__init__).parameters.values()
+        return sorted(
+            p.name
+            for p in params
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        )
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{name}__{k}", v) for k, v in value.get_params().items())
+            out[name] = value
+        return out
+
+    def set_params(self, **params: Any) -> Self:
+        valid = self._get_param_names()
+        for key, value in params.items():
+            name, _, sub = key.partition("__")
+            if name not in valid:
+                raise ValueError(
+                    f"invalid parameter {name!r} for {type(self).__name__}: "
+                    f"valid parameters are {valid}"
+                )
+            if sub:
+                getattr(self, name).set_params(**{sub: value})
+            else:
+                setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = inspect.signature(type(self).__init__).parameters
+        changed = []
+        for name in self._get_param_names():
+            value = getattr(self, name, None)
+            default = defaults[name].default
+            try:
+                same = bool(value == default)
+            except Exception:  # arrays and the like compare elementwise
+                same = False
+            if not same:
+                changed.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+
+class BaseDetector(EstimatorParams):
     """Shared parts of every detector: fitted check, state header and format check,
     ``predict`` from ``decision_function`` and ``threshold_``, save / load."""
 
@@ -57,7 +132,7 @@ class BaseDetector(BaseEstimator):
 
     def _check_fitted(self) -> None:
         if not hasattr(self, self._fitted_attr):
-            raise NotFittedError(
+            raise _not_fitted_error()(
                 f"this {self.kind} is not fitted yet: call fit({self._fit_args}) first, or "
                 f"load a saved one with {self.kind}.load(path)"
             )

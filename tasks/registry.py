@@ -20,7 +20,6 @@ from cricket.errors import is_retryable
 from cricket.feedback import LabelledStretch
 from cricket.model import ModelBundle, ModelFormatError
 from cricket.multifield import PointBundle
-from cricket.plots import training_pictures
 from cricket.point_promotion import PointVerdict
 from cricket.point_registry import PART, save_part
 from cricket.promotion import DEFAULT_TOLERANCE, HIGH_FALSE_ALARMS, EvalSummary, evaluate_bundle
@@ -67,6 +66,8 @@ def log_and_register(
     ``evaluation``: the model's held-out evaluation (the retrain flow's
     batches), else it is made here. ``bundle_dir``: where the bundle is saved already
     (the retrain writes it batch by batch; ``model.bundle`` is opened from it)."""
+    from cricket.plots import training_pictures  # matplotlib: only the retrain draws
+
     registry = Registry(settings)
     bundle = model.bundle
     with tempfile.TemporaryDirectory(prefix="cricket-pictures-") as pictures, mlflow_store(settings):

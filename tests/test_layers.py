@@ -149,3 +149,34 @@ def test_every_source_implements_the_source_protocol(source: str) -> None:
         declared = inspect.signature(getattr(Source, method)).parameters
         actual = inspect.signature(getattr(cls, method)).parameters
         assert list(declared) == list(actual)[: len(declared)], f"{name}.{method}"
+
+
+def test_scoring_flows_do_not_import_fitting_or_plotting_libraries() -> None:
+    """A served or Dask/process run imports the score flow in a fresh process on every
+    run: scikit-learn (~1 s, for k-means and its NotFittedError) and matplotlib (the
+    retrain's pictures) must wait until something fits or draws."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cricket.flows.score, cricket.tasks.score, cricket.tasks.publish;"
+        "print(sorted(m for m in ('sklearn', 'scipy', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_not_fitted_error_is_one_class_of_both_families() -> None:
+    import pickle
+
+    from sklearn.exceptions import NotFittedError as SklearnNotFitted
+
+    import cricket.base
+    from cricket.base import NotFittedError
+    from cricket.errors import CricketError
+
+    assert NotFittedError is cricket.base.NotFittedError
+    assert issubclass(NotFittedError, CricketError) and issubclass(NotFittedError, SklearnNotFitted)
+    assert type(pickle.loads(pickle.dumps(NotFittedError("x")))) is NotFittedError
