@@ -420,7 +420,11 @@ def continue_event(
     joined = join_events(pd.concat([last.to_frame().T.reindex(columns=EVENT_COLUMNS),
                                     events.reindex(columns=EVENT_COLUMNS)],
                                    ignore_index=True), max_gap)
-    return joined[joined["end"] >= window_start].reset_index(drop=True)
+    joined = joined[joined["end"] >= window_start].reset_index(drop=True)
+    prior = last.to_dict()
+    rows = [_remember_prior(row, prior, window_start) if row["start"] == last["start"] else row
+            for row in joined.to_dict("records")]
+    return pd.DataFrame(rows).reindex(columns=[*joined.columns, *PRIOR_COLUMNS.values(), EXTENDED_AT])
 
 
 def revise_previous(
@@ -462,8 +466,11 @@ def revise_previous(
                 pd.DataFrame([last, *out[mine].to_dict("records")]).reindex(columns=EVENT_COLUMNS),
                 pd.Timedelta.max,
             )
+            joined = pd.DataFrame([_remember_prior(r, last, window_start)
+                                   for r in joined.to_dict("records")])
             out = pd.concat([joined, out[~mine]], ignore_index=True)
             continue
+        before_revision = dict(last)
         step = last["duration_s"] - (last["end"] - last["start"]).total_seconds()
         peak_s = max(_peak_surprise(last), _peak_surprise(c))
         last["end"] = max(c["end"], last["start"])
@@ -471,11 +478,94 @@ def revise_previous(
         last["peak"] = max(last["peak"], c["peak"])
         last["severity"] = (peak_s + np.log10(max(last["duration_s"] / (step or 1.0), 1.0))
                             if np.isfinite(peak_s) else np.nan)
-        revised.append(last)
+        revised.append(_remember_prior(last, before_revision, window_start))
     if not matched:
         return continue_event(events, previous, window_start, max_gap), empty
     out = out.sort_values("start").reset_index(drop=True)
-    return out, pd.DataFrame(revised).reindex(columns=EVENT_COLUMNS)
+    return out, pd.DataFrame(revised).reindex(
+        columns=[*EVENT_COLUMNS, *PRIOR_COLUMNS.values(), EXTENDED_AT])
+
+
+#: what a record that a window extended remembers of itself before that window (the
+#: record's own columns, stored beside them): a re-run of the window restores it and
+#: joins the window's events again, instead of joining them twice
+PRIOR_COLUMNS = {"end": "prior_end", "peak": "prior_peak", "mean": "prior_mean",
+                 "duration_s": "prior_duration_s", "severity": "prior_severity"}
+#: the start of the window whose data a continued record last took in
+EXTENDED_AT = "extended_at"
+
+
+def _remember_prior(joined: dict, last: dict, window_start: pd.Timestamp) -> dict:
+    for col, prior in PRIOR_COLUMNS.items():
+        joined[prior] = last.get(col)
+    joined[EXTENDED_AT] = window_start
+    return joined
+
+
+def stored_as_of(previous: pd.DataFrame | None, window_start: pd.Timestamp
+                 ) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+    """The stored records as this window's scoring must see them, and the ones a later
+    window already took over.
+
+    * A record this window extended on an earlier run (``extended_at`` is this window)
+      is restored to what it was before (its ``prior_*`` columns), so that a re-run joins
+      the window's events to the same record as the first run did: same end, peak, mean,
+      severity.
+    * A record a *later* window extended (``extended_at`` after this window) already holds
+      this window's part of it: it is returned apart (second frame) and left as stored.
+    Records that start inside the window and were not extended are this window's own
+    (re-written by a re-run) and are left out."""
+    empty = pd.DataFrame(columns=EVENT_COLUMNS)
+    if previous is None or previous.empty:
+        return previous, empty
+    window_start = pd.Timestamp(window_start)
+    prev = previous.reset_index(drop=True)
+    if "event_kind" in prev.columns:  # data_missing records are not anomalies to continue
+        prev = prev[prev["event_kind"].isna() | (prev["event_kind"] == "")].reset_index(drop=True)
+    ext = (pd.to_datetime(prev[EXTENDED_AT], utc=True) if EXTENDED_AT in prev.columns
+           else pd.Series(pd.NaT, index=prev.index, dtype="datetime64[ns, UTC]"))
+    later = (ext > window_start).to_numpy()
+    mine = (ext == window_start).to_numpy()
+    if mine.any():
+        prev = prev.copy()
+        for col, prior in PRIOR_COLUMNS.items():
+            if prior in prev.columns:
+                prev.loc[mine, col] = prev.loc[mine, prior]
+        prev.loc[mine, [c for c in (*PRIOR_COLUMNS.values(), EXTENDED_AT) if c in prev.columns]] = None
+    before = (pd.to_datetime(prev["start"], utc=True) < window_start).to_numpy()
+    return prev[before & ~later].reset_index(drop=True), prev[later].reset_index(drop=True)
+
+
+def keep_taken_over(events: pd.DataFrame, taken: pd.DataFrame,
+                    max_gap: pd.Timedelta) -> pd.DataFrame:
+    """This window's events, where a record a later window took over (see
+    :func:`stored_as_of`) stands for the events it covers: written back unchanged, not
+    re-joined or cut to this window."""
+    if taken.empty:
+        return events
+    out = events.reset_index(drop=True)
+    keep = np.ones(len(out), dtype=bool)
+    for rec in taken.to_dict("records"):
+        keep &= ~((out["start"] <= rec["end"] + max_gap)
+                  & (out["end"] >= rec["start"] - max_gap)).to_numpy(dtype=bool)
+    return (pd.concat([out[keep], taken], ignore_index=True)
+            .sort_values("start").reset_index(drop=True))
+
+
+def settle_with_stored(
+    events: pd.DataFrame,
+    carried: pd.DataFrame | None,
+    stored: pd.DataFrame | None,
+    window_start: pd.Timestamp,
+    max_gap: pd.Timedelta,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """This window's events and the earlier records it revises, given what is stored
+    (``stored``: the records of the week before the window and of the window itself,
+    as read back): :func:`stored_as_of`, then :func:`revise_previous`, then
+    :func:`keep_taken_over`. Scoring a window twice stores the same events."""
+    previous, taken = stored_as_of(stored, window_start)
+    events, revised = revise_previous(events, carried, previous, window_start, max_gap)
+    return keep_taken_over(events, taken, max_gap), revised
 
 
 def merge_by_series(

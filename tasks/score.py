@@ -18,7 +18,7 @@ from cricket.influx import lineprotocol as lp
 from cricket.influx import make_source
 from cricket.influx.base import Source
 from cricket.model import ModelBundle, compact
-from cricket.scoring import ScoredSeries, revise_previous, score_series
+from cricket.scoring import ScoredSeries, score_series, settle_with_stored
 from cricket.search import one_blas_thread
 from cricket.series import SeriesKey
 
@@ -103,14 +103,19 @@ def score_batch(
             gap = selector.every * (spec.min_event_gap + 1)
             for i, res in enumerate(scored):
                 carried = res.carried is not None and not res.carried.empty
+                # the records an event of this window may continue or revise, or (on a
+                # re-run) be part of already: an event near the window's start, or one
+                # the next window's context reaches (which that window may have revised)
                 if not carried and (
-                    res.events.empty or res.events["start"].min() - pd.Timestamp(start) > gap
+                    res.events.empty
+                    or (res.events["start"].min() - pd.Timestamp(start) > gap
+                        and pd.Timestamp(end) - res.events["end"].max() > context + gap)
                 ):
                     continue
-                previous = previous_events(settings, res.series_key or res.key, start,
-                                           model_version, source=source)
-                events, revised = revise_previous(
-                    res.events, res.carried, previous, pd.Timestamp(start), gap
+                stored = previous_events(settings, res.series_key or res.key, start,
+                                         model_version, source=source, until=end)
+                events, revised = settle_with_stored(
+                    res.events, res.carried, stored, pd.Timestamp(start), gap
                 )
                 scored[i] = replace(res, events=events, revised=revised)
     finally:
@@ -147,16 +152,17 @@ EVENT_LOOKBACK = timedelta(days=7)
 
 def previous_events(
     settings: Settings, key: SeriesKey | str, start: datetime, model_version: str,
-    source: Source | None = None,
+    source: Source | None = None, until: datetime | None = None,
 ) -> pd.DataFrame | None:
     """Events of ``key`` by ``model_version`` that started in the week before ``start``
-    (None where the source cannot read results back, e.g. Flux). ``source``: an open
-    source to use (left open), else one is opened for the call."""
+    (up to ``until`` when given: the window's own records too, which a later window may
+    have extended), or None where the source cannot read results back (e.g. Flux).
+    ``source``: an open source to use (left open), else one is opened for the call."""
     own = source is None
     src = make_source(settings) if source is None else source
     try:
         return src.read_events(
-            key, start - EVENT_LOOKBACK, start, model_version=model_version,
+            key, start - EVENT_LOOKBACK, until or start, model_version=model_version,
             model_name=settings.model_name,
         )
     finally:

@@ -310,3 +310,42 @@ def test_scoring_without_a_champion_tells_the_user_to_retrain(pipeline_settings)
     text = " ".join(result.output.split())
     assert "champion" in text and "retrain" in text
     assert "Traceback" not in result.output
+
+
+def test_scoring_hours_again_in_any_order_stores_the_same_events(trained):
+    """Events that run across the hour are joined into one record (kept from its start).
+    Scoring those hours again (the last first, then one in the middle) must store the
+    same events: a re-run restores the record as it was before its hour joined it, and
+    an hour whose event a later hour already extended leaves that record alone."""
+    import numpy as np
+    from cricket.flows.score import hourly_score
+
+    settings, fleet, first = trained
+    version = first["model_version"]
+    ends = [END - pd.Timedelta(hours=h) for h in range(ANOMALY_HOURS - 1, -1, -1)]
+
+    def score(at: pd.Timestamp) -> None:
+        hourly_score(selector=SELECTOR, at=at.to_pydatetime(), model_version=version)
+
+    def stored() -> pd.DataFrame:
+        with InfluxQLSource(settings) as src:
+            ev = src.read_events(SELECTOR, END - pd.Timedelta(days=1), END, str(version))
+        ev = ev.reset_index()
+        ev = ev[ev["event_kind"].isna()] if "event_kind" in ev.columns else ev
+        cols = ["series", "time", "start", "end", "peak", "mean", "duration_s", "severity"]
+        return ev[cols].sort_values(["series", "time"]).reset_index(drop=True)
+
+    for at in ends:
+        score(at)
+    once = stored()
+    boundaries = [at - pd.Timedelta(hours=1) for at in ends[1:]]
+    across = [(s, e) for s, e in zip(once["start"], once["end"], strict=True)
+              if any(s < b <= e for b in boundaries)]
+    assert across, "no event runs across an hour here: the test would prove nothing"
+    for at in [*reversed(ends), ends[len(ends) // 2]]:
+        score(at)
+    again = stored()
+    assert again[["series", "time", "start", "end"]].equals(once[["series", "time", "start", "end"]])
+    for col in ("peak", "mean", "duration_s", "severity"):
+        np.testing.assert_allclose(again[col].to_numpy(float), once[col].to_numpy(float),
+                                   rtol=1e-9, atol=1e-9, err_msg=col)

@@ -725,6 +725,10 @@ class InfluxQLSource(_OwnsClient):
         for col in ("start", "end"):
             if col in df.columns:
                 df[col] = pd.to_datetime(df[col].astype("int64"), unit="ns", utc=True)
+        for col, name in lp.OFFSET_FIELDS.items():  # a continued record's own times
+            if name in df.columns and "start" in df.columns:
+                offset = pd.to_timedelta(pd.to_numeric(df.pop(name)).round(), unit="ns")
+                df[col] = df["start"] + offset
         return df
 
 

@@ -49,6 +49,12 @@ EVENT_MEASUREMENT = "cricket_event"
 SCORE_FIELDS = ("value", "reconstruction", "error", "score")
 EVENT_FIELDS = ("peak", "mean", "duration_s")
 EVENT_OPTIONAL_FIELDS = ("severity",)  # written when the frame has them
+#: a continued record's own values before the window that extended it (see
+#: ``cricket.scoring.stored_as_of``), written where a row has them
+PRIOR_FIELDS = ("prior_peak", "prior_mean", "prior_duration_s", "prior_severity")
+#: times of a continued record, written as ns after its start (floats are exact up to
+#: 104 days; an absolute ns time would lose its last digits in a column with gaps)
+OFFSET_FIELDS = {"prior_end": "prior_end_offset_ns", "extended_at": "extended_at_offset_ns"}
 RESERVED_TAGS = ("model_name", "model_version", "series")
 #: InfluxDB refuses a series key (measurement and tags) longer than 65,535 bytes
 MAX_KEY_BYTES = 65_535
@@ -253,16 +259,16 @@ def event_lines(
     prefix = series_prefix(EVENT_MEASUREMENT, result_tags(key, model_version, model_name))
     start = to_ns(events["start"])
     end = to_ns(events["end"])
-    return float_lines(
-        prefix,
-        start,
-        {
-            c: pd.to_numeric(events[c]).to_numpy(dtype=np.float64, na_value=np.nan)
-            for c in (*EVENT_FIELDS, *EVENT_OPTIONAL_FIELDS)
-            if c in events.columns
-        },
-        {"start": start, "end": end},
-    )
+    floats = {
+        c: pd.to_numeric(events[c]).to_numpy(dtype=np.float64, na_value=np.nan)
+        for c in (*EVENT_FIELDS, *EVENT_OPTIONAL_FIELDS, *PRIOR_FIELDS)
+        if c in events.columns
+    }
+    for col, name in OFFSET_FIELDS.items():
+        if col in events.columns:
+            at = pd.DatetimeIndex(pd.to_datetime(events[col], utc=True))
+            floats[name] = np.where(at.isna(), np.nan, (to_ns(at) - start).astype(np.float64))
+    return float_lines(prefix, start, floats, {"start": start, "end": end})
 
 
 DATA_MISSING = "data_missing"
