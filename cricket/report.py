@@ -74,6 +74,18 @@ class Report:
         return anomalous(self.results)
 
 
+def settled_earlier(results: list[ScoredSeries]) -> list[tuple[str, dict]]:
+    """``(series, record)`` for each event of an earlier window whose end this window's
+    data settled (``ScoredSeries.revised``): its record was rewritten, and the scores
+    above the threshold in its wake here belong to it, not to a new event."""
+    out = []
+    for r in results:
+        rev = getattr(r, "revised", None)
+        if rev is not None and len(rev):
+            out.extend((r.key, row) for row in rev.to_dict("records"))
+    return sorted(out, key=lambda kr: (_utc(kr[1]["start"]), kr[0]))
+
+
 def anomalous(results: list[ScoredSeries]) -> list[ScoredSeries]:
     """The series of ``results`` with at least one event, most severe first (then
     highest peak score): the order a report draws them in."""
@@ -376,8 +388,28 @@ def render_html(report: Report, max_plotted: int = MAX_PLOTTED) -> str:
             )
         out.extend(_series_section(i, r, report.pictures.get(r.key))
                    for i, r in enumerate(plotted, 1))
-    elif report.results:
-        out.append('<p class="muted">No anomalies found in this window.</p>')
+    settled = settled_earlier(report.results)
+    if not hits and report.results:
+        out.append('<p class="muted">No new events in this window.</p>' if settled else
+                   '<p class="muted">No anomalies found in this window.</p>')
+    if settled:
+        out.append("<h2>Earlier events settled by this window</h2>")
+        out.append(
+            '<p class="muted">These events began before this window; its data settled where '
+            "they end, and their records were rewritten. Scores above the threshold here in "
+            "their wake belong to them, not to new events.</p>"
+        )
+        out.append("<table><thead><tr><th>series</th><th>start</th><th>end</th>"
+                   "<th>duration</th><th>peak score</th><th>severity</th></tr></thead><tbody>")
+        out.extend(
+            f"<tr><td><code>{_e(key)}</code></td><td>{_e(_fmt_time(ev.get('start')))}</td>"
+            f"<td>{_e(_fmt_time(ev.get('end')))}</td>"
+            f"<td class=\"num\">{_e(fmt_duration(ev.get('duration_s')))}</td>"
+            f"<td class=\"num\">{_e(_fmt_score(ev.get('peak')))}</td>"
+            f"<td class=\"num\">{_e(_fmt_num(ev.get('severity')))}</td></tr>"
+            for key, ev in settled
+        )
+        out.append("</tbody></table>")
     out.append("</main></body></html>")
     return "\n".join(out)
 
@@ -516,8 +548,15 @@ def markdown_summary(report: Report, max_rows: int = 50, report_path: Path | Non
             )
         if len(hits) > max_rows:
             lines.append(f"\n{len(hits) - max_rows} more anomalous series are not listed.")
-    elif report.results:
-        lines += ["", "No anomalies found."]
+    settled = settled_earlier(report.results)
+    if not hits and report.results:
+        lines += ["", "No new events." if settled else "No anomalies found."]
+    if settled:
+        lines += ["", "**Earlier events settled by this window** (their records were rewritten)",
+                  "", "| series | start | end | peak score |", "|---|---|---|---:|"]
+        lines += [f"| {md_escape(key)} | {md_escape(_fmt_time(ev.get('start')))} "
+                  f"| {md_escape(_fmt_time(ev.get('end')))} | {md_escape(_fmt_score(ev.get('peak')))} |"
+                  for key, ev in settled[:max_rows]]
     return "\n".join(lines) + "\n"
 
 

@@ -144,6 +144,30 @@ def test_clean_window_says_no_anomalies() -> None:
     assert "<img" not in doc
 
 
+def test_a_window_that_only_settles_an_earlier_event_says_so() -> None:
+    """An hour whose alerts are the wake of an event that began the hour before has no
+    event of its own; the report names the earlier event it settled instead of saying
+    that nothing was found (its scores above the threshold would contradict that)."""
+    report = fleet_report(n_series=3, every=100, hostile=False)
+    for r in report.results:
+        r.events = r.events.iloc[0:0]
+    first = report.results[0]
+    first.revised = pd.DataFrame({
+        "start": [START - pd.Timedelta("46min")], "end": [START - pd.Timedelta("16min")],
+        "peak": [98.9], "mean": [97.6], "duration_s": [1800.0], "severity": [269.6]})
+    doc = render_html(report)
+    assert "No anomalies found" not in doc and "No new events in this window" in doc
+    section = doc.split("Earlier events settled by this window", 1)[1]
+    assert html.escape(first.key) in section and "98.9" in section and "30m" in section
+    md = markdown_summary(report)
+    assert "No anomalies found" not in md and "Earlier events settled" in md
+    assert md_escape(first.key) in md.split("Earlier events settled", 1)[1]
+    for r in report.results:  # without a settled event the window reads as before
+        r.revised = None
+    assert "No anomalies found" in render_html(report)
+    assert "Earlier events settled" not in markdown_summary(report)
+
+
 def test_file_name_and_atomic_write(tmp_path: Path) -> None:
     report = fleet_report(n_series=2, kind="backfill", version="12")
     path = write_report(report, tmp_path / "reports")
