@@ -20,6 +20,7 @@ from cricket.flows.runtime import (
     batch_size_for,
     in_flight_limit,
     pipelined,
+    release_freed_memory,
     run_name,
     scheduled_time,
     task_runner,
@@ -117,6 +118,9 @@ def nightly_retrain(
             in_flight_limit(settings),
         ):
             run.add(index, fut.result())
+            # the batches before this one are gone: give their pages back, or the
+            # worker threads' malloc arenas grow with the fleet (docs/scaling.md)
+            release_freed_memory()
         clock.add_from(run.batch_seconds, "extract", "fit", "evaluate_batches")
         clock.lap()
 

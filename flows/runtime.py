@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -198,6 +201,35 @@ def pipelined(
         top_up()
         yield index, item, done
 
+
+
+def release_freed_memory() -> None:
+    """Hand the memory this process has freed back to the system, where the C library
+    allows it (glibc's ``malloc_trim``; elsewhere nothing happens).
+
+    A batch task's arrays are allocated and freed in its worker thread, whose malloc
+    arena keeps the freed pages for reuse; numpy's larger arrays join it once glibc
+    raises its mmap threshold (it does on the first free of a large block). Batch after
+    batch the arenas fragment, and freed memory is not reused as fast as new batches
+    ask for more: a 1,000-series retrain grew ~1 MB per series trained although the
+    flow held ~15 KB of it. Called by a flow after each finished batch is taken in
+    (cost: a few milliseconds)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None).malloc_trim  # the process's own C library
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn
 
 
 def batch_size_for(settings: Settings, n_series: int) -> int:
