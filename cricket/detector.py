@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -429,21 +429,25 @@ class WaveformDetector(BaseDetector):
         return self.score(values).anomalous.astype(np.int8)
 
     def nearest_shapes(
-        self, values: Any, context: int, events: pd.DataFrame, score: np.ndarray
+        self, values: Any, context: int, events: pd.DataFrame | Mapping[str, Any],
+        score: np.ndarray,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """For each event (indices into ``values[context:]``, as :meth:`ScoreFrame.events`
-        gives): the windowed segment ending at its peak ``score`` (the segment the score
-        was computed from; NaN at steps missing from it) and the library's nearest normal
-        shape (over a gap, on the observed samples, as scored), both in the model's scaled
-        units; two empty arrays for an event with no segment there (one pair per event)."""
-        if events.empty:
+        or :meth:`ScoreFrame.event_columns` gives): the windowed segment ending at its
+        peak ``score`` (the segment the score was computed from; NaN at steps missing
+        from it) and the library's nearest normal shape (over a gap, on the observed
+        samples, as scored), both in the model's scaled units; two empty arrays for an
+        event with no segment there (one pair per event)."""
+        starts = np.asarray(events["start_idx"]).tolist()
+        if not starts:
             return []
+        ends = np.asarray(events["end_idx"]).tolist()
         scaled = fill_short_gaps(self.to_model_units(values), self.spec.short_gap)
         n = self.segment_len
         w = window(n)
         out = []
-        for e in events.itertuples(index=False):
-            a, b = int(e.start_idx), int(e.end_idx)
+        for a, b in zip(starts, ends, strict=True):
+            a, b = int(a), int(b)
             part = score[a : b + 1]
             peak = a + (int(np.nanargmax(part)) if np.isfinite(part).any() else 0)
             end = context + peak + 1

@@ -148,8 +148,24 @@ def settle_events(
     fired: np.ndarray | None = None,
     keep_lead: bool = False,
 ) -> pd.DataFrame:
-    """Events with settled extents (indices into ``alert``): ``start_idx``, ``end_idx``
-    (inclusive), ``alert_idx`` (the first alert), ``peak`` and ``mean`` score and
+    """:func:`settle_columns` as a DataFrame (``EVENT_COLUMNS``)."""
+    return pd.DataFrame(settle_columns(alert, surprise, score, extent, reach, min_gap, lead,
+                                       fired, keep_lead))
+
+
+def settle_columns(
+    alert: np.ndarray,
+    surprise: np.ndarray,
+    score: np.ndarray,
+    extent: np.ndarray | None,
+    reach: int,
+    min_gap: int,
+    lead: np.ndarray | None = None,
+    fired: np.ndarray | None = None,
+    keep_lead: bool = False,
+) -> dict[str, np.ndarray]:
+    """Events with settled extents, as arrays by column (``EVENT_COLUMNS``; indices
+    into ``alert``): ``start_idx``, ``end_idx`` (inclusive), ``alert_idx`` (the first alert), ``peak`` and ``mean`` score and
     ``severity`` over the extent. ``extent`` marks the samples whose attributed
     surprise reaches the alert level (None: the runs of alerts are the events, as the
     causal score has them); ``lead`` is the same mask for the points just before
@@ -169,7 +185,7 @@ def settle_events(
         )
     run_starts, run_stops = mask_runs(alert, min_gap)
     if run_starts.size == 0:
-        return _event_frame([])
+        return event_columns_from([])
     lead = np.zeros(0, dtype=bool) if lead is None else np.asarray(lead, dtype=bool)
     full = None if extent is None else np.r_[lead, np.asarray(extent, dtype=bool)]
     off = len(lead)
@@ -211,15 +227,15 @@ def settle_events(
         inner = sc[max(s0, 0) : max(s1 + 1, 0)]
         mean = float(np.nanmean(inner)) if np.isfinite(inner).any() else peak
         rows.append((s0, s1, a, peak, mean, speak + float(np.log10(s1 - s0 + 1))))
-    return _event_frame(rows)
+    return event_columns_from(rows)
 
 
-def _event_frame(rows: list[tuple]) -> pd.DataFrame:
-    """``EVENT_COLUMNS`` from rows, built column by column with their dtypes (int64
-    indices, float64 scores): a frame from rows plus ``astype`` cost more than the
-    whole event search on an hour of data."""
+def event_columns_from(rows: list[tuple]) -> dict[str, np.ndarray]:
+    """``EVENT_COLUMNS`` from rows, column by column with their dtypes (int64 indices,
+    float64 scores). Arrays, not a DataFrame: the hourly flow reads them straight into
+    its events (a DataFrame here cost more than the whole event search on an hour)."""
     cols = list(zip(*rows, strict=True)) if rows else [()] * len(EVENT_COLUMNS)
-    return pd.DataFrame({
+    return {
         name: np.array(col, dtype=np.int64 if name.endswith("idx") else np.float64)
         for name, col in zip(EVENT_COLUMNS, cols, strict=True)
-    })
+    }

@@ -369,3 +369,25 @@ def compact(detector):  # noqa: ANN001, ANN201 - any detector with get_state/fro
     gives the same result (the state round trip is exact)."""
     meta, arrays = detector.get_state()
     return type(detector).from_state(meta, arrays)
+
+
+def scoring_copy(detector):  # noqa: ANN001, ANN201 - a WaveformDetector (or alike)
+    """A copy of ``detector`` to score one series with and drop: it shares the learned
+    arrays (scoring never changes them) but not the search tables scoring builds on its
+    shape libraries (a few MB each), so those are freed with the copy, as with
+    :func:`compact`, without compact's state round trip (about 2 ms per detector, more
+    than the search of an hour). Scoring with it gives what scoring with ``detector``
+    gives."""
+    copy = object.__new__(type(detector))
+    copy.__dict__.update(detector.__dict__)
+    libraries = detector.__dict__.get("libraries_")
+    if libraries is not None:
+        fresh = []
+        for lib in libraries:
+            c = object.__new__(type(lib))
+            c.__dict__.update(lib.__dict__)
+            c.__dict__.pop("_search_tables", None)
+            fresh.append(c)
+        copy.libraries_ = fresh
+    return copy
+

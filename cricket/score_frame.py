@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cricket.extent import settle_events
+from cricket.extent import event_columns_from, settle_columns
 
 
 @dataclass
@@ -58,10 +58,18 @@ class ScoreFrame:
         ``alert_idx`` (first alert), ``peak`` and ``mean`` score, ``severity``
         (uncapped, for ranking); see :func:`cricket.extent.settle_events` (``keep_lead``:
         extents may start, or lie wholly, in the left context: negative indices)."""
+        return pd.DataFrame(self.event_columns(min_gap, keep_lead))
+
+    def event_columns(self, min_gap: int = 0, keep_lead: bool = False) -> dict[str, np.ndarray]:
+        """:meth:`events` as arrays by column (what the pipeline reads, per series: a
+        DataFrame costs more than the search). Without an alert there is no event, and
+        the settled extent (the attributed error) is not computed."""
+        if not np.any(self.anomalous):
+            return event_columns_from([])
         surprise = self.surprise if self.surprise is not None else np.full(len(self), np.nan)
         extent, lead = self.settled()
-        return settle_events(self.anomalous, surprise, self.score, extent, self.reach,
-                             min_gap, lead, self.fired(), keep_lead)
+        return settle_columns(self.anomalous, surprise, self.score, extent, self.reach,
+                              min_gap, lead, self.fired(), keep_lead)
 
     def fired(self) -> np.ndarray | None:
         """Per point, the segment length of the most surprising view (None: no views)."""

@@ -9,7 +9,7 @@ joined across chunks and windows.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -250,57 +250,75 @@ def score_series(
     spec: DetectorSpec,
 ) -> ScoredSeries:
     """Score ``series`` (the window plus its left context) and keep results for points at
-    or after ``window_start`` that hold data."""
+    or after ``window_start`` that hold data.
+
+    Per series of an hourly run this is a few small searches; everything around them
+    works on arrays (one DataFrame for the scores, one for the events when there are
+    any): pandas objects per series cost more than the search itself."""
     series_key = key if isinstance(key, SeriesKey) else None
     key = str(key)
     s = prepare(series, spec)
     times = s.index
-    context = int((times < pd.Timestamp(window_start)).sum())
+    # validated: sorted, so the points before the window are a prefix
+    context = int(times.searchsorted(pd.Timestamp(window_start), side="left"))
     values = s.to_numpy(dtype=float)
     sf = detector.score(values, context=context)
     recon = np.asarray(sf.reconstruction, dtype=float)
     error = np.asarray(sf.error, dtype=float)
+    score = np.asarray(sf.score, dtype=float)
     out_index = times[context:]
-    raw = series.reindex(out_index).to_numpy(dtype=float)
-    frame = pd.DataFrame(
-        {
-            "value": raw,
-            "reconstruction": recon,
-            "error": error,
-            "score": np.asarray(sf.score, dtype=float),
-            "anomalous": np.asarray(sf.anomalous, dtype=bool),
-            **{VIEW_PREFIX + name: np.asarray(v, dtype=float) for name, v in sf.scales.items()},
-        },
-        index=out_index,
-    )
-    keep = np.isfinite(frame["value"].to_numpy()) & np.isfinite(frame["score"].to_numpy())
-    ev_idx = sf.events(spec.min_event_gap)
+    # the raw values at the prepared steps (the same steps, unless validation sorted
+    # or merged them)
+    same_steps = times.equals(series.index)
+    raw_all = (series.to_numpy(dtype=float) if same_steps
+               else series.reindex(times).to_numpy(dtype=float))
+    raw = raw_all[context:]
+    keep = np.isfinite(raw) & np.isfinite(score)
+    columns = {
+        "value": raw,
+        "reconstruction": recon,
+        "error": error,
+        "score": score,
+        "anomalous": np.asarray(sf.anomalous, dtype=bool),
+        **{VIEW_PREFIX + name: np.asarray(v, dtype=float) for name, v in sf.scales.items()},
+    }
+    if keep.all():
+        frame = pd.DataFrame(columns, index=out_index)
+    else:  # as frame[keep] takes the rows
+        rows_kept = np.flatnonzero(keep)
+        frame = pd.DataFrame({c: v[rows_kept] for c, v in columns.items()},
+                             index=out_index.take(rows_kept))
+    ev_idx = sf.event_columns(spec.min_event_gap)
     freq = getattr(times, "freq", None)
     if freq is not None:
         step = pd.Timedelta(freq)
     else:
         step = times[1] - times[0] if len(times) > 1 else pd.Timedelta(0)
-    views = {name: np.nan_to_num(v, nan=-np.inf) for name, v in sf.scales.items()}
-    rows = _event_rows(ev_idx, times[context:], raw, recon, views, step)
+    rows: list[dict] = []
     lead_rows: list[dict] = []
-    # an extent reaches back into the context only from a run of alerts that starts
-    # within the longest segment of the window's start (settle_events looks back at
-    # most ``reach`` points): otherwise there is nothing to carry, and no second search
-    if np.asarray(sf.anomalous[: sf.reach], dtype=bool).any():
-        lead = sf.events(spec.min_event_gap, keep_lead=True)
-        lead = lead[lead["start_idx"] < 0]
-        lead_rows = _event_rows(
-            lead, times, series.reindex(times).to_numpy(dtype=float),
-            np.r_[np.full(context, np.nan), recon],
-            {k: np.r_[np.full(context, -np.inf), v] for k, v in views.items()},
-            step, offset=context,
-        )
-    carried = pd.DataFrame(lead_rows, columns=EVENT_COLUMNS)
-    events = pd.DataFrame(rows, columns=EVENT_COLUMNS)
-    shapes = detector.nearest_shapes(values, context, ev_idx, np.asarray(sf.score, dtype=float))
+    if len(ev_idx["start_idx"]) or np.any(sf.anomalous[: sf.reach]):
+        views = {name: np.nan_to_num(v, nan=-np.inf) for name, v in sf.scales.items()}
+        rows = _event_rows(ev_idx, out_index, raw, recon, views, step)
+        # an extent reaches back into the context only from a run of alerts that starts
+        # within the longest segment of the window's start (settle_events looks back at
+        # most ``reach`` points): otherwise there is nothing to carry, and no second
+        # search
+        if np.asarray(sf.anomalous[: sf.reach], dtype=bool).any():
+            lead = sf.event_columns(spec.min_event_gap, keep_lead=True)
+            before = lead["start_idx"] < 0
+            lead = {c: v[before] for c, v in lead.items()}
+            lead_rows = _event_rows(
+                lead, times, raw_all,
+                np.r_[np.full(context, np.nan), recon],
+                {k: np.r_[np.full(context, -np.inf), v] for k, v in views.items()},
+                step, offset=context,
+            )
+    carried = _events_frame(lead_rows)
+    events = _events_frame(rows)
+    shapes = detector.nearest_shapes(values, context, ev_idx, score)
     return ScoredSeries(
         key,
-        frame[keep],
+        frame,
         events,
         float(detector.threshold_),
         source,
@@ -310,17 +328,29 @@ def score_series(
     )
 
 
-def _event_rows(ev_idx: pd.DataFrame, index: pd.Index, raw: np.ndarray, recon: np.ndarray,
-                views: dict[str, np.ndarray], step: pd.Timedelta, offset: int = 0) -> list[dict]:
-    """Events in time (``EVENT_COLUMNS``) from the detector's ``ev_idx``, whose indices
-    are ``offset`` points into ``index``, ``raw``, ``recon`` and ``views``."""
+#: no events (what ``pd.DataFrame([], columns=EVENT_COLUMNS)`` gives), copied per use:
+#: most series of an hour have none, and copying costs a tenth of building it
+_NO_EVENTS = pd.DataFrame([], columns=EVENT_COLUMNS)
+
+
+def _events_frame(rows: list[dict]) -> pd.DataFrame:
+    """Events (``EVENT_COLUMNS``) from :func:`_event_rows`' rows."""
+    if not rows:
+        return _NO_EVENTS.copy()
+    return pd.DataFrame(rows, columns=EVENT_COLUMNS)
+
+
+def _event_rows(ev_idx: pd.DataFrame | Mapping[str, np.ndarray], index: pd.Index,
+                raw: np.ndarray, recon: np.ndarray, views: dict[str, np.ndarray],
+                step: pd.Timedelta, offset: int = 0) -> list[dict]:
+    """Events in time (``EVENT_COLUMNS``) from the detector's ``ev_idx`` (columns, as
+    :meth:`ScoreFrame.event_columns` gives, or its DataFrame), whose indices are
+    ``offset`` points into ``index``, ``raw``, ``recon`` and ``views``."""
     rows: list[dict] = []
-    if ev_idx.empty:
-        return rows
     # plain arrays: itertuples builds a namedtuple class per call
-    cols = {c: ev_idx[c].to_numpy() for c in ("start_idx", "end_idx", "alert_idx", "peak",
-                                                "mean", "severity")}
-    for i in range(len(ev_idx)):
+    cols = {c: np.asarray(ev_idx[c]) for c in ("start_idx", "end_idx", "alert_idx", "peak",
+                                               "mean", "severity")}
+    for i in range(len(cols["start_idx"])):
         a, b = int(cols["start_idx"][i]) + offset, int(cols["end_idx"][i]) + offset
         alert = int(cols["alert_idx"][i]) + offset
         start, end = index[a], index[b]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from cricket.tasks.common import CPU_TASK, IO_BACKOFF, IO_RETRIES, retry_if_retryable
 from cricket.tasks.extract import read_window
@@ -17,7 +18,7 @@ from cricket.config import DetectorSpec, SeriesSelector, Settings
 from cricket.influx import lineprotocol as lp
 from cricket.influx import make_source
 from cricket.influx.base import Source
-from cricket.model import ModelBundle, compact
+from cricket.model import ModelBundle, scoring_copy
 from cricket.scoring import ScoredSeries, score_series, settle_with_stored
 from cricket.search import one_blas_thread
 from cricket.series import SeriesKey
@@ -130,7 +131,7 @@ def _score_keys(keys: list[SeriesKey], data: dict, bundle: ModelBundle, start: d
     for key in keys:
         name = str(key)
         s = data.pop(key, None)
-        if s is None or s[s.index >= start].notna().sum() == 0:
+        if s is None or not _has_data_from(s, start):
             notes.append(f"{name}: no data in this window")
             continue
         try:
@@ -142,8 +143,17 @@ def _score_keys(keys: list[SeriesKey], data: dict, bundle: ModelBundle, start: d
         # A fresh copy per series: what scoring caches on a detector (search tables,
         # ~3 MB each at 150 shapes) is freed with it, so memory stays one series' worth
         # instead of growing with every detector the flow's bundle holds.
-        scored.append(score_series(key, s, compact(det), source, start, spec))
+        scored.append(score_series(key, s, scoring_copy(det), source, start, spec))
     return scored
+
+
+def _has_data_from(s: pd.Series, start: datetime) -> bool:
+    """Whether ``s`` holds a value at or after ``start`` (on arrays: a boolean-indexed
+    Series per series costs more than this whole check)."""
+    if s.dtype == np.float64 and s.index.is_monotonic_increasing:
+        at = s.index.searchsorted(pd.Timestamp(start), side="left")
+        return not np.isnan(s.to_numpy()[at:]).all()
+    return bool(s[s.index >= start].notna().any())
 
 
 #: how far back an event that continues into a window may have started

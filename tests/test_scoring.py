@@ -93,3 +93,87 @@ def test_alert_scores_rearm_after_a_quiet_stretch() -> None:
     assert np.array_equal(
         alert_scores(v, 200, 20.0, rearm=25.0)[:250], alert_scores(s, 200, 20.0, rearm=25.0)[:250]
     )
+
+
+# ------------------------------------------------------- score_series against a plain one
+def _plain_score_series(key, series, detector, window_start, spec):  # noqa: ANN001, ANN202
+    """What ``score_series`` computes, the plain pandas way (a frame, boolean row
+    selection, the ScoreFrame's events as DataFrames, reindexing): the reference the
+    array path must equal exactly."""
+    import pandas as pd
+
+    from cricket.scoring import EVENT_COLUMNS, VIEW_PREFIX, _event_rows
+    from cricket.series import prepare
+
+    s = prepare(series, spec)
+    times = s.index
+    context = int((times < pd.Timestamp(window_start)).sum())
+    values = s.to_numpy(dtype=float)
+    sf = detector.score(values, context=context)
+    raw = series.reindex(times[context:]).to_numpy(dtype=float)
+    frame = pd.DataFrame(
+        {"value": raw, "reconstruction": sf.reconstruction, "error": sf.error,
+         "score": sf.score, "anomalous": sf.anomalous,
+         **{VIEW_PREFIX + k: v for k, v in sf.scales.items()}},
+        index=times[context:],
+    )
+    frame = frame[frame["value"].notna() & frame["score"].notna()]
+    step = pd.Timedelta(times.freq) if times.freq is not None else times[1] - times[0]
+    views = {k: np.nan_to_num(v, nan=-np.inf) for k, v in sf.scales.items()}
+    ev = sf.events(spec.min_event_gap)
+    events = pd.DataFrame(_event_rows(ev, times[context:], raw, sf.reconstruction, views, step),
+                          columns=EVENT_COLUMNS)
+    lead = sf.events(spec.min_event_gap, keep_lead=True)
+    lead = lead[lead["start_idx"] < 0]
+    carried = pd.DataFrame(_event_rows(
+        lead, times, series.reindex(times).to_numpy(dtype=float),
+        np.r_[np.full(context, np.nan), sf.reconstruction],
+        {k: np.r_[np.full(context, -np.inf), v] for k, v in views.items()}, step,
+        offset=context), columns=EVENT_COLUMNS)
+    shapes = detector.nearest_shapes(values, context, ev, np.asarray(sf.score))
+    return frame, events, carried, shapes
+
+
+def test_score_series_equals_the_plain_pandas_way():
+    # gaps (short and long), an anomaly in the window, one that runs from the context
+    # into the window (carried), and an input out of order (the reindex path); the
+    # scoring copy leaves the model's own detector without caches
+    import pandas as pd
+
+    from cricket.config import DetectorSpec
+    from cricket.detector import WaveformDetector
+    from cricket.model import compact, scoring_copy
+    from cricket.scoring import score_series
+
+    spec = DetectorSpec(n_clusters=24, random_state=0)
+    rng = np.random.default_rng(5)
+    t = np.arange(4000)
+    x = np.sin(2 * np.pi * t / 60) + 0.05 * rng.standard_normal(len(t))
+    det = WaveformDetector(spec).fit(x[:3000])
+    det = compact(det)  # as a loaded model: calibrators fitted, no caches
+    y = x[3000:].copy()
+    y[200:230] = 2.5  # from the context into the window
+    y[500:503] = np.nan  # a short gap (filled)
+    y[600:660] = np.nan  # a long one
+    y[800:840] = -2.0  # an anomaly in the window
+    idx = pd.date_range("2026-01-01", periods=len(y), freq="10s", tz="UTC")
+    start = idx[220].to_pydatetime()
+    tidy = pd.Series(y, index=idx)
+    for series in (tidy, tidy.iloc[::-1]):
+        got = score_series("m.f{h=a}", series, scoring_copy(det), "series", start, spec)
+        frame, events, carried, shapes = _plain_score_series(
+            "m.f{h=a}", series, compact(det), start, spec)
+        pd.testing.assert_frame_equal(got.frame, frame, check_exact=True)
+        pd.testing.assert_frame_equal(got.events, events, check_exact=True)
+        pd.testing.assert_frame_equal(got.carried, carried, check_exact=True)
+        assert len(got.events) >= 2 and len(got.carried) == 1
+        assert len(got.frame) < len(y) - 220  # the long gap's steps are not kept
+        assert len(got.nearest_shapes) == len(shapes)
+        for (a, b), (c, d) in zip(got.nearest_shapes, shapes, strict=True):
+            assert np.array_equal(a, c, equal_nan=True) and np.array_equal(b, d)
+    assert all(getattr(lib, "_search_tables", None) is None for lib in det.libraries_)
+    quiet = score_series("m.f{h=a}", pd.Series(x[3000:], index=idx), scoring_copy(det),
+                         "series", start, spec)
+    assert quiet.events.empty and quiet.carried.empty
+    assert list(quiet.events.columns) == list(events.columns)
+
