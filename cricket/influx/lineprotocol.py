@@ -146,11 +146,17 @@ def unwritable(key: SeriesKey, model_version: str = "0", model_name: str | None 
 
 
 def to_ns(index: pd.Index | Sequence[object]) -> np.ndarray:
-    """Epoch nanoseconds of a time index; naive times are taken as UTC."""
-    idx = pd.DatetimeIndex(index)
-    if idx.tz is not None:
-        idx = idx.tz_convert("UTC").tz_localize(None)
+    """Epoch nanoseconds of a time index; naive times are taken as UTC. (A tz-aware
+    index holds UTC epoch integers already: no conversion is needed to read them.)"""
+    idx = index if isinstance(index, pd.DatetimeIndex) else pd.DatetimeIndex(index)
     return idx.as_unit("ns").asi8
+
+
+def _floats(col: pd.Series) -> np.ndarray:
+    """A column as float64 (NaN for missing): without a copy when it is float64."""
+    if col.dtype == np.float64:
+        return col.to_numpy()
+    return pd.to_numeric(col).to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _float_texts(col: np.ndarray) -> list[str]:
@@ -239,11 +245,15 @@ def score_lines(
     if missing:
         raise InfluxError(f"score frame for {key} lacks columns {missing}")
     prefix = series_prefix(SCORE_MEASUREMENT, result_tags(key, model_version, model_name))
-    anomalous = frame["anomalous"].fillna(False).to_numpy().astype(bool).astype(np.int64)
+    flags = frame["anomalous"]
+    if flags.dtype == bool:
+        anomalous = flags.to_numpy().astype(np.int64)
+    else:
+        anomalous = flags.fillna(False).to_numpy().astype(bool).astype(np.int64)
     return float_lines(
         prefix,
         to_ns(frame.index),
-        {c: frame[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in SCORE_FIELDS},
+        {c: _floats(frame[c]) for c in SCORE_FIELDS},
         {"anomalous": anomalous},
     )
 
@@ -260,7 +270,7 @@ def event_lines(
     start = to_ns(events["start"])
     end = to_ns(events["end"])
     floats = {
-        c: pd.to_numeric(events[c]).to_numpy(dtype=np.float64, na_value=np.nan)
+        c: _floats(events[c])
         for c in (*EVENT_FIELDS, *EVENT_OPTIONAL_FIELDS, *PRIOR_FIELDS)
         if c in events.columns
     }
