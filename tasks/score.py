@@ -102,21 +102,22 @@ def score_batch(
             scored = _score_keys(keys, data, bundle, start, spec, notes, log)
         if model_version is not None:
             gap = selector.every * (spec.min_event_gap + 1)
-            for i, res in enumerate(scored):
-                carried = res.carried is not None and not res.carried.empty
-                # the records an event of this window may continue or revise, or (on a
-                # re-run) be part of already: an event near the window's start, or one
-                # the next window's context reaches (which that window may have revised)
-                if not carried and (
-                    res.events.empty
-                    or (res.events["start"].min() - pd.Timestamp(start) > gap
-                        and pd.Timestamp(end) - res.events["end"].max() > context + gap)
-                ):
-                    continue
-                stored = previous_events(settings, res.series_key or res.key, start,
-                                         model_version, source=source, until=end)
+            # the records an event of this window may continue or revise, or (on a
+            # re-run) be part of already: an event near the window's start, or one the
+            # next window's context reaches (which that window may have revised)
+            near = [i for i, res in enumerate(scored)
+                    if (res.carried is not None and not res.carried.empty) or (
+                        not res.events.empty
+                        and (res.events["start"].min() - pd.Timestamp(start) <= gap
+                             or pd.Timestamp(end) - res.events["end"].max() <= context + gap))]
+            stored = stored_events(settings, [scored[i].series_key or scored[i].key
+                                              for i in near],
+                                   start, model_version, source=source, until=end)
+            for i in near:
+                res = scored[i]
                 events, revised = settle_with_stored(
-                    res.events, res.carried, stored, pd.Timestamp(start), gap
+                    res.events, res.carried, stored[str(res.series_key or res.key)],
+                    pd.Timestamp(start), gap,
                 )
                 scored[i] = replace(res, events=events, revised=revised)
     finally:
@@ -178,6 +179,22 @@ def previous_events(
     finally:
         if own:
             src.close()
+
+
+def stored_events(
+    settings: Settings, keys: list[SeriesKey | str], start: datetime, model_version: str,
+    source: Source, until: datetime | None = None,
+) -> dict[str, pd.DataFrame | None]:
+    """:func:`previous_events` of each of ``keys``, by name: in one query per batch where
+    the source reads many series' records at once (InfluxQL), else series by series."""
+    if not keys:
+        return {}
+    many = getattr(source, "read_events_of", None)
+    if many is not None:
+        return many(keys, start - EVENT_LOOKBACK, until or start,
+                    model_version=model_version, model_name=settings.model_name)
+    return {str(k): previous_events(settings, k, start, model_version, source=source,
+                                    until=until) for k in keys}
 
 
 def context_for(bundle: ModelBundle, selector: SeriesSelector) -> timedelta:

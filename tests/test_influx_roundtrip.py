@@ -178,3 +178,42 @@ def test_the_pipelines_writer_stores_revised_event_records_too(influx_settings):
 def test_read_needs_a_range(influx_settings):
     with InfluxQLSource(influx_settings) as src, pytest.raises(Exception, match="time range"):
         src.read(SeriesSelector())
+
+
+def test_events_of_many_series_in_one_query_equal_each_series_read_alone(influx_settings):
+    """``read_events_of`` (one query per batch of series) gives each series exactly what
+    ``read_events`` of that series alone gives: records with and without the optional
+    fields (severity, a continued record's prior_* and its times), a data_missing
+    record (another tag), another model version left out, a series without records."""
+    from cricket.influx import lineprotocol as lp
+    from cricket.missing import MissingData, missing_events
+
+    keys = [SeriesKey.make("waveform", "value", {"host": h}) for h in ("a", "b", "c", "d")]
+
+    def ev(start_s, end_s, **extra):  # noqa: ANN001, ANN003, ANN202
+        start, end = T0 + pd.Timedelta(seconds=start_s), T0 + pd.Timedelta(seconds=end_s)
+        return pd.DataFrame({"start": [start], "end": [end], "peak": [91.0], "mean": [80.5],
+                             "duration_s": [float(end_s - start_s + 10)], **extra})
+
+    with InfluxQLSink(influx_settings) as sink:
+        sink.write_events(keys[0], ev(100, 300, severity=[7.25]), "5")
+        sink.write_events(keys[0], ev(900, 950), "5")
+        sink.write_events(keys[0], ev(100, 200), "6")  # another version: not read
+        sink.write_events(keys[1], ev(400, 800, severity=[6.5], prior_end=[T0 + pd.Timedelta("600s")],
+                                      prior_peak=[88.0], prior_mean=[70.0],
+                                      prior_duration_s=[210.0], prior_severity=[5.0],
+                                      extended_at=[T0 + pd.Timedelta("700s")]), "5")
+        gone = MissingData(str(keys[2]), 0, 360)
+        sink.write_lines(lp.missing_lines(keys[2], missing_events(gone, T0, T0 + pd.Timedelta("1h")),
+                                          "5", influx_settings.model_name))
+    stop = T0 + pd.Timedelta(hours=1)
+    with InfluxQLSource(influx_settings) as src:
+        many = src.read_events_of(keys, T0 - pd.Timedelta("1h"), stop, "5", influx_settings.model_name)
+        alone = {str(k): src.read_events(k, T0 - pd.Timedelta("1h"), stop, "5",
+                                          influx_settings.model_name) for k in keys}
+    assert list(many) == [str(k) for k in keys]
+    for name, want in alone.items():  # (the server sends a series' tags in any order)
+        pd.testing.assert_frame_equal(many[name], want, check_exact=True, check_like=True)
+    assert len(many[str(keys[0])]) == 2 and "prior_end" in many[str(keys[1])].columns
+    assert many[str(keys[2])]["event_kind"].tolist() == ["data_missing"]
+    assert many[str(keys[3])].empty

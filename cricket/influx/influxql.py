@@ -677,12 +677,20 @@ class InfluxQLSource(_OwnsClient):
         if model_name is not None:
             params["mn"] = str(model_name)
             conds.append('"model_name" = $mn')
+        return self._results_frame(self._query_results(measurement, conds, params))
+
+    def _query_results(self, measurement: str, conds: list[str],
+                       params: dict[str, Any]) -> list[dict[str, Any]]:
         q = (
             f"SELECT * FROM {quote_ident(measurement)} WHERE {' AND '.join(conds)} "
             'GROUP BY "series", "model_name", "model_version"'
         )
+        return self.client.query(q, params, database=self.settings.score_database)
+
+    @staticmethod
+    def _results_frame(series: list[dict[str, Any]]) -> pd.DataFrame:
         frames = []
-        for s in self.client.query(q, params, database=self.settings.score_database):
+        for s in series:
             df = pd.DataFrame(s.get("values") or [], columns=s["columns"])
             for tag, val in (s.get("tags") or {}).items():
                 df[tag] = val
@@ -719,9 +727,44 @@ class InfluxQLSource(_OwnsClient):
     ) -> pd.DataFrame:
         """Events in ``cricket_event`` starting in [start, stop); ``start``/``end`` are
         converted back to UTC timestamps."""
-        df = self._read_results(
+        return self._event_times(self._read_results(
             lp.EVENT_MEASUREMENT, key_or_selector, start, stop, model_version, model_name
-        )
+        ))
+
+    def read_events_of(
+        self,
+        keys: Sequence[SeriesKey | str],
+        start: datetime,
+        stop: datetime,
+        model_version: str | None = None,
+        model_name: str | None = None,
+    ) -> dict[str, pd.DataFrame]:
+        """:meth:`read_events` of each of ``keys`` (by name), in one query per
+        ``KEYS_PER_QUERY`` series instead of one per series (an hourly run reads the
+        records of every series with an event near either end of its window). Each
+        key gets exactly what ``read_events(key, ...)`` gives: the rows of its own
+        series, an empty DataFrame when it has none."""
+        names = list(dict.fromkeys(str(k) for k in keys))
+        found: dict[str, list[dict[str, Any]]] = {}
+        for lo in range(0, len(names), KEYS_PER_QUERY):
+            group = names[lo : lo + KEYS_PER_QUERY]
+            params: dict[str, Any] = {"start": _ns(start), "stop": _ns(stop)}
+            params.update({f"s{i}": name for i, name in enumerate(group)})
+            conds = ["time >= $start", "time < $stop",
+                     "(" + " OR ".join(f'"series" = $s{i}' for i in range(len(group))) + ")"]
+            if model_version is not None:
+                params["mv"] = str(model_version)
+                conds.append('"model_version" = $mv')
+            if model_name is not None:
+                params["mn"] = str(model_name)
+                conds.append('"model_name" = $mn')
+            for s in self._query_results(lp.EVENT_MEASUREMENT, conds, params):
+                found.setdefault((s.get("tags") or {}).get("series"), []).append(s)
+        return {name: self._event_times(self._results_frame(found.get(name, [])))
+                for name in names}
+
+    @staticmethod
+    def _event_times(df: pd.DataFrame) -> pd.DataFrame:
         for col in ("start", "end"):
             if col in df.columns:
                 df[col] = pd.to_datetime(df[col].astype("int64"), unit="ns", utc=True)
