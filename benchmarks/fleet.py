@@ -49,8 +49,9 @@ Usage::
     .venv/bin/python benchmarks/fleet.py --quick    # 100 series scored, 5 x 2 d retrained
     .venv/bin/python benchmarks/fleet.py --retrain-hosts 1000   # the full target (~15 min)
     .venv/bin/python benchmarks/fleet.py --keep /tmp/fleet-kept ...   # reuse data and champion
-    .venv/bin/python benchmarks/fleet.py --dask 2 --score-hosts 10000 --skip-retrain
-        # the hourly score on a dask LocalCluster (score_10000_series_s, score_ms_per_series)
+    .venv/bin/python benchmarks/fleet.py --runners threads,dask --skip-retrain --keep DIR
+        # the hourly score on threads, then on a dask LocalCluster (--dask-workers 2),
+        # figures side by side in score_runs (score_10000_series_s with --score-hosts 10000)
 
 ``--keep DIR`` keeps the InfluxDB data, the MLflow store and the scoring champions in DIR
 and reuses them on the next run with the same folder: a fleet of the same size (hosts,
@@ -148,7 +149,15 @@ class Timed:
                 with self.lock:
                     self.seconds[name] += dt
 
+        self.wrapper = timed
         setattr(module, attr, timed)
+
+    def restore(self) -> None:
+        """Put the original back (a Dask worker would be sent the wrapper, with its lock)."""
+        setattr(self.module, self.attr, self.original)
+
+    def install(self) -> None:
+        setattr(self.module, self.attr, self.wrapper)
 
     def take(self) -> dict[str, float]:
         with self.lock:
@@ -163,14 +172,19 @@ class Captured:
     def __init__(self, module: object, attr: str) -> None:
         self.calls: list[tuple] = []
         self.lock = threading.Lock()
-        original = getattr(module, attr)
+        self.module, self.attr = module, attr
+        self.original = original = getattr(module, attr)
 
         def captured(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
             with self.lock:
                 self.calls.append(args)
             return original(*args, **kwargs)
 
+        self.wrapper = captured
         setattr(module, attr, captured)
+
+    restore = Timed.restore
+    install = Timed.install
 
     def take(self) -> list[tuple]:
         with self.lock:
@@ -368,17 +382,32 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n-clusters", type=int, default=None,
                     help="shapes per library (default: DetectorSpec's, what production runs)")
     ap.add_argument("--skip-retrain", action="store_true")
+    ap.add_argument("--copies", type=int, default=1, metavar="K",
+                    help="score K copies of the --score-hosts fleet (K x hosts series, the "
+                         "same data and detector per copy: per-series costs compare "
+                         "directly across sizes; see benchmarks/replicate.py)")
+    ap.add_argument("--setup-only", action="store_true",
+                    help="with --keep: write the fleets and train the scoring champion, then "
+                         "stop (10,000 series take tens of minutes: do it once, ahead)")
     ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
                     help="keep the fleets' data and the scoring champion in DIR and reuse "
                          "them on later runs with the same DIR (set-up only; see above)")
-    ap.add_argument("--dask", type=int, default=0, metavar="WORKERS",
-                    help="score on a dask LocalCluster of WORKERS processes (one thread each) "
-                         "through CRICKET_DASK_ADDRESS, as production would (the retrain "
-                         "stays on threads); the score figures then describe that run")
+    ap.add_argument("--runners", default="threads", metavar="LIST",
+                    help="score once on each of these task runners, in this order "
+                         "(comma-separated: threads, dask, processes); the top-level score "
+                         "figures are the first run's, each run's are in score_runs")
+    ap.add_argument("--dask-workers", type=int, default=2, metavar="N",
+                    help="worker processes (one thread each) of the dask LocalCluster the "
+                         "'dask' runner uses, reached through CRICKET_DASK_ADDRESS as "
+                         "production would be (the retrain stays on threads)")
     ap.add_argument("--retrain-without-champion", action="store_true",
                     help="with --keep: retrain into a new model, so it has no champion")
     args = ap.parse_args(argv)
     score_hosts = args.score_hosts or (100 if args.quick else 1000)
+    score_runners = [r.strip() for r in args.runners.split(",") if r.strip()]
+    unknown = set(score_runners) - {"threads", "dask", "processes"}
+    if unknown or not score_runners:
+        ap.error(f"--runners: unknown {sorted(unknown)}; use threads, dask, processes")
     retrain_hosts = args.retrain_hosts or (5 if args.quick else 20)
     train_days = args.train_days or (2.0 if args.quick else 7.0)
 
@@ -410,8 +439,9 @@ def main(argv: list[str] | None = None) -> dict:
         "batch_size": args.batch_size,
     }
     score_db = f"fleet_score_out_{os.getpid()}"
+    score_dbs = [score_db]
     try:
-        def settings_for(db: str, model: str) -> Settings:
+        def settings_for(db: str, model: str, score_db: str = score_db) -> Settings:
             env = {
                 "CRICKET_STATE_DIR": str(tmp / "state"),
                 "CRICKET_INFLUX_URL": server.url,
@@ -422,7 +452,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "CRICKET_BATCH_SIZE": str(args.batch_size),
                 "CRICKET_INFLUX_TIMEOUT_S": "300",
             }
-            if args.keep is not None:  # the kept fleet stays as written: scores go apart
+            if args.keep is not None or score_db != score_dbs[0]:
+                # the kept fleet stays as written, and each runner scores apart
                 env["CRICKET_INFLUX_SCORE_DATABASE"] = score_db
             os.environ.update(env)
             s = Settings()
@@ -476,6 +507,29 @@ def main(argv: list[str] | None = None) -> dict:
         result["score_model_train_s"] = round(time.perf_counter() - t0, 1)
         print(f"trained the scoring champion in {result['score_model_train_s']} s",
               file=sys.stderr, flush=True)
+        if args.copies > 1:  # score K copies of that fleet, with copies of its champion
+            import replicate
+
+            src = settings_for(score_fleet, score_model)
+            score_fleet, score_model = f"{score_fleet}_x{args.copies}", f"{score_model}-x{args.copies}"
+            s_score = settings_for(score_fleet, score_model)
+            score_hosts *= args.copies
+            t0 = time.perf_counter()
+            if not kept.has(score_fleet):
+                n = replicate.copy_fleet(src, s_score, selector, args.copies, score_start, END)
+                kept.add(score_fleet, {"points": n, "seconds": time.perf_counter() - t0,
+                                       "hosts": score_hosts, "copies": args.copies,
+                                       "database": score_fleet})
+            if kept.champion(score_model) is None:
+                kept.set_champion(score_model, replicate.copy_champion(
+                    src, s_score, version, args.copies))
+            version = kept.champion(score_model)
+            result["copies"] = {"of": score_fleet.rsplit("_x", 1)[0], "copies": args.copies,
+                                "seconds": round(time.perf_counter() - t0, 1)}
+            print(f"copied the fleet and its champion x{args.copies} in "
+                  f"{result['copies']['seconds']} s", file=sys.stderr, flush=True)
+        if args.setup_only:
+            return result
 
         import cricket.tasks.publish
 
@@ -484,6 +538,7 @@ def main(argv: list[str] | None = None) -> dict:
         timer = Timed(cricket.scoring, "prepare")
         writes = Timed(cricket.tasks.publish, "write_with_sink")
         captured = Captured(cricket.tasks.publish, "write_with_sink")
+        patches = [timer, writes, captured]  # in the order they wrap
         result["warm_up_s"] = round(warm_up(s_score.tracking_uri), 1)
         from cricket.flows.retrain import nightly_retrain
         from cricket.flows.runtime import default_workers
@@ -493,65 +548,123 @@ def main(argv: list[str] | None = None) -> dict:
         result["workers"] = workers
 
         # ------------------------------------------------ hourly score of the fleet
-        cluster = None
-        if args.dask:
-            from distributed import LocalCluster
+        # once per runner, each into a score database and state folder of its own
+        import runners as rn
 
-            t0 = time.perf_counter()
-            cluster = LocalCluster(n_workers=args.dask, processes=True, threads_per_worker=1,
-                                   dashboard_address=None)
-            os.environ["CRICKET_DASK_ADDRESS"] = cluster.scheduler_address
-            result["dask_start_s"] = round(time.perf_counter() - t0, 1)
-            warm_up(s_score.tracking_uri)
-        result["score_runner"] = f"dask LocalCluster x{args.dask}" if args.dask else "threads"
-        timer.take()
-        writes.take()
-        captured.take()
-        result["score_rss_at_start_mb"] = round(_status_kb("VmRSS") / 1024, 1)
-        reset_peak()
-        t0 = time.perf_counter()
-        summary = hourly_score(selector=selector, at=score_at.to_pydatetime(),
-                               model_version=version)
-        wall = time.perf_counter() - t0
-        prep = timer.take()
-        t = dict(summary["timings"])
-        t["write"] = sum(writes.take().values())
-        stages = {
-            "extract": t.get("extract", 0.0),
-            "prepare": sum(prep.values()),
-            "score": t.get("score", 0.0) - prep.get("score-batch", 0.0),
-            "write": t["write"],
-            "report": t.get("report", 0.0) * workers,
-        }
-        result["score_size"] = {"series": score_hosts, "hours": 1,
-                                "points": summary["points_written"]}
-        result["score_s"] = round(wall, 1)
-        result["score_ms_per_series"] = round(1000 * wall / score_hosts, 2)
-        result["score_1000_series_s"] = round(wall, 1) if score_hosts == 1000 else None
-        result["score_10000_series_s"] = round(wall, 1) if score_hosts == 10000 else None
-        if cluster is not None:  # the rest of the run on threads
-            del os.environ["CRICKET_DASK_ADDRESS"]
-            cluster.close()
-        result["score_seconds"] = {k: round(v, 2) for k, v in t.items()}
-        result["score_shares"] = shares(stages, wall, workers)
-        result["score_peak_rss_mb"] = peak_rss_mb()
-        result["score_events"] = summary["events"]
-        print(f"hourly score of {score_hosts} series: {wall:.1f} s", file=sys.stderr, flush=True)
-        # the I/O floor of the same run: the window read (with the detectors' context)
-        # and the points written, bare
+        cluster = client = None
+        if "dask" in score_runners:
+            cluster, client, result["dask"] = rn.start_cluster(args.dask_workers)
         from cricket.tasks.score import context_for
 
         from cricket.registry import Registry
 
         bundle, _ = Registry(s_score).load_bundle(version=version)
         context = context_for(bundle, selector)
+        if client is not None:  # what the Dask run ships to its workers
+            from cricket.windows import batched
+
+            keys = sorted(bundle.detectors)
+            result["dask"]["shipping"] = rn.shipping(
+                bundle, list(batched(keys, args.batch_size)), client)
         del bundle
-        io = io_bound(s_score, selector, pd.Timestamp(summary["window_start"]) - context,
-                      pd.Timestamp(summary["window_end"]), captured.take(),
-                      s_score.influx_write_batch)
-        result["score_io_bound"] = io
-        result["score_fraction_of_io_bound"] = round(
-            (io["bare_read_s"] + io["bare_write_s"]) / wall, 3)
+        runs, io_from = [], None
+        for i, runner in enumerate(score_runners):
+            db = f"{score_db}_{i}{runner}"
+            score_dbs.append(db)
+            s_run = settings_for(score_fleet, score_model, score_db=db)
+            os.environ["CRICKET_STATE_DIR"] = str(scratch / f"state-{i}{runner}")
+            os.environ.pop("CRICKET_DASK_ADDRESS", None)
+            os.environ.pop("CRICKET_TASK_RUNNER", None)
+            if runner == "dask":
+                os.environ["CRICKET_DASK_ADDRESS"] = cluster.scheduler_address
+            elif runner != "threads":
+                os.environ["CRICKET_TASK_RUNNER"] = runner
+            if runner != "threads":
+                for p in patches[::-1]:  # a worker would be sent the wrappers
+                    p.restore()
+            for p in patches:
+                p.take()
+            cpu0, ccpu0 = rn.flow_cpu(), rn.children_cpu()
+            wcpu0 = rn.workers_cpu(client) if runner == "dask" else 0.0
+            rss0 = round(_status_kb("VmRSS") / 1024, 1)
+            reset_peak()
+            t0 = time.perf_counter()
+            state = hourly_score(selector=selector, at=score_at.to_pydatetime(),
+                                 model_version=version, return_state=True)
+            wall = time.perf_counter() - t0
+            summary = state.result()
+            run: dict = {"runner": runner, "score_s": round(wall, 1),
+                         "ms_per_series": round(1000 * wall / score_hosts, 2),
+                         "flow_cpu_s": round(rn.flow_cpu() - cpu0, 1)}
+            if runner == "dask":
+                run["workers_cpu_s"] = round(rn.workers_cpu(client) - wcpu0, 1)
+            if runner != "threads":
+                for p in patches:
+                    p.install()
+                run["children_cpu_s"] = round(rn.children_cpu() - ccpu0, 1)
+            prep = timer.take()
+            t = dict(summary["timings"])
+            t["write"] = sum(writes.take().values())
+            run["task_seconds"] = rn.task_seconds(state.state_details.flow_run_id)
+            if runner != "threads":  # the wrappers saw nothing: Prefect's own record
+                t["write"] = run["task_seconds"].get("write-results", {}).get("s", 0.0)
+            stages = {
+                "extract": t.get("extract", 0.0),
+                "prepare": sum(prep.values()),
+                "score": t.get("score", 0.0) - prep.get("score-batch", 0.0),
+                "write": t["write"],
+                "report": t.get("report", 0.0) * workers,
+            }
+            run.update({
+                "seconds": {k: round(v, 2) for k, v in t.items()},
+                "shares": shares(stages, wall, workers),
+                "rss_at_start_mb": rss0, "peak_rss_mb": peak_rss_mb(),
+                "events": summary["events"], "points_written": summary["points_written"],
+                "load_avg": [round(x, 2) for x in os.getloadavg()],
+            })
+            if runner == "threads" and io_from is None:
+                io_from = (summary, captured.take(), wall, db)
+            run["digest"] = rn.digest(s_run, s_run.score_database)
+            runs.append(run)
+            print(f"hourly score of {score_hosts} series on {runner}: {wall:.1f} s "
+                  f"(flow CPU {run['flow_cpu_s']} s)", file=sys.stderr, flush=True)
+        os.environ.pop("CRICKET_DASK_ADDRESS", None)
+        os.environ.pop("CRICKET_TASK_RUNNER", None)
+        if client is not None:
+            client.close()
+            cluster.close()
+        for run in runs[1:]:  # the same points stored, series by series?
+            run["same_results_as_" + runs[0]["runner"]] = rn.compare(
+                runs[0]["digest"], run["digest"])
+        for run in runs:
+            del run["digest"]
+        first = runs[0]
+        result["score_runs"] = runs
+        result["score_runner"] = first["runner"]
+        result["score_size"] = {"series": score_hosts, "hours": 1,
+                                "points": first["points_written"]}
+        wall = first["score_s"]
+        result["score_s"] = wall
+        result["score_ms_per_series"] = first["ms_per_series"]
+        result["score_1000_series_s"] = wall if score_hosts == 1000 else None
+        dask_runs = [r for r in runs if r["runner"] == "dask"]
+        result["score_10000_series_s"] = (dask_runs or runs)[0]["score_s"] \
+            if score_hosts == 10000 else None
+        result["score_seconds"] = first["seconds"]
+        result["score_shares"] = first["shares"]
+        result["score_peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+        result["score_events"] = first["events"]
+        # the I/O floor of the same run: the window read (with the detectors' context)
+        # and the points written, bare (from the first threads run: the points it wrote)
+        if io_from is not None:
+            summary, written_calls, io_wall, db = io_from
+            s_run = settings_for(score_fleet, score_model, score_db=db)
+            io = io_bound(s_run, selector, pd.Timestamp(summary["window_start"]) - context,
+                          pd.Timestamp(summary["window_end"]), written_calls,
+                          s_score.influx_write_batch)
+            result["score_io_bound"] = io
+            result["score_fraction_of_io_bound"] = round(
+                (io["bare_read_s"] + io["bare_write_s"]) / io_wall, 3)
 
         # ------------------------------------------------ nightly retrain
         if not args.skip_retrain:
@@ -599,7 +712,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["targets"] = {
             "score_1000_series_s<=8": None if result["score_1000_series_s"] is None
             else result["score_1000_series_s"] <= 8,
-            "score_fraction_of_io_bound>=0.5": result["score_fraction_of_io_bound"] >= 0.5,
+            "score_fraction_of_io_bound>=0.5": None if "score_fraction_of_io_bound" not in result
+            else result["score_fraction_of_io_bound"] >= 0.5,
             # measured when 1000 series were retrained, else the labelled extrapolation
             "retrain_1000_series_s<=300" + (
                 "" if result.get("retrain_1000_series_s") is not None else " (extrapolated)"):
@@ -615,10 +729,11 @@ def main(argv: list[str] | None = None) -> dict:
             try:
                 from cricket.influx.influxql import InfluxQLClient
 
-                with InfluxQLClient(s_score) as client:
-                    client.drop_database(score_db)
+                with InfluxQLClient(s_score) as influx:
+                    for db in score_dbs:
+                        influx.drop_database(db)
             except Exception as exc:  # noqa: BLE001
-                print(f"could not drop {score_db}: {exc}", file=sys.stderr)
+                print(f"could not drop {score_dbs}: {exc}", file=sys.stderr)
         server.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     return result

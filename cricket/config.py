@@ -303,6 +303,9 @@ class Settings(BaseSettings):
     # Pipeline
     report_dir: Path | None = Field(None, description="HTML reports; default <state_dir>/reports")
     dask_address: str | None = Field(None, description="Dask scheduler address for scale-out")
+    task_runner: Literal["threads", "processes"] = Field(
+        "threads", description="without a Dask address: batch tasks on threads of the flow's "
+        "process, or on a pool of processes started for each flow run")
     batch_size: int = Field(100, ge=1, description="series per task")
 
     # Alerts

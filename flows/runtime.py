@@ -90,14 +90,41 @@ def default_workers() -> int:
 
 def resolve_task_runner(settings: Settings | None = None, address: str | None = None) -> TaskRunner:
     """Dask on ``address`` (default ``settings.dask_address``, i.e. ``CRICKET_DASK_ADDRESS``)
-    when set, else threads on this machine."""
+    when set; else, on this machine, threads or (``CRICKET_TASK_RUNNER=processes``) a pool
+    of processes that the flow run starts."""
     settings = settings or Settings()
     address = address or settings.dask_address
     if address:
         from prefect_dask import DaskTaskRunner
 
         return DaskTaskRunner(address=address)
+    if settings.task_runner == "processes":
+        from prefect.task_runners import ProcessPoolTaskRunner
+
+        return ProcessPoolTaskRunner(max_workers=default_workers())
     return ThreadPoolTaskRunner(max_workers=default_workers())
+
+
+def workers_api_url() -> str | None:
+    """The Prefect API that Dask workers must report to when none is configured: the
+    temporary server this process started (Prefect's ephemeral API; the CLI's and
+    ``fleet.py``'s default). Workers do not inherit it: without its URL in the settings
+    sent with each task, every worker starts a temporary server of its own on its first
+    task (25-40 s each on 2 busy cores, several servers on one database). None when
+    ``PREFECT_API_URL`` is set (workers get it) or no temporary server runs here."""
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return None
+    server_module = sys.modules.get("prefect.server.api.server")  # imported once started
+    if server_module is None:
+        return None
+    server = server_module.SubprocessASGIServer._instances.get(None)
+    if server is None or not server.running or server.server_process is None:
+        return None
+    return server.api_url
 
 
 class SettingsTaskRunner(TaskRunner):
@@ -111,6 +138,7 @@ class SettingsTaskRunner(TaskRunner):
     def __init__(self, address: str | None = None) -> None:
         self.address = address
         self.inner: TaskRunner | None = None
+        self.api_url: str | None = None  # for Dask workers, see workers_api_url
         super().__init__()
 
     @property
@@ -125,6 +153,7 @@ class SettingsTaskRunner(TaskRunner):
         inner = resolve_task_runner(address=self.address)
         inner.__enter__()
         self.inner = inner
+        self.api_url = workers_api_url() if not isinstance(inner, ThreadPoolTaskRunner) else None
         super().__enter__()
         return self
 
@@ -148,7 +177,14 @@ class SettingsTaskRunner(TaskRunner):
         wait_for: Iterable[Any] | None = None,
         dependencies: dict[str, set[Any]] | None = None,
     ) -> Any:
-        return self._started_inner().submit(task, parameters, wait_for, dependencies)
+        inner = self._started_inner()
+        if self.api_url is None:
+            return inner.submit(task, parameters, wait_for, dependencies)
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        # the settings sent with the task name this process's temporary API
+        with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
+            return inner.submit(task, parameters, wait_for, dependencies)
 
     def map(self, task: Any, parameters: dict[str, Any], wait_for: Iterable[Any] | None = None) -> Any:  # type: ignore[override]
         return self._started_inner().map(task, parameters, wait_for)
