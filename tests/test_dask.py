@@ -8,6 +8,8 @@ once on the local thread runner and once through Dask, and must give the same mo
 
 from __future__ import annotations
 
+import os
+import sys
 import uuid
 from datetime import timedelta
 
@@ -57,7 +59,7 @@ def assert_close(a, b, where: str) -> None:
 def cluster():
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(
-        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0",
         silence_logs=40,
     ) as c, distributed.Client(c) as client:
         yield c, client
@@ -155,3 +157,42 @@ def test_flows_on_a_two_process_dask_cluster_equal_the_local_runner(
             check_exact=False, rtol=RTOL, atol=1e-9,
         )
     assert len(events_local) > 0, "the anomalies after TRAIN_END should raise events"
+
+
+def _runs_a_prefect_server() -> bool:
+    """On a worker: whether this process started a temporary Prefect API server."""
+    module = sys.modules.get("prefect.server.api.server")
+    if module is None:
+        return False
+    return any(server.running for server in module.SubprocessASGIServer._instances.values())
+
+
+def test_dask_tasks_report_to_the_flows_temporary_api(prefect_api, cluster):
+    """With no PREFECT_API_URL (the CLI's temporary server), the tasks sent to Dask carry
+    the URL of the API the flow uses: their runs are recorded there, and no worker starts
+    a Prefect server of its own (each did, on its first task: 25-40 s on 2 busy cores,
+    and several servers writing one database)."""
+    from cricket.flows.runtime import SettingsTaskRunner
+    from prefect import flow, get_client, task
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    dask_cluster, client = cluster
+
+    @task
+    def where(i: int) -> int:
+        return os.getpid()
+
+    @flow(task_runner=SettingsTaskRunner(dask_cluster.scheduler_address))
+    def fan_out() -> list[int]:
+        return [f.result() for f in [where.submit(i) for i in range(4)]]
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert not PREFECT_API_URL.value()  # the flow finds the running server itself
+        state = fan_out(return_state=True)
+    assert set(state.result()) <= set(client.run(os.getpid).values()), "ran on the workers"
+    assert not any(client.run(_runs_a_prefect_server).values())
+    with get_client(sync_client=True) as api:
+        runs = api.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    assert len(runs) == 4 and all(r.state.is_completed() for r in runs)
