@@ -13,6 +13,8 @@ served deployment does not use.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,16 +91,53 @@ def api_url_configured() -> bool:
     return bool(os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value())
 
 
-def serve(*, limit: int | None = None, schedules: bool = True) -> None:
+def serve(*, limit: int | None = None, schedules: bool = True, dask_workers: int = 0) -> None:
     """Register the deployments and run their flows from this process until stopped.
 
     ``limit`` caps how many flow runs this process runs at once (default: no cap beyond
-    the per-deployment concurrency limits). Blocks; stop with Ctrl-C (schedules are
-    paused on shutdown so runs do not pile up while nothing serves them).
+    the per-deployment concurrency limits). ``dask_workers``: start a Dask LocalCluster
+    of that many worker processes (one thread each) here, held warm while serving, and
+    point every served run at it (``CRICKET_DASK_ADDRESS``, inherited by the run's
+    process): batch tasks then run in processes that have imported Cricket once, not
+    per run. Blocks; stop with Ctrl-C (schedules are paused on shutdown so runs do not
+    pile up while nothing serves them).
     """
     from prefect import serve as prefect_serve
 
-    prefect_serve(*build_deployments(schedules=schedules), limit=limit)
+    deployments = build_deployments(schedules=schedules)
+    with local_cluster(dask_workers):
+        prefect_serve(*deployments, limit=limit)
+
+
+@contextmanager
+def local_cluster(workers: int) -> Iterator[str | None]:
+    """With ``workers`` > 0: a Dask LocalCluster of that many processes, warmed (each has
+    imported the flows' modules), its address in ``CRICKET_DASK_ADDRESS`` for this
+    process and the runs it starts; yields the address. With 0: nothing (None)."""
+    import os
+
+    if workers <= 0:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        client.run(_import_flows)
+        before = os.environ.get("CRICKET_DASK_ADDRESS")
+        os.environ["CRICKET_DASK_ADDRESS"] = cluster.scheduler_address
+        try:
+            yield cluster.scheduler_address
+        finally:
+            if before is None:
+                os.environ.pop("CRICKET_DASK_ADDRESS", None)
+            else:
+                os.environ["CRICKET_DASK_ADDRESS"] = before
+
+
+def _import_flows() -> None:
+    for cfg in deployment_configs():
+        importlib.import_module(cfg["entrypoint"].partition(":")[0])
 
 
 if __name__ == "__main__":

@@ -196,3 +196,25 @@ def test_dask_tasks_report_to_the_flows_temporary_api(prefect_api, cluster):
         runs = api.read_task_runs(flow_run_filter=FlowRunFilter(
             id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
     assert len(runs) == 4 and all(r.state.is_completed() for r in runs)
+
+
+def test_serve_holds_a_warm_local_cluster_for_its_runs(monkeypatch):
+    """`cricket serve --dask-workers N`: a LocalCluster whose workers have imported the
+    flows, named by CRICKET_DASK_ADDRESS for the runs the server starts, and only while
+    serving."""
+    from cricket.deployments.serve import local_cluster
+    from cricket.flows.runtime import resolve_task_runner
+    from distributed import Client
+    from prefect_dask import DaskTaskRunner
+
+    monkeypatch.delenv("CRICKET_DASK_ADDRESS", raising=False)
+    with local_cluster(1) as address:
+        assert address and os.environ["CRICKET_DASK_ADDRESS"] == address
+        runner = resolve_task_runner()
+        assert isinstance(runner, DaskTaskRunner) and runner.address == address
+        with Client(address) as client:
+            loaded = client.run(lambda: "cricket.flows.score" in sys.modules)
+        assert list(loaded.values()) == [True]
+    assert "CRICKET_DASK_ADDRESS" not in os.environ
+    with local_cluster(0) as none:
+        assert none is None and "CRICKET_DASK_ADDRESS" not in os.environ

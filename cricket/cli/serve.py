@@ -17,6 +17,12 @@ def serve_command(
         "--schedules/--no-schedules",
         help="keep the nightly and hourly cron schedules (--no-schedules: runs only by hand)",
     ),
+    dask_workers: int = typer.Option(
+        0, "--dask-workers", min=0,
+        help="run the batch tasks on a Dask cluster of this many worker processes, started "
+        "here and kept warm between runs (0: threads; ignored when CRICKET_DASK_ADDRESS "
+        "names a cluster)",
+    ),
 ) -> None:
     """Serve nightly-retrain, hourly-score and backfill until stopped (Ctrl-C).
 
@@ -35,4 +41,10 @@ def serve_command(
             fg=typer.colors.YELLOW,
             err=True,
         )
-    serve(limit=limit, schedules=schedules)
+    from cricket.config import Settings
+
+    if dask_workers and Settings().dask_address:
+        typer.secho(f"CRICKET_DASK_ADDRESS is set: serving on that cluster, not on "
+                    f"{dask_workers} local workers", fg=typer.colors.YELLOW, err=True)
+        dask_workers = 0
+    serve(limit=limit, schedules=schedules, dask_workers=dask_workers)
