@@ -26,24 +26,26 @@ def copy_key(key: Any, k: int, tag: str = "host") -> Any:
 def copy_fleet(src: Any, dst: Any, selector: Any, copies: int, start: datetime,
                stop: datetime, chunk: int = 100) -> int:
     """Write ``copies`` copies of every series ``selector`` finds in ``src``'s database
-    between ``start`` and ``stop`` into ``dst``'s database; returns the points written."""
-    from cricket.influx import make_sink
-    from cricket.influx.influxql import InfluxQLSource, ensure_database
+    between ``start`` and ``stop`` into ``dst``'s database; returns the points written
+    (``chunk`` series read at a time, their copies written in full-size requests)."""
+    from cricket.influx import lineprotocol as lp
+    from cricket.influx.influxql import InfluxQLClient, InfluxQLSource, ensure_database
 
     ensure_database(dst)
     source = InfluxQLSource(src)
-    sink = make_sink(dst)
     written = 0
     try:
-        keys = sorted(source.discover(selector), key=str)
-        for i in range(0, len(keys), chunk):
-            data = source.read(selector, start, stop, keys=keys[i:i + chunk])
-            for key, series in data.items():
+        with InfluxQLClient(dst) as client:
+            keys = sorted(source.discover(selector), key=str)
+            for i in range(0, len(keys), chunk):
+                data = source.read(selector, start, stop, keys=keys[i:i + chunk])
                 for k in range(copies):
-                    written += sink.write_series(copy_key(key, k), series)
+                    lines: list[str] = []
+                    for key, series in data.items():
+                        lines += lp.series_lines(copy_key(key, k), series)
+                    written += client.write_lines(lines, dst.influx_database)
     finally:
         source.close()
-        sink.close()
     return written
 
 
