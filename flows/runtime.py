@@ -206,10 +206,29 @@ def task_runner(settings: Settings | None = None) -> TaskRunner:
 def in_flight_limit(settings: Settings) -> int:
     """How many batch tasks a flow keeps submitted at once: enough to keep every worker
     busy with one more queued, few enough that finished batches are written (and their
-    memory freed) while later ones are still being read."""
+    memory freed) while later ones are still being read. On Dask: two per worker thread
+    of the cluster (64 when its size cannot be read): each submitted batch holds its
+    sub-bundle (~23 MB per 100 series) in the scheduler until it runs."""
     if settings.dask_address:
-        return 64
+        threads = cluster_threads()
+        return 2 * threads if threads else 64
     return default_workers() + 1
+
+
+def cluster_threads() -> int | None:
+    """Worker threads of the Dask cluster the current flow run's task runner uses (None
+    outside a flow run on Dask, or when the scheduler does not say)."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    runner = getattr(ctx, "task_runner", None)
+    runner = getattr(runner, "inner", None) or runner
+    if runner is None or not hasattr(runner, "client"):
+        return None
+    try:
+        return sum(runner.client.nthreads().values()) or None
+    except Exception:  # noqa: BLE001 - a limit is never worth a failed run
+        return None
 
 
 def pipelined(

@@ -218,3 +218,21 @@ def test_serve_holds_a_warm_local_cluster_for_its_runs(monkeypatch):
     assert "CRICKET_DASK_ADDRESS" not in os.environ
     with local_cluster(0) as none:
         assert none is None and "CRICKET_DASK_ADDRESS" not in os.environ
+
+
+def test_batches_in_flight_on_dask_follow_the_cluster_size(prefect_api, cluster, monkeypatch):
+    """Two batches per worker thread are kept submitted (each holds its sub-bundle in the
+    scheduler until it runs), not a fixed 64: 4 on the two single-thread workers."""
+    from cricket.flows.runtime import SettingsTaskRunner, in_flight_limit
+    from prefect import flow
+
+    from cricket.config import Settings
+
+    dask_cluster, _ = cluster
+    monkeypatch.setenv("CRICKET_DASK_ADDRESS", dask_cluster.scheduler_address)
+
+    @flow(task_runner=SettingsTaskRunner())
+    def limit() -> int:
+        return in_flight_limit(Settings())
+
+    assert limit() == 4
