@@ -229,3 +229,31 @@ def test_a_plain_backfill_pages_nobody_and_one_with_alert_once_per_incident(
         kept = store.incidents(FIRST - pd.Timedelta(days=1), END)
     assert len(kept) == EXPECTED_GROUPS and all(i.notified for i in kept)
     assert np.all([i.state == "closed" for i in kept])
+
+
+def test_an_incident_of_thousands_of_series_still_emits_its_prefect_event(prefect_api):
+    """Prefect refuses an event over 1.5 MB: a fleet-wide incident (5,080 series, seen at
+    10,000 series scored) failed the hourly run after every score was written. The event
+    names the most severe members and counts the rest; the webhook document keeps all."""
+    import json
+
+    from cricket.tasks.alert import EVENT_MEMBERS, prefect_event
+
+    from cricket.alerts import OPENED, AlertEvent, group_incidents, notification
+
+    t0 = pd.Timestamp("2026-11-19T22:00:00Z")
+    events = [
+        AlertEvent(series=f"waveform.value{{dc=a,host=cricket{i:05d}}}", start=t0,
+                   end=t0 + pd.Timedelta("30min"), severity=float(i % 997), score=90.0,
+                   tags=(("dc", "a"), ("host", f"cricket{i:05d}")))
+        for i in range(8000)  # ~2 MB of members, as 5,080 real ones with details made
+    ]
+    [incident] = group_incidents(events, ["dc"], timedelta(minutes=5))
+    doc = notification(incident, OPENED, "cricket-waveform", "3", "file:///tmp/r.html")
+    assert len(json.dumps(doc)) > 1_500_000 and len(doc["members"]) == 8000
+    event = prefect_event(incident, OPENED, doc)
+    assert event is not None
+    assert len(event.payload["members"]) == len(event.payload["series"]) == EVENT_MEMBERS
+    assert event.payload["members_total"] == event.payload["series_total"] == 8000
+    assert event.payload["members"] == doc["members"][:EVENT_MEMBERS]  # the most severe
+    assert [m["severity"] for m in event.payload["members"]][0] == 996.0
