@@ -243,6 +243,8 @@ class ShapeLibrary(BaseDetector):
         array, or a list of contiguous clean pieces."""
         from sklearn.cluster import KMeans, MiniBatchKMeans
 
+        from cricket.seeding import kmeans_plusplus
+
         self._check_params()
         n = int(self.segment_len)
         if (
@@ -291,6 +293,7 @@ class ShapeLibrary(BaseDetector):
         else:
             km = KMeans(
                 n_clusters=k,
+                init=kmeans_plusplus,  # init="k-means++"'s seeds, computed faster
                 n_init=self.n_init,
                 random_state=self.random_state,
                 max_iter=int(self.max_iter),

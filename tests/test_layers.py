@@ -22,7 +22,8 @@ CORE = {
     "cricket.explain", "cricket.extent", "cricket.gaps", "cricket.limits", "cricket.model",
     "cricket.multifield",
     "cricket.persistence", "cricket.points", "cricket.point_promotion", "cricket.score_frame",
-    "cricket.missing", "cricket.promotion", "cricket.scoring", "cricket.search", "cricket.segments",
+    "cricket.missing", "cricket.promotion", "cricket.scoring", "cricket.search", "cricket.seeding",
+    "cricket.segments",
     "cricket.series", "cricket.shapes", "cricket.training", "cricket.windows",
 }
 IO = {"cricket.influx", "cricket.registry", "cricket.point_registry", "cricket.pyfunc", "cricket.mlflow_model",
