@@ -671,12 +671,7 @@ class InfluxQLSource(_OwnsClient):
         else:
             params["series"] = str(key_or_selector)
             conds.append('"series" = $series')
-        if model_version is not None:
-            params["mv"] = str(model_version)
-            conds.append('"model_version" = $mv')
-        if model_name is not None:
-            params["mn"] = str(model_name)
-            conds.append('"model_name" = $mn')
+        _model_conds(conds, params, model_version, model_name)
         return self._results_frame(self._query_results(measurement, conds, params))
 
     def _query_results(self, measurement: str, conds: list[str],
@@ -752,12 +747,7 @@ class InfluxQLSource(_OwnsClient):
             params.update({f"s{i}": name for i, name in enumerate(group)})
             conds = ["time >= $start", "time < $stop",
                      "(" + " OR ".join(f'"series" = $s{i}' for i in range(len(group))) + ")"]
-            if model_version is not None:
-                params["mv"] = str(model_version)
-                conds.append('"model_version" = $mv')
-            if model_name is not None:
-                params["mn"] = str(model_name)
-                conds.append('"model_name" = $mn')
+            _model_conds(conds, params, model_version, model_name)
             for s in self._query_results(lp.EVENT_MEASUREMENT, conds, params):
                 found.setdefault((s.get("tags") or {}).get("series"), []).append(s)
         return {name: self._event_times(self._results_frame(found.get(name, [])))
@@ -773,6 +763,18 @@ class InfluxQLSource(_OwnsClient):
                 offset = pd.to_timedelta(pd.to_numeric(df.pop(name)).round(), unit="ns")
                 df[col] = df["start"] + offset
         return df
+
+
+def _model_conds(conds: list[str], params: dict[str, Any], model_version: str | None,
+                 model_name: str | None) -> None:
+    """Add the result filters for a model version and name (when given) to a query's
+    conditions and bound parameters."""
+    if model_version is not None:
+        params["mv"] = str(model_version)
+        conds.append('"model_version" = $mv')
+    if model_name is not None:
+        params["mn"] = str(model_name)
+        conds.append('"model_name" = $mn')
 
 
 class InfluxQLSink(_OwnsClient):
