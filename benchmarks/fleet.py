@@ -64,310 +64,32 @@ nightly run does (``retrain_champion`` says which version, or null);
 ``--retrain-without-champion`` registers into a model of its own instead (no champion).
 
 The last line printed is a JSON object.
+
+The parts: ``fleet_setup`` (fleets, the scoring champion, ``--keep``), ``fleet_score``
+(the timed score and its I/O floor), ``fleet_retrain`` (the timed retrain), ``instruments``
+(memory, stage timers, shares), ``runners`` (task runners side by side), ``replicate``
+(``--copies``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
-from collections import defaultdict
-from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-END = pd.Timestamp("2026-11-20T00:00:00Z")
-
-
-# ---------------------------------------------------------------- memory
-def _status_kb(field: str, pid: str = "self") -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def reset_peak() -> bool:
-    """Reset this process's peak RSS (VmHWM) so each phase reports its own peak."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mb() -> float:
-    kb = _status_kb("VmHWM")
-    if not kb:
-        import resource
-
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(kb / 1024, 1)
-
-
-# ---------------------------------------------------------------- stage timing
-class Timed:
-    """Wraps ``module.attr`` (looked up at call time by its callers) and sums its
-    seconds per Prefect task name (``flow`` outside tasks). Measurement only: the
-    wrapped function runs unchanged."""
-
-    def __init__(self, module: object, attr: str) -> None:
-        self.module, self.attr = module, attr
-        self.original = getattr(module, attr)
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.lock = threading.Lock()
-        original = self.original
-
-        def timed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-            t0 = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                dt = time.perf_counter() - t0
-                name = "flow"
-                try:
-                    from prefect.context import TaskRunContext
-
-                    ctx = TaskRunContext.get()
-                    if ctx is not None:
-                        name = ctx.task.name
-                except Exception:  # noqa: BLE001
-                    pass
-                with self.lock:
-                    self.seconds[name] += dt
-
-        self.wrapper = timed
-        setattr(module, attr, timed)
-
-    def restore(self) -> None:
-        """Put the original back (a Dask worker would be sent the wrapper, with its lock)."""
-        setattr(self.module, self.attr, self.original)
-
-    def install(self) -> None:
-        setattr(self.module, self.attr, self.wrapper)
-
-    def take(self) -> dict[str, float]:
-        with self.lock:
-            out = dict(self.seconds)
-            self.seconds.clear()
-        return out
-
-
-class Captured:
-    """Wraps ``module.attr`` and keeps the arguments of every call (measurement only)."""
-
-    def __init__(self, module: object, attr: str) -> None:
-        self.calls: list[tuple] = []
-        self.lock = threading.Lock()
-        self.module, self.attr = module, attr
-        self.original = original = getattr(module, attr)
-
-        def captured(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-            with self.lock:
-                self.calls.append(args)
-            return original(*args, **kwargs)
-
-        self.wrapper = captured
-        setattr(module, attr, captured)
-
-    restore = Timed.restore
-    install = Timed.install
-
-    def take(self) -> list[tuple]:
-        with self.lock:
-            out, self.calls = self.calls, []
-        return out
-
-
-def io_bound(settings, selector, start, stop, written: list, batch: int) -> dict:  # noqa: ANN001
-    """The I/O floor of an hourly score, measured bare: the raw-point queries of the
-    window the pipeline read (every series in one query per chunk, MessagePack, decoded),
-    and POSTs of the same score and event points, formatted before the clock starts
-    (tagged ``model_version=bare``, so they add series as the pipeline's first write did)."""
-    import httpx
-
-    from cricket.influx import lineprotocol as lp
-    from cricket.influx.influxql import InfluxQLSource, _unpack
-    from cricket.series import SeriesKey
-
-    src = InfluxQLSource(settings)
-    every = int(pd.Timedelta(selector.every).value)
-    s_ns, e_ns = pd.Timestamp(start).value, pd.Timestamp(stop).value
-    g0 = (s_ns // every) * every
-    chunk = max(every, int(pd.Timedelta(settings.influx_read_chunk).value) // every * every)
-    queries, lo = [], s_ns
-    while lo < e_ns:
-        hi = min(e_ns, ((lo - g0) // chunk + 1) * chunk + g0)
-        limit = -(-(hi - g0) // every) - (lo - g0) // every + 1
-        queries.append(src.build_query(selector, lo, hi, raw_limit=limit))
-        lo = hi
-    src.close()
-    lines: list[str] = []
-    for _sink, results, _version in written:
-        for r in results:
-            key = r.series_key or SeriesKey.parse(str(r.key))
-            if r.frame is not None and len(r.frame):
-                lines += lp.score_lines(key, r.frame, "bare", settings.model_name)
-            if r.events is not None and len(r.events):
-                lines += lp.event_lines(key, r.events, "bare", settings.model_name)
-    bodies = ["\n".join(lines[a:b]).encode() for a, b in lp.batches(lines, batch)]
-    with httpx.Client(base_url=settings.influx_url, timeout=300) as bare:
-        t0 = time.perf_counter()
-        points = 0
-        for q, params in queries:
-            r = bare.get("/query", params={"db": settings.influx_database, "q": q, "epoch": "ns",
-                                           "params": json.dumps(params)},
-                         headers={"Accept": "application/x-msgpack"})
-            r.raise_for_status()
-            for res in _unpack(r.content).get("results", []):
-                for ser in res.get("series", []) or []:
-                    points += len(ser.get("values") or [])
-        t_read = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for body in bodies:
-            r = bare.post("/write", params={"db": settings.score_database, "precision": "ns"},
-                          content=body)
-            assert r.status_code == 204, r.text
-        t_write = time.perf_counter() - t0
-    return {"bare_read_s": round(t_read, 3), "bare_read_points": points,
-            "bare_write_s": round(t_write, 3), "bare_write_points": len(lines)}
-
-
-def warm_up(settings_uri: str) -> float:
-    """Start Prefect's ephemeral API and create the MLflow tables before timing
-    anything: a nightly or hourly run meets both already running."""
-    from mlflow import MlflowClient
-    from prefect import flow
-
-    @flow(name="warm-up")
-    def _noop() -> int:
-        return 1
-
-    t0 = time.perf_counter()
-    _noop()
-    MlflowClient(tracking_uri=settings_uri).search_registered_models()
-    return time.perf_counter() - t0
-
-
-# ---------------------------------------------------------------- data
-def _write_fleet(settings_json: str, hosts: int, days: float, start: str, seed: int,
-                 anomaly_from: str, out: mp.Queue) -> None:
-    from cricket.config import Settings
-    from cricket.synth import make_fleet, write_fleet
-
-    settings = Settings.model_validate_json(settings_json)
-    t0 = time.perf_counter()
-    fleet = make_fleet(hosts=hosts, days=days, step="10s", start=start, seed=seed,
-                       anomaly_window=(anomaly_from, END))
-    n = write_fleet(fleet, settings)
-    out.put({"points": n, "seconds": time.perf_counter() - t0, "hosts": hosts, "days": days,
-             "database": settings.influx_database})
-
-
-def write_in_children(jobs: list[tuple]) -> list[dict]:
-    ctx = mp.get_context("spawn")
-    q: mp.Queue = ctx.Queue()
-    procs = [ctx.Process(target=_write_fleet, args=(*job, q)) for job in jobs]
-    for p in procs:
-        p.start()
-    got = [q.get(timeout=3600) for _ in procs]
-    for p in procs:
-        p.join()
-        if p.exitcode:
-            raise SystemExit(f"a fleet writer exited with code {p.exitcode}")
-    return got
-
-
-def _train_child(env: dict, kw: dict, out: mp.Queue) -> None:
-    os.environ.clear()
-    os.environ.update(env)
-    from cricket.flows.retrain import nightly_retrain
-
-    from cricket.config import DetectorSpec, SeriesSelector
-
-    summary = nightly_retrain(
-        selector=SeriesSelector(measurement="waveform", field="value", group_by=["host"]),
-        spec=DetectorSpec(**({} if kw["n_clusters"] is None else {"n_clusters": kw["n_clusters"]})),
-        train_window=timedelta(hours=kw["train_window_h"]), holdout=timedelta(hours=1),
-        end=pd.Timestamp(kw["end"]).to_pydatetime(),
-        min_history_points=kw["min_history_points"],
-    )
-    out.put(summary["model_version"])
-
-
-def train_in_child(env: dict, kw: dict) -> str:
-    """Train the scoring champion in a child process: its memory is not the score's."""
-    ctx = mp.get_context("spawn")
-    q: mp.Queue = ctx.Queue()
-    p = ctx.Process(target=_train_child, args=(env, kw, q))
-    p.start()
-    version = q.get(timeout=7200)
-    p.join()
-    return version
-
-
-class Kept:
-    """What a ``--keep`` folder already holds: fleets written (by database) and scoring
-    champions (by model name). Without a folder it holds nothing."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.data = {"fleets": {}, "champions": {}}
-        if path is not None and path.exists():
-            self.data = json.loads(path.read_text())
-
-    def has(self, database: str) -> bool:
-        return database in self.data["fleets"]
-
-    def add(self, database: str, written: dict) -> None:
-        self.data["fleets"][database] = written
-        self._save()
-
-    def champion(self, model: str) -> str | None:
-        return self.data["champions"].get(model)
-
-    def set_champion(self, model: str, version: str) -> None:
-        self.data["champions"][model] = version
-        self._save()
-
-    def _save(self) -> None:
-        if self.path is not None:
-            self.path.write_text(json.dumps(self.data, indent=1))
-
-
-def retrain_champion(settings) -> str | None:  # noqa: ANN001
-    """The version holding the retrain model's champion alias before the timed retrain
-    (only a kept folder has one), or None."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        mv = MlflowClient(tracking_uri=settings.tracking_uri).get_model_version_by_alias(
-            settings.model_name, "champion")
-    except MlflowException:
-        return None
-    return str(mv.version)
-
-
-# ---------------------------------------------------------------- shares
-def shares(stage_seconds: dict[str, float], wall: float, workers: int) -> dict[str, float]:
-    capacity = max(wall * workers, 1e-9)
-    out = {k: round(v / capacity, 4) for k, v in stage_seconds.items()}
-    out["orchestration"] = round(max(0.0, 1.0 - sum(out.values())), 4)
-    return out
+from fleet_setup import END, Kept, train_in_child, warm_up, write_in_children  # noqa: E402
+from instruments import Captured, Timed, status_kb  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -463,7 +185,6 @@ def main(argv: list[str] | None = None) -> dict:
         selector = SeriesSelector(measurement="waveform", field="value", group_by=["host"])
         spec = DetectorSpec(**({} if args.n_clusters is None else {"n_clusters": args.n_clusters}))
         result["spec"] = spec.model_dump(mode="json")
-        score_at = END - pd.Timedelta(hours=1)  # score [END-2h, END-1h)
         score_start = END - pd.Timedelta(hours=2 + args.score_train_hours)
         retrain_start = END - pd.Timedelta(days=train_days)
 
@@ -540,174 +261,35 @@ def main(argv: list[str] | None = None) -> dict:
         captured = Captured(cricket.tasks.publish, "write_with_sink")
         patches = [timer, writes, captured]  # in the order they wrap
         result["warm_up_s"] = round(warm_up(s_score.tracking_uri), 1)
-        from cricket.flows.retrain import nightly_retrain
         from cricket.flows.runtime import default_workers
-        from cricket.flows.score import hourly_score
 
         workers = default_workers()
         result["workers"] = workers
 
         # ------------------------------------------------ hourly score of the fleet
         # once per runner, each into a score database and state folder of its own
-        import runners as rn
+        from fleet_score import measure_score
 
-        cluster = client = None
-        if "dask" in score_runners:
-            cluster, client, result["dask"] = rn.start_cluster(args.dask_workers)
-        from cricket.tasks.score import context_for
-
-        from cricket.registry import Registry
-
-        bundle, _ = Registry(s_score).load_bundle(version=version)
-        context = context_for(bundle, selector)
-        if client is not None:  # what the Dask run ships to its workers
-            from cricket.windows import batched
-
-            keys = sorted(bundle.detectors)
-            result["dask"]["shipping"] = rn.shipping(
-                bundle, list(batched(keys, args.batch_size)), client)
-        del bundle
-        runs, io_from = [], None
-        for i, runner in enumerate(score_runners):
-            db = f"{score_db}_{i}{runner}"
-            score_dbs.append(db)
-            s_run = settings_for(score_fleet, score_model, score_db=db)
-            os.environ["CRICKET_STATE_DIR"] = str(scratch / f"state-{i}{runner}")
-            os.environ.pop("CRICKET_DASK_ADDRESS", None)
-            os.environ.pop("CRICKET_TASK_RUNNER", None)
-            if runner == "dask":
-                os.environ["CRICKET_DASK_ADDRESS"] = cluster.scheduler_address
-            elif runner != "threads":
-                os.environ["CRICKET_TASK_RUNNER"] = runner
-            if runner != "threads":
-                for p in patches[::-1]:  # a worker would be sent the wrappers
-                    p.restore()
-            for p in patches:
-                p.take()
-            cpu0, ccpu0 = rn.flow_cpu(), rn.children_cpu()
-            wcpu0 = rn.workers_cpu(client) if runner == "dask" else 0.0
-            rss0 = round(_status_kb("VmRSS") / 1024, 1)
-            reset_peak()
-            t0 = time.perf_counter()
-            state = hourly_score(selector=selector, at=score_at.to_pydatetime(),
-                                 model_version=version, return_state=True)
-            wall = time.perf_counter() - t0
-            summary = state.result()
-            run: dict = {"runner": runner, "score_s": round(wall, 1),
-                         "ms_per_series": round(1000 * wall / score_hosts, 2),
-                         "flow_cpu_s": round(rn.flow_cpu() - cpu0, 1)}
-            if runner == "dask":
-                run["workers_cpu_s"] = round(rn.workers_cpu(client) - wcpu0, 1)
-            if runner != "threads":
-                for p in patches:
-                    p.install()
-                run["children_cpu_s"] = round(rn.children_cpu() - ccpu0, 1)
-            prep = timer.take()
-            t = dict(summary["timings"])
-            t["write"] = sum(writes.take().values())
-            run["task_seconds"] = rn.task_seconds(state.state_details.flow_run_id)
-            if runner != "threads":  # the wrappers saw nothing: Prefect's own record
-                t["write"] = run["task_seconds"].get("write-results", {}).get("s", 0.0)
-            stages = {
-                "extract": t.get("extract", 0.0),
-                "prepare": sum(prep.values()),
-                "score": t.get("score", 0.0) - prep.get("score-batch", 0.0),
-                "write": t["write"],
-                "report": t.get("report", 0.0) * workers,
-            }
-            run.update({
-                "seconds": {k: round(v, 2) for k, v in t.items()},
-                "shares": shares(stages, wall, workers),
-                "rss_at_start_mb": rss0, "peak_rss_mb": peak_rss_mb(),
-                "events": summary["events"], "points_written": summary["points_written"],
-                "load_avg": [round(x, 2) for x in os.getloadavg()],
-            })
-            if runner == "threads" and io_from is None:
-                io_from = (summary, captured.take(), wall, db)
-            run["digest"] = rn.digest(s_run, s_run.score_database)
-            runs.append(run)
-            print(f"hourly score of {score_hosts} series on {runner}: {wall:.1f} s "
-                  f"(flow CPU {run['flow_cpu_s']} s)", file=sys.stderr, flush=True)
-        os.environ.pop("CRICKET_DASK_ADDRESS", None)
-        os.environ.pop("CRICKET_TASK_RUNNER", None)
-        if client is not None:
-            client.close()
-            cluster.close()
-        for run in runs[1:]:  # the same points stored, series by series?
-            run["same_results_as_" + runs[0]["runner"]] = rn.compare(
-                runs[0]["digest"], run["digest"])
-        for run in runs:
-            del run["digest"]
-        first = runs[0]
-        result["score_runs"] = runs
-        result["score_runner"] = first["runner"]
-        result["score_size"] = {"series": score_hosts, "hours": 1,
-                                "points": first["points_written"]}
-        wall = first["score_s"]
-        result["score_s"] = wall
-        result["score_ms_per_series"] = first["ms_per_series"]
-        result["score_1000_series_s"] = wall if score_hosts == 1000 else None
-        dask_runs = [r for r in runs if r["runner"] == "dask"]
-        result["score_10000_series_s"] = (dask_runs or runs)[0]["score_s"] \
-            if score_hosts == 10000 else None
-        result["score_seconds"] = first["seconds"]
-        result["score_shares"] = first["shares"]
-        result["score_peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
-        result["score_events"] = first["events"]
-        # the I/O floor of the same run: the window read (with the detectors' context)
-        # and the points written, bare (from the first threads run: the points it wrote)
-        if io_from is not None:
-            summary, written_calls, io_wall, db = io_from
-            s_run = settings_for(score_fleet, score_model, score_db=db)
-            io = io_bound(s_run, selector, pd.Timestamp(summary["window_start"]) - context,
-                          pd.Timestamp(summary["window_end"]), written_calls,
-                          s_score.influx_write_batch)
-            result["score_io_bound"] = io
-            result["score_fraction_of_io_bound"] = round(
-                (io["bare_read_s"] + io["bare_write_s"]) / io_wall, 3)
+        measure_score(
+            result, runners=score_runners, dask_workers=args.dask_workers,
+            batch_size=args.batch_size, selector=selector, version=version, s_score=s_score,
+            score_hosts=score_hosts,
+            settings_at=lambda db: settings_for(score_fleet, score_model, score_db=db),
+            score_db=score_db, score_dbs=score_dbs, scratch=scratch, patches=patches,
+            workers=workers)
 
         # ------------------------------------------------ nightly retrain
         if not args.skip_retrain:
+            from fleet_retrain import measure_retrain
+
             settings_for(retrain_fleet, retrain_model)
-            result["retrain_champion"] = retrain_champion(s_retrain)
-            timer.take()
-            result["retrain_rss_at_start_mb"] = round(_status_kb("VmRSS") / 1024, 1)
-            reset_peak()
-            t0 = time.perf_counter()
-            summary = nightly_retrain(
-                selector=selector, spec=spec, train_window=timedelta(days=train_days),
-                holdout=timedelta(hours=24), end=END.to_pydatetime(), min_history_points=1000,
-            )
-            wall = time.perf_counter() - t0
-            prep = timer.take()
-            t = summary["timings"]
-            # fit_fleet, register and evaluate run alone (one task): they hold the whole
-            # machine for their wall time, hence x workers in task-seconds.
-            stages = {
-                "extract": t.get("extract", 0.0),
-                "prepare": sum(prep.values()),
-                "fit": t.get("fit", 0.0) - prep.get("train-batch", 0.0)
-                + t.get("fit_fleet", 0.0) * workers,
-                "score": (t.get("evaluate", 0.0) + t.get("evaluate_new", 0.0)) * workers
-                + t.get("evaluate_batches", 0.0)  # task-seconds, in the train batches
-                - prep.get("evaluate-and-promote", 0.0) - prep.get("evaluate-batch", 0.0),
-                "write": t.get("register", 0.0) * workers,
-            }
-            result["retrain_size"] = {"series": retrain_hosts, "days": train_days,
-                                      "points": retrain_hosts * int(train_days * 8640)}
-            result["retrain_s"] = round(wall, 1)
-            result["retrain_1000_series_s"] = round(wall, 1) if retrain_hosts == 1000 else None
-            result["retrain_1000_series_s_extrapolated"] = round(wall * 1000 / retrain_hosts, 1)
-            result["retrain_seconds"] = {k: round(v, 2) for k, v in t.items()}
-            result["retrain_shares"] = shares(stages, wall, workers)
-            result["retrain_peak_rss_mb"] = peak_rss_mb()
-            result["retrain_series_models"] = summary["series_models"]
-            print(f"retrain {retrain_hosts} x {train_days} d: {wall:.1f} s", file=sys.stderr,
-                  flush=True)
+            measure_retrain(result, settings=s_retrain, selector=selector, spec=spec,
+                            hosts=retrain_hosts, train_days=train_days, timer=timer,
+                            workers=workers)
 
         result["peak_rss_mb"] = max(result.get("retrain_peak_rss_mb", 0.0),
                                     result["score_peak_rss_mb"])
-        result["influxd_peak_rss_mb"] = round(_status_kb("VmHWM", str(server.pid)) / 1024, 1)
+        result["influxd_peak_rss_mb"] = round(status_kb("VmHWM", str(server.pid)) / 1024, 1)
         result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
         result["targets"] = {
             "score_1000_series_s<=8": None if result["score_1000_series_s"] is None
