@@ -1,4 +1,5 @@
-"""The anomaly report: one self-contained HTML file and a markdown summary.
+"""The anomaly report: one self-contained HTML file (its pictures are drawn by
+:mod:`cricket.report_pictures`, its markdown summary written by :mod:`cricket.report_markdown`).
 
 The HTML embeds its pictures as base64 PNG data URIs, loads nothing from outside,
 runs no JavaScript, and carries a Content-Security-Policy that forbids scripts
@@ -9,12 +10,10 @@ titles, model names) is HTML-escaped, so a series tagged
     report = Report(title=..., kind="score", window_start=..., window_end=...,
                     model_name=..., model_version=..., results=[ScoredSeries(...)])
     path = write_report(report, out_dir)        # <kind>-<YYYYmmddTHHMM>-v<version>.html
-    text = markdown_summary(report)             # for a Prefect markdown artifact
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import math
 import os
@@ -129,10 +128,6 @@ def _fmt_float(x: object, spec: str, missing: str) -> str:
 def _fmt_score(x: object) -> str:
     return _fmt_float(x, ".1f", "—")
 
-
-def _img(png: bytes, alt: str, css: str = "") -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img class="{css}" alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _safe_filename_part(text: object) -> str:
@@ -260,7 +255,6 @@ def _events_table(events: pd.DataFrame, step_s: float | None = None) -> str:
     )
 
 
-_PLOT_ERRORS = (np.linalg.LinAlgError, OverflowError, FloatingPointError, ValueError)
 
 
 def _step_seconds(frame: pd.DataFrame | None) -> float | None:
@@ -273,46 +267,6 @@ def _step_seconds(frame: pd.DataFrame | None) -> float | None:
     return float(np.median(steps)) / 1e9 if steps.size else None
 
 
-def series_pictures(r: ScoredSeries) -> str:
-    """The pictures of one plotted series as HTML (``<img>`` tags with the PNGs inline,
-    or a note where a picture cannot be drawn). What drawing a report costs: a flow may
-    draw them ahead (``Report.pictures``) while it waits on other work."""
-    from cricket import plots
-
-    parts: list[str] = []
-    if r.frame is not None and len(r.frame):
-        try:
-            png = plots.plot_series(r.frame, r.threshold, r.events)
-        except _PLOT_ERRORS as exc:  # values near the float limits cannot be drawn
-            parts.append(f'<p class="muted">plot unavailable: {_e(type(exc).__name__)} '
-                         "(values too large or too small to draw)</p>")
-        else:
-            parts.append(_img(png, f"original, reconstruction and score of {r.key}", "plot"))
-    else:
-        parts.append('<p class="muted">no data points to plot</p>')
-    pi = r.peak_event_index()
-    if r.n_events and r.frame is not None and len(r.frame):
-        try:
-            png = plots.plot_event(r.frame, by_severity(r.events).iloc[0])
-        except _PLOT_ERRORS:  # values near the float limits cannot be drawn
-            png = None
-        if png is not None:
-            parts.append(_img(png, f"the most severe event of {r.key}: actual against "
-                                   "typical, and each view's surprise", "plot"))
-    if r.nearest_shapes and pi is not None and pi < len(r.nearest_shapes):
-        segment, centroid = r.nearest_shapes[pi]
-        if segment is not None and centroid is not None and len(segment) and len(centroid):
-            try:
-                png = plots.plot_shape_pair(segment, centroid, step_s=_step_seconds(r.frame))
-            except _PLOT_ERRORS:
-                png = None
-            if png is not None:
-                parts.append(
-                    _img(png, f"segment at the peak of {r.key} and nearest normal shape", "pair")
-                )
-    return "\n".join(parts)
-
-
 def _series_section(idx: int, r: ScoredSeries, pictures: str | None = None) -> str:
     parts = [f'<section class="series" id="series-{idx}">', f"<h3>{_e(r.key)}</h3>"]
     parts.append(
@@ -320,7 +274,11 @@ def _series_section(idx: int, r: ScoredSeries, pictures: str | None = None) -> s
         f"threshold {_e(_fmt_score(r.threshold))}; model: {_e(r.source)}</p>"
     )
     parts.append('<div class="row">')
-    parts.append(series_pictures(r) if pictures is None else pictures)
+    if pictures is None:
+        from cricket.report_pictures import series_pictures  # matplotlib: only when drawing
+
+        pictures = series_pictures(r)
+    parts.append(pictures)
     parts.append("</div>")
     parts.append(_events_table(r.events, _step_seconds(r.frame)))
     parts.append("</section>")
@@ -503,94 +461,3 @@ def md_escape(value: object) -> str:
     text = re.sub(r"[\r\n\t]+", " ", str(value))
     text = _MD_SPECIAL.sub(r"\\\1", text)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def markdown_summary(report: Report, max_rows: int = 50, report_path: Path | None = None) -> str:
-    """A short markdown summary: counts, the anomalous series, and the notes."""
-    hits = report.anomalous()
-    version = report.model_version if report.model_version is not None else "none"
-    lines = [
-        f"# {md_escape(report.title)}",
-        "",
-        f"**{md_escape(report.kind)}** run, window {md_escape(_fmt_time(report.window_start))} "
-        f"to {md_escape(_fmt_time(report.window_end))}, model {md_escape(report.model_name)} "
-        f"version {md_escape(version)}.",
-        "",
-        f"- series scored: {report.n_series}",
-        f"- anomalous series: {len(hits)}",
-        f"- events: {report.n_events}",
-        f"- series missing data: {len(report.missing)}",
-    ]
-    if report.missing:
-        lines += ["", "**Data missing**", ""] + [f"- {md_escape(m)}" for m in report.missing]
-    if report_path is not None:
-        lines.append(f"- report: {md_escape(report_path)}")
-    if report.notes:
-        lines += ["", "**Notes**", ""] + [f"- {md_escape(n)}" for n in report.notes]
-    if report.incidents:
-        lines += ["", "**Incidents announced**", ""] + [f"- {md_escape(t)}" for t in report.incidents]
-    if report.answers:
-        lines += ["", "**Labels and silences**", "",
-                  "| " + " | ".join(ANSWER_COLUMNS) + " |",
-                  "|" + "---|" * len(ANSWER_COLUMNS)]
-        lines += ["| " + " | ".join(md_escape(r.get(c, "")) for c in ANSWER_COLUMNS) + " |"
-                  for r in report.answers]
-    if hits:
-        lines += [
-            "",
-            "| series | events | top severity | peak score | model source |",
-            "|---|---:|---:|---:|---|",
-        ]
-        for r in hits[:max_rows]:  # most severe first
-            lines.append(
-                f"| {md_escape(r.key)} | {r.n_events} | {md_escape(_fmt_num(r.top_severity))} "
-                f"| {md_escape(_fmt_score(r.peak_score))} | {md_escape(r.source)} |"
-            )
-        if len(hits) > max_rows:
-            lines.append(f"\n{len(hits) - max_rows} more anomalous series are not listed.")
-    settled = settled_earlier(report.results)
-    if not hits and report.results:
-        lines += ["", "No new events." if settled else "No anomalies found."]
-    if settled:
-        lines += ["", "**Earlier events settled by this window** (their records were rewritten)",
-                  "", "| series | start | end | peak score |", "|---|---|---|---:|"]
-        lines += [f"| {md_escape(key)} | {md_escape(_fmt_time(ev.get('start')))} "
-                  f"| {md_escape(_fmt_time(ev.get('end')))} | {md_escape(_fmt_score(ev.get('peak')))} |"
-                  for key, ev in settled[:max_rows]]
-    return "\n".join(lines) + "\n"
-
-
-def event_rows(report: Report) -> list[dict[str, object]]:
-    """One JSON-safe row per event (series, start, end, peak score, duration, severity,
-    the view that fired), for a Prefect table artifact; most severe first."""
-    rows: list[dict[str, object]] = []
-    for r in report.results:
-        if not r.n_events:
-            continue
-        for _, ev in r.events.iterrows():
-            peak = ev.get("peak")
-            rows.append(
-                {
-                    "series": r.key,
-                    "start": _fmt_time(ev.get("start")),
-                    "end": _fmt_time(ev.get("end")),
-                    "peak score": round(float(peak), 1)
-                    if peak is not None and math.isfinite(float(peak))
-                    else None,
-                    "duration": fmt_duration(ev.get("duration_s")),
-                    "severity": _severity_or_none(ev.get("severity")),
-                    "fired": ev.get("scale") if isinstance(ev.get("scale"), str) else None,
-                    "looks like": looks_like(ev.get("scale"), ev.get("actual"),
-                                             ev.get("typical"), _step_seconds(r.frame),
-                                             ev.get("views")) or None,
-                }
-            )
-    # most severe first (severity ranks; the 0-100 peak crowds at the top)
-    rows.sort(key=lambda row: (-(row["severity"] if row["severity"] is not None else -1e9),
-                               -(row["peak score"] or 0.0)))  # type: ignore[operator]
-    return rows
-
-
-def _severity_or_none(x: object) -> float | None:
-    v = as_finite(x)
-    return None if v is None else round(v, 2)

@@ -8,6 +8,7 @@ The backfill flow scores each of its chunks through ``score_range`` below.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,6 +41,7 @@ from cricket.limits import check_batch, check_series_span
 from cricket.missing import expected_points, find_missing
 from cricket.model import ModelBundle, check_scoring_selector
 from cricket.report import MAX_PLOTTED, Report, anomalous, ensure_report_dir, report_filename
+from cricket.report_pictures import PictureDrawer
 from cricket.scoring import ScoredSeries
 from cricket.series import SeriesKey
 from cricket.windows import batched, score_window, utc
@@ -91,89 +93,98 @@ def score_range(
     if not keys:
         notes.append("no series matched the selector in this window: nothing to score")
     batches = list(batched(keys, batch_size_for(settings, len(keys))))
-    timings = {"extract": 0.0, "score": 0.0}
-    t_batches = time.perf_counter()
-    results: dict[int, ScoreBatch] = {}
-    writes = []
-    # Each batch task gets only its own detectors; a finished batch is written at once,
-    # while later batches are still being read and scored.
-    try:
-        for index, _batch, fut in pipelined(
-            lambda batch: score_batch.submit(
-                settings, selector, sub_bundle(bundle, batch), batch, start, end, version,
-                context,
-            ),
-            batches,
-            in_flight_limit(settings),
-        ):
-            res = results[index] = fut.result()
-            for stage, sec in res.seconds.items():
-                timings[stage] = timings.get(stage, 0.0) + sec
-            if res.scored:
-                writes.append(write_results.submit(settings, res.scored, version))
-    except Exception as exc:
-        # a later batch failed (InfluxDB gone, say) while earlier results were being
-        # written: what was not stored is what the person must hear about first
-        raise_lost_writes(writes, exc)
-        raise
-    scored: list[ScoredSeries] = []
-    skipped: list[str] = []
-    for index in sorted(results):  # batch order, whatever order they finished in
-        notes.extend(results[index].notes)
-        scored.extend(results[index].scored)
-        skipped.extend(results[index].skipped)
-    # the report's pictures depend on the scores alone: draw them while the last writes
-    # and the alerts are still running
-    pictures = draw_report.submit(plotted(scored)) if report else None
-    written = sum(w.result() for w in writes)
-    timings["batches"] = time.perf_counter() - t_batches  # wall: read, score and write
-    if not any(len(s.frame) for s in scored):
-        notes.append(f"no data between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
-    # A series the model knows that sent no data (or far less than expected) is an event.
-    # (a series skipped because its results cannot be written back did send data)
-    missing = find_missing(
-        set(known_series(bundle, selector)) - {str(k) for k in skipped},
-        {s.key: int(s.frame["value"].notna().sum()) for s in scored},
-        expected_points(start, end, selector.every),
-    )
-    if missing:
-        written += write_missing.submit(settings, missing, version, start, end).result()
-        log.warning("%d series sent no data or far less than expected: %s", len(missing),
-                    "; ".join(m.describe() for m in missing[:10]))
-    n_events = sum(len(s.events) for s in scored)
-    steps = int((end - start) / selector.every)
-    summary = {
-        "model_version": version,
-        "window_start": start.isoformat(),
-        "window_end": end.isoformat(),
-        "series": len(keys),
-        "scored": len(scored),
-        "points_written": int(written),
-        # what the ledger judges a chunk by: points scored of series x steps
-        "points_scored": int(sum(len(s.frame) for s in scored)),
-        "points_expected": len(keys) * steps,
-        "events": n_events,
-        "anomalous_series": sorted(s.key for s in scored if len(s.events)),
-        "skipped_series": skipped,
-        "data_missing": [m.describe() for m in missing],
-        "scored_series": sorted(s.key for s in scored),
-        "notes": notes,
-        "batches": len(batches),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-    }
-    if collect is not None:
-        collect.extend(s for s in scored if len(s.events))
-    if report:
-        t_report = time.perf_counter()
-        summary.update(publish_window(settings, kind, start, end, version, scored, notes,
-                                      missing=missing, pictures=pictures))
-        summary["timings"]["report"] = round(time.perf_counter() - t_report, 3)
-    summary["seconds"] = round(time.perf_counter() - t0, 2)
-    log.info(
-        "scored %d series from %s to %s with version %s: %d events",
-        len(scored), start.isoformat(), end.isoformat(), version, n_events,
-    )
-    return summary
+    # The report's pictures are drawn in a process of their own while later batches
+    # score (this process is bound by one core); one batch has nothing to overlap with.
+    with (PictureDrawer(MAX_PLOTTED) if report and len(batches) > 1
+          else contextlib.nullcontext()) as drawer:
+        timings = {"extract": 0.0, "score": 0.0}
+        t_batches = time.perf_counter()
+        results: dict[int, ScoreBatch] = {}
+        writes = []
+        # Each batch task gets only its own detectors; a finished batch is written at once,
+        # while later batches are still being read and scored.
+        try:
+            for index, _batch, fut in pipelined(
+                lambda batch: score_batch.submit(
+                    settings, selector, sub_bundle(bundle, batch), batch, start, end, version,
+                    context,
+                ),
+                batches,
+                in_flight_limit(settings),
+            ):
+                res = results[index] = fut.result()
+                if drawer is not None:
+                    drawer.offer(res.scored)
+                for stage, sec in res.seconds.items():
+                    timings[stage] = timings.get(stage, 0.0) + sec
+                if res.scored:
+                    writes.append(write_results.submit(settings, res.scored, version))
+        except Exception as exc:
+            # a later batch failed (InfluxDB gone, say) while earlier results were being
+            # written: what was not stored is what the person must hear about first
+            raise_lost_writes(writes, exc)
+            raise
+        scored: list[ScoredSeries] = []
+        skipped: list[str] = []
+        for index in sorted(results):  # batch order, whatever order they finished in
+            notes.extend(results[index].notes)
+            scored.extend(results[index].scored)
+            skipped.extend(results[index].skipped)
+        # the report's pictures depend on the scores alone: draw them while the last writes
+        # and the alerts are still running
+        if drawer is not None and drawer.active:
+            pictures = drawer.ahead(plotted(scored))
+        else:
+            pictures = draw_report.submit(plotted(scored)) if report else None
+        written = sum(w.result() for w in writes)
+        timings["batches"] = time.perf_counter() - t_batches  # wall: read, score and write
+        if not any(len(s.frame) for s in scored):
+            notes.append(f"no data between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
+        # A series the model knows that sent no data (or far less than expected) is an event.
+        # (a series skipped because its results cannot be written back did send data)
+        missing = find_missing(
+            set(known_series(bundle, selector)) - {str(k) for k in skipped},
+            {s.key: int(s.frame["value"].notna().sum()) for s in scored},
+            expected_points(start, end, selector.every),
+        )
+        if missing:
+            written += write_missing.submit(settings, missing, version, start, end).result()
+            log.warning("%d series sent no data or far less than expected: %s", len(missing),
+                        "; ".join(m.describe() for m in missing[:10]))
+        n_events = sum(len(s.events) for s in scored)
+        steps = int((end - start) / selector.every)
+        summary = {
+            "model_version": version,
+            "window_start": start.isoformat(),
+            "window_end": end.isoformat(),
+            "series": len(keys),
+            "scored": len(scored),
+            "points_written": int(written),
+            # what the ledger judges a chunk by: points scored of series x steps
+            "points_scored": int(sum(len(s.frame) for s in scored)),
+            "points_expected": len(keys) * steps,
+            "events": n_events,
+            "anomalous_series": sorted(s.key for s in scored if len(s.events)),
+            "skipped_series": skipped,
+            "data_missing": [m.describe() for m in missing],
+            "scored_series": sorted(s.key for s in scored),
+            "notes": notes,
+            "batches": len(batches),
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+        }
+        if collect is not None:
+            collect.extend(s for s in scored if len(s.events))
+        if report:
+            t_report = time.perf_counter()
+            summary.update(publish_window(settings, kind, start, end, version, scored, notes,
+                                          missing=missing, pictures=pictures))
+            summary["timings"]["report"] = round(time.perf_counter() - t_report, 3)
+        summary["seconds"] = round(time.perf_counter() - t0, 2)
+        log.info(
+            "scored %d series from %s to %s with version %s: %d events",
+            len(scored), start.isoformat(), end.isoformat(), version, n_events,
+        )
+        return summary
 
 
 def plotted(scored: list[ScoredSeries]) -> list[ScoredSeries]:
@@ -213,8 +224,8 @@ def publish_window(
     """Announce the window's new incidents (when ``page``; ``missing``: the data_missing
     findings, ``cricket.missing.MissingData`` or their descriptions), then write its HTML
     report (with the incidents, labels, silences and missing data), its Prefect artifacts
-    and its MLflow run. ``pictures``: a future of ``draw_report`` for ``scored`` (the
-    pictures drawn ahead); without it, the report draws them."""
+    and its MLflow run. ``pictures``: a future of the pictures of ``scored`` drawn ahead
+    (``draw_report``'s, or ``PictureDrawer.ahead``'s); without it, the report draws them."""
     rep = Report(
         title=f"Cricket {kind} {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
         kind=kind,  # type: ignore[arg-type]

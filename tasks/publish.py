@@ -28,7 +28,9 @@ from prefect.artifacts import (
 from cricket.config import Settings
 from cricket.errors import redact
 from cricket.influx.base import Sink
-from cricket.report import Report, event_rows, markdown_summary, series_pictures, write_report
+from cricket.report import Report, write_report
+from cricket.report_markdown import event_rows, markdown_summary
+from cricket.report_pictures import series_pictures
 from cricket.series import SeriesKey
 
 MAX_TABLE_ROWS = 1000
@@ -166,7 +168,7 @@ def create_report_link(report: Report, url: str, path: Path) -> str:
 @task(name="draw-report", timeout_seconds=600, cache_policy=IO_TASK["cache_policy"],
       persist_result=False)
 def draw_report(results: Sequence[Any]) -> dict[str, str]:
-    """The pictures of the series a report draws (``cricket.report.series_pictures``,
+    """The pictures of the series a report draws (``cricket.report_pictures.series_pictures``,
     by series key), drawn ahead: the flow runs this while it still waits on the last
     writes and the alerts, and hands the result to the report (``Report.pictures``)."""
     return {r.key: series_pictures(r) for r in results}

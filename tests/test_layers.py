@@ -28,7 +28,8 @@ CORE = {
 }
 IO = {"cricket.influx", "cricket.registry", "cricket.point_registry", "cricket.pyfunc", "cricket.mlflow_model",
       "cricket.webhook"}
-PRESENTATION = {"cricket.plots", "cricket.report", "cricket.report_points"}
+PRESENTATION = {"cricket.plots", "cricket.report", "cricket.report_markdown",
+                "cricket.report_pictures", "cricket.report_points"}
 APPS = {"cricket.cli", "cricket.evaluate", "cricket.synth", "cricket.synth_points"}  # the outer layer of the library
 
 # flows/, tasks/, deployments/ install as cricket.flows, cricket.tasks, cricket.deployments

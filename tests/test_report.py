@@ -18,14 +18,13 @@ from cricket import plots
 from cricket.report import (
     CSP,
     Report,
-    event_rows,
     fmt_duration,
-    markdown_summary,
     md_escape,
     render_html,
     report_filename,
     write_report,
 )
+from cricket.report_markdown import event_rows, markdown_summary
 from cricket.series import SeriesKey
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -288,7 +287,6 @@ def test_events_rank_by_severity_and_are_explained_in_the_metric_units() -> None
     """The most severe event comes first in the series' table, the summary and the
     artifact rows, whatever its 0-100 peak; each row says actual against typical and
     which view fired."""
-    from cricket.report import event_rows, markdown_summary
 
     report = fleet_report(n_series=4, every=1, hostile=False)
     quiet, loud = report.results[1], report.results[2]
@@ -373,7 +371,6 @@ def test_each_view_reads_as_a_chance_most_surprising_first() -> None:
 def test_each_event_says_what_it_looks_like_in_the_table_and_the_artifact_rows() -> None:
     """The events table has a "looks like" phrase per event (from the view that fired,
     the level against typical and the series' step), and so do the artifact rows."""
-    from cricket.report import event_rows
 
     report = fleet_report(n_series=4, every=1, hostile=False)
     loud = report.results[2]
@@ -391,7 +388,8 @@ def test_pictures_drawn_ahead_render_the_same_report() -> None:
     """The hourly flow draws the report's pictures while it waits on writes and alerts
     (``Report.pictures``): the report is the same HTML as one that draws them itself,
     and a series without pictures drawn ahead is still drawn."""
-    from cricket.report import anomalous, series_pictures
+    from cricket.report import anomalous
+    from cricket.report_pictures import series_pictures
 
     report = fleet_report(n_series=4)
     strip = lambda doc: re.sub(r"generated [^<]*", "", doc)  # noqa: E731
