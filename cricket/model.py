@@ -155,7 +155,20 @@ class ModelBundle:
     def load(cls, directory: str | Path) -> ModelBundle:
         """Read a bundle written by :meth:`save`. Never unpickles; refuses anything odd."""
         src, doc = _read_doc(directory)
-        arrays = read_npz(src / ARRAYS_NPZ, _RETRAIN)
+        return cls._build(src, doc, read_npz(src / ARRAYS_NPZ, _RETRAIN))
+
+    @classmethod
+    def from_arrays(cls, directory: str | Path, arrays: Mapping[str, np.ndarray]) -> ModelBundle:
+        """The bundle saved in ``directory`` with its ``arrays.npz`` already decoded into
+        ``arrays`` (``cricket.bundle_cache``): checked as :meth:`load` checks it."""
+        src, doc = _read_doc(directory)
+        return cls._build(src, doc, arrays)
+
+    @classmethod
+    def _build(cls, src: Path, doc: Mapping[str, Any],
+               arrays: Mapping[str, np.ndarray]) -> ModelBundle:
+        """Detectors from ``doc`` and ``arrays``; every one checked (``detector_problem``)
+        and every array used, or ModelFormatError."""
         try:
             used: set[str] = set()
 

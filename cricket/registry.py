@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from cricket.bundle_cache import load_cached
 from cricket.config import Settings, sqlite_path
 from cricket.errors import CricketError
 from cricket.feedback import LabelledStretch, check_labels
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 CHAMPION = "champion"
+#: decoded bundles kept between loads, under the state folder (``cricket.bundle_cache``)
+MODEL_CACHE = "model-cache"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"  # registered-model tag: JSON list of champion versions
 MODEL_URI_TAG = "cricket.model_uri"  # run tag: where log_training_run put the pyfunc
@@ -475,7 +478,9 @@ class Registry:
     def load_bundle(
         self, version: str | None = None, alias: str = CHAMPION
     ) -> tuple[ModelBundle, str]:
-        """Download a version's bundle and load it (arrays + JSON only). Returns (bundle, version)."""
+        """Download a version's bundle and load it (arrays + JSON only; the decoded arrays
+        are kept in ``<state>/model-cache`` for the next load of the same files: see
+        ``cricket.bundle_cache``). Returns (bundle, version)."""
         with tempfile.TemporaryDirectory(prefix="cricket-model-") as tmp:
             return self.open_bundle(tmp, version, alias, lazy=False)
 
@@ -518,7 +523,11 @@ class Registry:
                 f"{_public_uri(uri)}/artifacts/bundle: {fix}"
             )
         try:
-            return (ModelBundle.open(local) if lazy else ModelBundle.load(local)), resolved
+            if lazy:
+                return ModelBundle.open(local), resolved
+            # decoded arrays kept between loads, named by version and the files' checksum
+            return load_cached(local, self.settings.state_dir / MODEL_CACHE,
+                               f"{self.name}-v{resolved}"), resolved
         except ModelFormatError as exc:
             text = str(exc).replace(str(local), "its bundle").splitlines()[0]
             raise ModelFormatError(

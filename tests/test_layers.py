@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CORE = {
     "cricket.alerts", "cricket.feedback",
-    "cricket.base", "cricket.bundle_parts", "cricket.calibration", "cricket.config",
+    "cricket.base", "cricket.bundle_cache", "cricket.bundle_parts", "cricket.calibration", "cricket.config",
     "cricket.crossfit", "cricket.detector", "cricket.detector_state", "cricket.errors",
     "cricket.explain", "cricket.extent", "cricket.gaps", "cricket.limits", "cricket.model",
     "cricket.multifield",
