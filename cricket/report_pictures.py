@@ -13,11 +13,16 @@ its own while the flow is still scoring.
 from __future__ import annotations
 
 import base64
-import multiprocessing
+import os
+import pickle
+import queue
+import subprocess
+import sys
 import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,20 +82,132 @@ def series_pictures(r: ScoredSeries) -> str:
 # ------------------------------------------------------------ drawing in a process
 
 
-def _warm_up() -> None:
-    """Run first in the drawing process: the imports (matplotlib, pandas) are paid
-    while the flow still scores its first batch."""
-    import cricket.plots  # noqa: F401
-
-
 def _for_drawing(r: ScoredSeries) -> ScoredSeries:
     """What a picture needs of ``r`` (sent to the drawing process): not the event
     records it carries or revises."""
     return replace(r, carried=None, revised=None)
 
 
-#: the failures of a process pool that mean "draw in the flow's own process instead"
-_NO_PROCESS = (OSError, RuntimeError, ValueError, AssertionError, EOFError)
+def _send(stream: Any, obj: object) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(len(data).to_bytes(8, "little") + data)
+    stream.flush()
+
+
+def _receive(stream: Any) -> Any:
+    """The next message, or None at the end of the stream."""
+    head = stream.read(8)
+    if len(head) < 8:
+        return None
+    n = int.from_bytes(head, "little")
+    data = stream.read(n)
+    if len(data) < n:
+        return None
+    return pickle.loads(data)  # noqa: S301 - between this program's own two processes
+
+
+class DrawingProcess:
+    """One child process that draws :func:`series_pictures` for the series sent to it
+    (it imports this module and matplotlib, nothing of the parent's, whatever ran the
+    parent: a served flow run's main module is Prefect's engine, which a
+    multiprocessing child would import again, ~2 CPU s). Messages
+    are pickles between the two processes over the child's stdin and a copy of its
+    stdout (its own prints go to stderr). ``submit`` returns a future; the child dying
+    fails every future not finished, and later submits raise RuntimeError."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._futures: dict[int, Future] = {}
+        self._next = 0
+        self._broken: str | None = None
+        # run where this very cricket package is found first (not the working folder's)
+        root = Path(__file__).resolve().parent.parent
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from cricket.report_pictures import _serve; _serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root,
+        )
+        self._reader = threading.Thread(target=self._read, name="picture-results", daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def submit(self, r: ScoredSeries) -> Future:
+        fut: Future = Future()
+        with self._lock:
+            if self._broken is not None:
+                raise RuntimeError(f"the drawing process is gone ({self._broken})")
+            job, self._next = self._next, self._next + 1
+            self._futures[job] = fut
+            try:
+                _send(self._proc.stdin, (job, r))
+            except (OSError, ValueError) as exc:  # a closed pipe: the process is gone
+                del self._futures[job]
+                self._broken = type(exc).__name__
+                raise RuntimeError(f"the drawing process is gone ({exc})") from None
+        return fut
+
+    def _read(self) -> None:
+        while (msg := _receive(self._proc.stdout)) is not None:
+            job, ok, value = msg
+            with self._lock:
+                fut = self._futures.pop(job, None)
+            if fut is None:
+                continue
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(RuntimeError(value))
+        with self._lock:
+            self._broken = self._broken or "ended"
+            left, self._futures = list(self._futures.values()), {}
+        for fut in left:
+            fut.set_exception(RuntimeError("the drawing process ended before drawing this"))
+
+    def close(self) -> None:
+        """End the process (what it has not drawn yet is dropped)."""
+        with self._lock:
+            self._broken = self._broken or "closed"
+        for stream in (self._proc.stdin,):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if self._proc.poll() is None:
+            self._proc.kill()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a kill is not refused
+            pass
+        self._reader.join(timeout=10)
+        self._proc.stdout.close()
+
+
+def _serve() -> None:
+    """The drawing process: draw each series received, send back its pictures."""
+    out = os.fdopen(os.dup(1), "wb")  # the messages; print() and warnings go to stderr
+    os.dup2(2, 1)
+    jobs: queue.Queue = queue.Queue()
+
+    def take() -> None:  # read ahead, so the parent's writes never wait on a drawing
+        while (msg := _receive(sys.stdin.buffer)) is not None:
+            jobs.put(msg)
+        jobs.put(None)
+
+    threading.Thread(target=take, daemon=True).start()
+    import cricket.plots  # noqa: F401 - imported while the first batch scores
+
+    while (msg := jobs.get()) is not None:
+        job, r = msg
+        try:
+            reply = (job, True, series_pictures(r))
+        except Exception as exc:  # noqa: BLE001 - sent back: the report draws it itself
+            reply = (job, False, f"{type(exc).__name__}: {exc}")
+        try:
+            _send(out, reply)
+        except OSError:  # the parent is gone
+            return
 
 
 class PictureDrawer:
@@ -102,15 +219,14 @@ class PictureDrawer:
     Which series a report draws (the ``limit`` most severe, :func:`cricket.report.
     anomalous`) is known only once every batch is scored. Each batch's results are
     :meth:`offer`-ed: the most severe ``limit`` so far are drawn, most severe first,
-    ``queued`` at a time, and one that falls out of them before its turn is dropped
-    (once out, a series never comes back). :meth:`ahead` takes the final series and
+    ``queued`` at a time (a series that falls out of them before its turn is never
+    sent; once out, a series never comes back). :meth:`ahead` takes the final series and
     returns a future of their pictures by key (what ``Report.pictures`` holds); a
     picture that failed or could not be drawn there is left out, and the report draws
     it itself. Where no process can be started, nothing is drawn ahead.
     :meth:`close` ends the process (a ``with`` block does)."""
 
-    def __init__(self, limit: int = MAX_PLOTTED, queued: int = 2,
-                 start_method: str = "spawn") -> None:
+    def __init__(self, limit: int = MAX_PLOTTED, queued: int = 2) -> None:
         self.limit = limit
         self.queued = queued
         self._lock = threading.RLock()
@@ -118,13 +234,11 @@ class PictureDrawer:
         self._drawing: dict[str, tuple[ScoredSeries, Future]] = {}
         #: pictures drawn, and those drawn for series that were not shown in the end
         self.stats = {"drawn": 0, "dropped": 0}
-        self._pool: ProcessPoolExecutor | None = None
+        self._process: DrawingProcess | None = None
         try:
-            self._pool = ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context(start_method))
-            self._pool.submit(_warm_up)
-        except _NO_PROCESS:  # e.g. a daemonic process may not start children
-            self._close_pool()
+            self._process = DrawingProcess()
+        except OSError:  # no process can be started here: the report draws them
+            self._process = None
 
     def __enter__(self) -> PictureDrawer:
         return self
@@ -135,18 +249,14 @@ class PictureDrawer:
     @property
     def active(self) -> bool:
         """Whether a drawing process is there (else the report draws every picture)."""
-        return self._pool is not None
+        return self._process is not None
 
     def offer(self, results: Iterable[ScoredSeries]) -> None:
         """Results of a batch: those among the ``limit`` most severe so far are drawn."""
         with self._lock:
-            if self._pool is None:
+            if self._process is None:
                 return
             self._best = anomalous([*self._best, *results])[: self.limit]
-            kept = {id(r) for r in self._best}
-            for key, (r, fut) in list(self._drawing.items()):
-                if id(r) not in kept and fut.cancel():  # not started yet: never drawn
-                    del self._drawing[key]
             self._pump(self.queued)
 
     def ahead(self, final: Sequence[ScoredSeries], timeout: float = 300.0) -> _Ahead:
@@ -154,25 +264,25 @@ class PictureDrawer:
         (``.result()``): what was drawn already, and the rest drawn now."""
         with self._lock:
             self._best = list(final)
-            self._pump(len(final))  # no batch is left to score: every one is wanted now
+            self._pump(None)  # no batch is left to score: every one is wanted now
             futures = [(r.key, entry[1]) for r in final
                        if (entry := self._drawing.get(r.key)) is not None and entry[0] is r]
         return _Ahead(futures, timeout)
 
-    def _pump(self, queued: int) -> None:
-        """Keep ``queued`` pictures submitted and unfinished, most severe first."""
-        if self._pool is None:
+    def _pump(self, queued: int | None) -> None:
+        """Keep ``queued`` pictures sent and unfinished (None: all), most severe first."""
+        if self._process is None:
             return
         busy = sum(1 for _, fut in self._drawing.values() if not fut.done())
         for r in self._best:
-            if busy >= queued:
+            if queued is not None and busy >= queued:
                 break
             if r.key in self._drawing:
                 continue
             try:
-                fut = self._pool.submit(series_pictures, _for_drawing(r))
-            except _NO_PROCESS:  # the process died (BrokenProcessPool is a RuntimeError)
-                self._close_pool()
+                fut = self._process.submit(_for_drawing(r))
+            except RuntimeError:  # the process died: the report draws the rest
+                self._process = None
                 return
             self._drawing[r.key] = (r, fut)
             busy += 1
@@ -180,7 +290,7 @@ class PictureDrawer:
 
     def _done(self, fut: Future) -> None:
         with self._lock:
-            if not fut.cancelled() and fut.exception() is None:
+            if fut.exception() is None:
                 self.stats["drawn"] += 1
             self._pump(self.queued)
 
@@ -190,13 +300,10 @@ class PictureDrawer:
             shown = {id(r) for r in self._best}
             self.stats["dropped"] = sum(1 for r, fut in self._drawing.values()
                                         if id(r) not in shown and fut.done()
-                                        and not fut.cancelled())
-            self._close_pool()
-
-    def _close_pool(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+                                        and fut.exception() is None)
+            process, self._process = self._process, None
+        if process is not None:
+            process.close()
 
 
 class _Ahead:

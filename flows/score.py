@@ -46,6 +46,11 @@ from cricket.scoring import ScoredSeries
 from cricket.series import SeriesKey
 from cricket.windows import batched, score_window, utc
 
+#: a run of at least this many series draws the report's pictures in a process of its own
+#: while later batches score (``PictureDrawer``); a smaller one draws them in a task
+#: after its batches (starting the process, ~2 CPU s of imports, would cost more)
+DRAW_AHEAD_SERIES = 200
+
 
 def raise_lost_writes(writes: list[Any], cause: BaseException) -> None:
     """Wait for the submitted ``writes``; if one failed, raise its error (it says which
@@ -95,8 +100,8 @@ def score_range(
     batches = list(batched(keys, batch_size_for(settings, len(keys))))
     # The report's pictures are drawn in a process of their own while later batches
     # score (this process is bound by one core); one batch has nothing to overlap with.
-    with (PictureDrawer(MAX_PLOTTED) if report and len(batches) > 1
-          else contextlib.nullcontext()) as drawer:
+    ahead = report and len(batches) > 1 and len(keys) >= DRAW_AHEAD_SERIES
+    with PictureDrawer(MAX_PLOTTED) if ahead else contextlib.nullcontext() as drawer:
         timings = {"extract": 0.0, "score": 0.0}
         t_batches = time.perf_counter()
         results: dict[int, ScoreBatch] = {}

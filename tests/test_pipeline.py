@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -230,18 +231,24 @@ def test_the_stored_scores_equal_the_detector_scoring_each_series_on_its_own(tra
 def test_what_is_stored_for_a_series_does_not_depend_on_its_batch(trained, monkeypatch):
     """The same hour scored series by series and in batches of 3 stores
     the same values, reconstruction, error, score and events for every series: each
-    batch reads the model's longest context, not only what its own detectors need."""
+    batch reads the model's longest context, not only what its own detectors need.
+    The report's pictures are the same too: drawn in a process of their own while later
+    batches score (more than one batch), or in the flow (one batch)."""
+    import re
+
     import numpy as np
     from cricket.flows.score import hourly_score
 
     settings, fleet, first = trained
     at = (END - pd.Timedelta(hours=2)).to_pydatetime()
+    pictures: list[list[str]] = []
 
     def stored(batch_size: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
         monkeypatch.setenv("CRICKET_BATCH_SIZE", str(batch_size))
         # the first champion: it flags the fleet's anomalous hours (a later test may
         # promote another version)
         out = hourly_score(selector=SELECTOR, at=at, model_version=first["model_version"])
+        pictures.append(re.findall(r"<img [^>]*>", Path(out["report"]).read_text()))
         start, end = pd.Timestamp(out["window_start"]), pd.Timestamp(out["window_end"])
         with InfluxQLSource(settings) as src:
             scores = src.read_scores(SELECTOR, start, end, out["model_version"])
@@ -252,9 +259,15 @@ def test_what_is_stored_for_a_series_does_not_depend_on_its_batch(trained, monke
                 events.sort_values(order).reset_index(drop=True) if len(events) else events,
                 out["batches"])
 
+    import cricket.flows.score as score_flow
+
+    monkeypatch.setattr(score_flow, "DRAW_AHEAD_SERIES", 1)  # pictures drawn ahead
     small, small_events, n_small = stored(1)
     whole, whole_events, n_whole = stored(3)
     assert (n_small, n_whole) == (len(fleet.series), 2)
+    monkeypatch.setattr(score_flow, "DRAW_AHEAD_SERIES", 10**6)  # drawn in the flow
+    stored(3)
+    assert len(pictures[0]) >= 3 and pictures[0] == pictures[1] == pictures[2]
     # (events that continue one of the hour before are stored from their start, so this
     # window may hold none of its own: earlier tests scored the hours before it)
     assert len(small) == len(whole) > 0 and len(small_events) == len(whole_events)

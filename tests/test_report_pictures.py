@@ -6,7 +6,9 @@ started or a drawing fails."""
 from __future__ import annotations
 
 import re
+import sys
 
+import pytest
 from fixtures.report_data import fleet_report
 
 from cricket.report import anomalous, render_html
@@ -39,10 +41,13 @@ def test_pictures_drawn_in_a_process_while_batches_arrive_are_those_drawn_here()
     assert _strip(render_html(report, max_plotted=limit)) == drawn_here
 
 
-def test_without_a_process_nothing_is_drawn_ahead_and_the_report_draws_every_picture() -> None:
+def test_without_a_process_nothing_is_drawn_ahead_and_the_report_draws_every_picture(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     report = fleet_report(n_series=4)
     hits = anomalous(report.results)
-    with PictureDrawer(start_method="no-such-method") as drawer:
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # no process starts
+    with PictureDrawer() as drawer:
         assert not drawer.active
         drawer.offer(report.results)
         assert drawer.ahead(hits).result() == {}
@@ -57,11 +62,10 @@ def test_a_drawing_process_that_dies_leaves_the_pictures_to_the_report() -> None
     hits = anomalous(report.results)
     with PictureDrawer(len(hits)) as drawer:
         drawer.offer(report.results[:1])
-        pool = drawer._pool
-        assert pool is not None
-        for proc in list(pool._processes.values()):  # the drawing process, killed
-            proc.kill()
-            proc.join()
+        process = drawer._process
+        assert process is not None
+        process._proc.kill()  # the drawing process, killed
+        process._proc.wait()
         drawer.offer(report.results[1:])
         got = drawer.ahead(hits).result()
     assert set(got) <= {r.key for r in hits}
