@@ -63,7 +63,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-from fleet import END, train_in_child, write_in_children  # noqa: E402
+from fleet_setup import END, train_in_child, write_in_children  # noqa: E402
 
 SELECTOR = {"measurement": "waveform", "field": "value", "group_by": ["host"], "every": "PT10S"}
 TRAIN_HOURS = 4.0
@@ -82,6 +82,8 @@ def _state_times(client, flow_run_id) -> dict[str, float]:  # noqa: ANN001
     out: dict[str, float] = {}
     for st in sorted(client.read_flow_run_states(flow_run_id), key=lambda s: s.timestamp):
         out.setdefault(st.type.value, st.timestamp.timestamp())
+        if st.type.value == "PENDING":  # the runner's Pending, then its Submitting
+            out["SUBMITTING"] = st.timestamp.timestamp()
     return out
 
 
@@ -101,13 +103,68 @@ def _task_runs(client, flow_run_id) -> dict:  # noqa: ANN001
     return {"task_runs": len(runs), "per_task": per_task}
 
 
+def _stop(serve: subprocess.Popen) -> None:
+    serve.terminate()
+    try:
+        serve.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        serve.kill()
+        serve.wait()
+
+
+def _wait_ready(serve: subprocess.Popen, log: Path) -> float:
+    """Seconds until the served process has registered the hourly deployment."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    t0 = time.perf_counter()
+    with get_client(sync_client=True) as client:
+        while True:
+            if serve.poll() is not None:
+                raise SystemExit(f"cricket serve exited; see {log}")
+            try:
+                client.read_deployment_by_name("hourly-score/hourly-score")
+                return round(time.perf_counter() - t0, 1)
+            except ObjectNotFound:
+                if time.perf_counter() - t0 > 300:
+                    raise SystemExit("cricket serve did not register the deployments") from None
+                time.sleep(0.5)
+
+
+def cold_imports() -> dict[str, float]:
+    """What a cold start pays before the engine runs, measured apart in fresh
+    interpreters: starting Python, and importing what a run imports (the served
+    program's CLI, the flows, MLflow's stores, k-means; as ``cricket serve`` preloads)."""
+    from cricket.deployments.serve import deployment_configs
+    from cricket.deployments.warm_starts import preload_modules
+
+    mods = [m for m in preload_modules(c["entrypoint"] for c in deployment_configs())
+            if m != "__main__"]
+    out = {}
+    for name, code in (("python_s", "pass"),
+                       ("imports_s", "import cricket.cli; " + "; ".join(f"import {m}" for m in mods))):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        out[name] = round(time.perf_counter() - t0, 2)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hosts", type=int, default=1000)
-    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=1, help="runs per served process")
+    ap.add_argument("--starts", default="warm", metavar="LIST",
+                    help="serve once per entry, in this order (comma-separated: warm = "
+                         "`cricket serve` as shipped, cold = `--cold-starts`): e.g. "
+                         "cold,warm,cold,warm for a side-by-side comparison")
+    ap.add_argument("--dask-workers", type=int, default=0, metavar="N",
+                    help="serve with `--dask-workers N` (a LocalCluster held by the server)")
     ap.add_argument("--keep", type=Path, default=None,
                     help="folder that keeps the fleet and its champion between runs")
     args = ap.parse_args(argv)
+    modes = [m.strip() for m in args.starts.split(",") if m.strip()]
+    if not modes or set(modes) - {"warm", "cold"}:
+        ap.error("--starts: a comma-separated list of warm, cold")
     tmp = (args.keep or Path(tempfile.mkdtemp(prefix="cricket-served-bench-"))).absolute()
     tmp.mkdir(parents=True, exist_ok=True)
     home = tmp / "prefect"
@@ -131,7 +188,8 @@ def main(argv: list[str] | None = None) -> dict:
     api.start(timeout=300)
     serve = None
     stack = contextlib.ExitStack()
-    result: dict = {"hosts": args.hosts, "cores": os.cpu_count(),
+    result: dict = {"hosts": args.hosts, "cores": os.cpu_count(), "starts": modes,
+                    "dask_workers": args.dask_workers,
                     "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
     try:
         cricket_env = {
@@ -170,105 +228,106 @@ def main(argv: list[str] | None = None) -> dict:
                    PREFECT_RESULTS_PERSIST_BY_DEFAULT="true",
                    PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
         os.environ["PREFECT_RESULTS_PERSIST_BY_DEFAULT"] = "true"
-        log = (tmp / "serve.log").open("w")
-        serve = subprocess.Popen([str(BIN / "cricket"), "serve", "--no-schedules"], cwd=tmp,
-                                 env=env, stdout=log, stderr=subprocess.STDOUT)
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
         from prefect.deployments import run_deployment
-        from prefect.exceptions import ObjectNotFound
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         # Prefect read its settings when it was imported: point this process at the server
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api.api_url}))
-        t0 = time.perf_counter()
-        with get_client(sync_client=True) as client:
-            while True:
-                if serve.poll() is not None:
-                    raise SystemExit(f"cricket serve exited; see {tmp / 'serve.log'}")
-                try:
-                    client.read_deployment_by_name("hourly-score/hourly-score")
-                    break
-                except ObjectNotFound:
-                    if time.perf_counter() - t0 > 300:
-                        raise SystemExit("cricket serve did not register the deployments") from None
-                    time.sleep(0.5)
-        result["serve_ready_s"] = round(time.perf_counter() - t0, 1)
         import httpx
 
+        result["cold_imports"] = cold_imports()
         runs = []
-        for _ in range(args.runs):
-            for m in ("cricket_score", "cricket_event", "cricket_incident"):
-                httpx.post(f"{influx.url}/query", params={"db": "served_score",
-                                                          "q": f'DROP MEASUREMENT "{m}"'},
-                           timeout=300)
-            load = [round(x, 2) for x in os.getloadavg()]
-            t0 = time.perf_counter()
-            fr = run_deployment(
-                "hourly-score/hourly-score",
-                parameters={"selector": SELECTOR, "window": "PT1H",
-                            "at": (END - pd.Timedelta(hours=1)).isoformat(),
-                            "model_version": version},
-                timeout=3600,
-            )
-            wall = time.perf_counter() - t0
-            if fr.state is None or not fr.state.is_completed():
-                raise SystemExit(f"the served run ended {fr.state}; see {tmp / 'serve.log'}")
-            summary = fr.state.result()
-            with get_client(sync_client=True) as client:
-                st = _state_times(client, fr.id)
-                tasks = _task_runs(client, fr.id)
-                artifacts = client.read_artifacts(
-                    artifact_filter=ArtifactFilter(
-                        flow_run_id=ArtifactFilterFlowRunId(any_=[fr.id])), limit=200)
-            timings = summary["timings"]
-            body = float(timings["flow"])
-            start_s = st["RUNNING"] - st["PENDING"]
-            run_s = st["COMPLETED"] - st["RUNNING"]
-            end_s = max(0.0, run_s - body)
-            # the body's time outside the task functions it waits on one after the other
-            # and outside the batches (read, score, write: pipelined on the workers)
-            sync = sum(d["run_s"] for name, d in tasks["per_task"].items()
-                       if name not in BATCH_TASKS)
-            in_body = max(0.0, body - sync - float(timings["batches"]))
-            run = {
-                "load_avg": load,
-                "served_wall_s": round(wall, 2),
-                "pickup_s": round(st["PENDING"] - st["SCHEDULED"], 2)
-                if "SCHEDULED" in st else None,
-                "start_s": round(start_s, 2),
-                "run_s": round(run_s, 2),
-                "body_s": round(body, 2),
-                "end_s": round(end_s, 2),
-                "in_body_s": round(in_body, 2),
-                "task_runs": tasks["task_runs"],
-                "per_task": tasks["per_task"],
-                "artifacts_created": len(artifacts),
-                "orchestration_s": round(start_s + end_s + in_body, 2),
-                "series": summary["series"],
-                "events": summary["events"],
-                "timings": summary["timings"],
-            }
-            runs.append(run)
-            print(json.dumps(run), file=sys.stderr, flush=True)
+        result["serve_ready_s"] = []
+        for i, mode in enumerate(modes):
+            cmd = [str(BIN / "cricket"), "serve", "--no-schedules",
+                   "--warm-starts" if mode == "warm" else "--cold-starts"]
+            if args.dask_workers:
+                cmd += ["--dask-workers", str(args.dask_workers)]
+            log_path = tmp / f"serve-{i}{mode}.log"
+            with log_path.open("w") as log:
+                serve = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log,
+                                         stderr=subprocess.STDOUT)
+            result["serve_ready_s"].append(_wait_ready(serve, log_path))
+            for _ in range(args.runs):
+                for m in ("cricket_score", "cricket_event", "cricket_incident"):
+                    httpx.post(f"{influx.url}/query", params={"db": "served_score",
+                                                              "q": f'DROP MEASUREMENT "{m}"'},
+                               timeout=300)
+                load = [round(x, 2) for x in os.getloadavg()]
+                t0 = time.perf_counter()
+                fr = run_deployment(
+                    "hourly-score/hourly-score",
+                    parameters={"selector": SELECTOR, "window": "PT1H",
+                                "at": (END - pd.Timedelta(hours=1)).isoformat(),
+                                "model_version": version},
+                    timeout=3600,
+                )
+                wall = time.perf_counter() - t0
+                if fr.state is None or not fr.state.is_completed():
+                    raise SystemExit(f"the served run ended {fr.state}; see {log_path}")
+                summary = fr.state.result()
+                with get_client(sync_client=True) as client:
+                    st = _state_times(client, fr.id)
+                    tasks = _task_runs(client, fr.id)
+                    artifacts = client.read_artifacts(
+                        artifact_filter=ArtifactFilter(
+                            flow_run_id=ArtifactFilterFlowRunId(any_=[fr.id])), limit=200)
+                run = {"starts": mode, "load_avg": load, "served_wall_s": round(wall, 2),
+                       **_orchestration(st, tasks, summary),
+                       "task_runs": tasks["task_runs"], "per_task": tasks["per_task"],
+                       "artifacts_created": len(artifacts),
+                       "series": summary["series"], "events": summary["events"],
+                       "timings": summary["timings"]}
+                runs.append(run)
+                print(json.dumps(run), file=sys.stderr, flush=True)
+            _stop(serve)
+            serve = None
         result["runs"] = runs
+        result["by_starts"] = {
+            mode: {k: [r[k] for r in runs if r["starts"] == mode]
+                   for k in ("start_s", "orchestration_s", "load_model_s", "body_s")}
+            for mode in dict.fromkeys(modes)}
+        shipped = [r for r in runs if r["starts"] == "warm"] or runs
         result["served_orchestration_1000_series_s"] = (
-            min(r["orchestration_s"] for r in runs) if args.hosts == 1000 else None)
+            min(r["orchestration_s"] for r in shipped) if args.hosts == 1000 else None)
         result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     finally:
         stack.close()
         if serve is not None:
-            serve.terminate()
-            try:
-                serve.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                serve.kill()
-                serve.wait()
+            _stop(serve)
         api.stop()
         influx.stop()
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)
     return result
+
+
+def _orchestration(st: dict[str, float], tasks: dict, summary: dict) -> dict:
+    """A run's time split from Prefect's records (see the module's docstring)."""
+    timings = summary["timings"]
+    body = float(timings["flow"])
+    start_s = st["RUNNING"] - st["PENDING"]
+    run_s = st["COMPLETED"] - st["RUNNING"]
+    end_s = max(0.0, run_s - body)
+    # the body's time outside the task functions it waits on one after the other
+    # and outside the batches (read, score, write: pipelined on the workers)
+    sync = sum(d["run_s"] for name, d in tasks["per_task"].items() if name not in BATCH_TASKS)
+    in_body = max(0.0, body - sync - float(timings["batches"]))
+    return {
+        "pickup_s": round(st["PENDING"] - st["SCHEDULED"], 2) if "SCHEDULED" in st else None,
+        "start_s": round(start_s, 2),
+        # the runner proposing Submitting; then the run's process starting the engine
+        "submit_s": round(st["SUBMITTING"] - st["PENDING"], 2),
+        "process_start_s": round(st["RUNNING"] - st["SUBMITTING"], 2),
+        "run_s": round(run_s, 2),
+        "body_s": round(body, 2),
+        "end_s": round(end_s, 2),
+        "in_body_s": round(in_body, 2),
+        "load_model_s": tasks["per_task"].get("load-model", {}).get("run_s"),
+        "orchestration_s": round(start_s + end_s + in_body, 2),
+    }
 
 
 if __name__ == "__main__":

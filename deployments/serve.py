@@ -38,18 +38,18 @@ def _flow(entrypoint: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def build_deployments(*, schedules: bool = True) -> list[RunnerDeployment]:
-    """Build every deployment of ``prefect.yaml`` for serving.
+def deployment_specs(*, schedules: bool = True) -> list[tuple[Any, dict[str, Any]]]:
+    """Each deployment of ``prefect.yaml`` as its flow and the keyword arguments that
+    make it a served deployment (``Flow.to_deployment``, ``Runner.add_flow``).
 
     ``schedules=False`` leaves the cron schedules off (runs only when started by hand).
-    Nothing is sent to the Prefect API until the deployments are served or applied.
     """
     from prefect.client.schemas.actions import DeploymentScheduleCreate
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.deployments.runner import EntrypointType
 
-    built = []
+    specs = []
     for cfg in deployment_configs():
         limit = cfg.get("concurrency_limit")
         if isinstance(limit, dict):
@@ -65,20 +65,27 @@ def build_deployments(*, schedules: bool = True) -> list[RunnerDeployment]:
             for s in (cfg.get("schedules") or [])
             if schedules
         ]
-        built.append(
-            _flow(cfg["entrypoint"]).to_deployment(
-                name=cfg["name"],
-                description=cfg.get("description"),
-                schedules=crons or None,
-                parameters=cfg.get("parameters") or {},
-                tags=cfg.get("tags") or [],
-                concurrency_limit=limit,
-                # Module entrypoints (cricket.flows.score:hourly_score): runs import the installed
-                # project, whatever the serving process' working directory is.
-                entrypoint_type=EntrypointType.MODULE_PATH,
-            )
-        )
-    return built
+        specs.append((_flow(cfg["entrypoint"]), dict(
+            name=cfg["name"],
+            description=cfg.get("description"),
+            schedules=crons or None,
+            parameters=cfg.get("parameters") or {},
+            tags=cfg.get("tags") or [],
+            concurrency_limit=limit,
+            # Module entrypoints (cricket.flows.score:hourly_score): runs import the installed
+            # project, whatever the serving process' working directory is.
+            entrypoint_type=EntrypointType.MODULE_PATH,
+        )))
+    return specs
+
+
+def build_deployments(*, schedules: bool = True) -> list[RunnerDeployment]:
+    """Build every deployment of ``prefect.yaml`` for serving.
+
+    ``schedules=False`` leaves the cron schedules off (runs only when started by hand).
+    Nothing is sent to the Prefect API until the deployments are served or applied.
+    """
+    return [flow.to_deployment(**kwargs) for flow, kwargs in deployment_specs(schedules=schedules)]
 
 
 def api_url_configured() -> bool:
@@ -91,7 +98,8 @@ def api_url_configured() -> bool:
     return bool(os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value())
 
 
-def serve(*, limit: int | None = None, schedules: bool = True, dask_workers: int = 0) -> None:
+def serve(*, limit: int | None = None, schedules: bool = True, dask_workers: int = 0,
+          warm: bool = True) -> None:
     """Register the deployments and run their flows from this process until stopped.
 
     ``limit`` caps how many flow runs this process runs at once (default: no cap beyond
@@ -99,14 +107,46 @@ def serve(*, limit: int | None = None, schedules: bool = True, dask_workers: int
     of that many worker processes (one thread each) here, held warm while serving, and
     point every served run at it (``CRICKET_DASK_ADDRESS``, inherited by the run's
     process): batch tasks then run in processes that have imported Cricket once, not
-    per run. Blocks; stop with Ctrl-C (schedules are paused on shutdown so runs do not
+    per run. ``warm``: start each run's process by forking a process that has imported
+    the flows once (``cricket.deployments.warm_starts``), not by spawning a new
+    interpreter that imports everything again. Blocks; stop with Ctrl-C (schedules are paused on shutdown so runs do not
     pile up while nothing serves them).
     """
-    from prefect import serve as prefect_serve
+    from cricket.deployments.warm_starts import warm_starts
 
-    deployments = build_deployments(schedules=schedules)
-    with local_cluster(dask_workers):
-        prefect_serve(*deployments, limit=limit)
+    entrypoints = [cfg["entrypoint"] for cfg in deployment_configs()]
+    # the fork server starts after the cluster: runs forked from it inherit its address
+    with local_cluster(dask_workers), warm_starts(entrypoints, enabled=warm) as forked:
+        if forked:
+            serve_flows(deployment_specs(schedules=schedules), limit=limit)
+        else:
+            from prefect import serve as prefect_serve
+
+            prefect_serve(*build_deployments(schedules=schedules), limit=limit)
+
+
+def serve_flows(specs: list[tuple[Any, dict[str, Any]]], *, limit: int | None = None) -> None:
+    """Serve ``specs`` (flow, deployment options) as ``prefect.serve`` serves deployments,
+    but with the flow objects given to the runner (``Runner.add_flow``): the runner then
+    starts each run from the flow object in a child process (``run_flow_in_subprocess``,
+    forked from the warm process), instead of a new ``python -m prefect.engine`` that
+    loads the flow from its entrypoint. Blocks until stopped."""
+    import asyncio
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.logging import get_logger
+    from prefect.runner import Runner
+
+    runner = Runner(pause_on_shutdown=True, limit=limit)
+    names = []
+    for flow, kwargs in specs:
+        runner.add_flow(flow, **kwargs)
+        names.append(f"{flow.name}/{kwargs['name']}")
+    print("Serving (runs start from a warm process): " + ", ".join(names), flush=True)
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal) as exc:
+        get_logger("cricket.serve").info("Received %s, shutting down...", type(exc).__name__)
 
 
 @contextmanager

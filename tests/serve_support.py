@@ -63,30 +63,52 @@ def children(pid: int) -> list[int]:
     return kids
 
 
+def _helper(pid: int) -> bool:
+    """Whether ``pid`` is one of multiprocessing's long-lived helpers (the fork server the
+    warm starts fork runs from, its resource tracker), not a flow run's process."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"multiprocessing.forkserver" in cmd or b"multiprocessing.resource_tracker" in cmd
+
+
+def run_processes(pid: int) -> list[int]:
+    """The flow runs' processes of the serving process ``pid``: its children (a cold start
+    spawns them) and the fork server's (a warm start forks them there)."""
+    out = []
+    for kid in children(pid):
+        out += children(kid) if _helper(kid) else [kid]
+    return out
+
+
 def wait_no_children(pid: int, timeout: float) -> float:
-    """Wait until process ``pid`` has no child processes left; returns the seconds waited."""
+    """Wait until the serving process ``pid`` has no flow run's process left; returns the
+    seconds waited."""
     t0 = time.monotonic()
-    while children(pid):
-        assert time.monotonic() - t0 < timeout, f"flow processes still alive: {children(pid)}"
+    while run_processes(pid):
+        assert time.monotonic() - t0 < timeout, f"flow processes still alive: {run_processes(pid)}"
         time.sleep(0.2)
     return time.monotonic() - t0
 
 
 @contextmanager
-def served(cwd: Path, env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
-    """A `cricket serve --no-schedules` process writing to ``log_path``; stopped on exit.
+def served(cwd: Path, env: dict[str, str], log_path: Path,
+           *options: str) -> Iterator[subprocess.Popen]:
+    """A `cricket serve --no-schedules [options]` process writing to ``log_path``; stopped
+    on exit.
 
     Stopping `cricket serve` while a finished run's flow process is still exiting makes
     Prefect's runner force that run to Cancelled, so the flow processes are given up to
     30 s to end before the server is stopped."""
     with log_path.open("w") as log:
-        proc = subprocess.Popen([str(BIN / "cricket"), "serve", "--no-schedules"], cwd=cwd,
+        proc = subprocess.Popen([str(BIN / "cricket"), "serve", "--no-schedules", *options], cwd=cwd,
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             yield proc
         finally:
             deadline = time.monotonic() + 30
-            while proc.poll() is None and children(proc.pid) and time.monotonic() < deadline:
+            while proc.poll() is None and run_processes(proc.pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
             proc.terminate()
             try:

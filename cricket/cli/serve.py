@@ -23,6 +23,13 @@ def serve_command(
         "here and kept warm between runs (0: threads; ignored when CRICKET_DASK_ADDRESS "
         "names a cluster)",
     ),
+    warm: bool = typer.Option(
+        True, "--warm-starts/--cold-starts",
+        help="start each run by forking a process that imported the flows once (default), "
+        "or as Prefect does, in a new interpreter that imports everything per run "
+        "(--cold-starts: an upgrade of Cricket takes effect at the next run, not at the "
+        "next `cricket serve`)",
+    ),
 ) -> None:
     """Serve nightly-retrain, hourly-score and backfill until stopped (Ctrl-C).
 
@@ -47,4 +54,4 @@ def serve_command(
         typer.secho(f"CRICKET_DASK_ADDRESS is set: serving on that cluster, not on "
                     f"{dask_workers} local workers", fg=typer.colors.YELLOW, err=True)
         dask_workers = 0
-    serve(limit=limit, schedules=schedules, dask_workers=dask_workers)
+    serve(limit=limit, schedules=schedules, dask_workers=dask_workers, warm=warm)
