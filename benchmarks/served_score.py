@@ -8,19 +8,25 @@ What it does:
 1. starts influxd (the project's launcher), a Prefect API server (``prefect server``'s
    app in a subprocess, its own database) and, unless ``--keep DIR`` already holds them,
    writes the fleet and trains its champion in child processes (not timed);
-2. starts ``cricket serve --no-schedules`` (a real process, as in production) and waits
-   until it has registered the deployments;
+2. measures apart what a cold start pays before its engine runs (``cold_imports``: a fresh
+   interpreter starting, and importing what a run imports), then, for each entry of
+   ``--starts`` in turn, starts ``cricket serve --no-schedules`` (a real process, as in
+   production; ``warm``: as shipped, runs forked from a warm fork server; ``cold``:
+   ``--cold-starts``, Prefect's own new process per run; ``--dask-workers N`` passed on)
+   and waits until it has registered the deployments;
 3. runs ``hourly-score`` through ``run_deployment`` for the hour after the champion's
-   training window (``--runs`` times; each run drops the scores, events and incidents of
-   the one before, so every run writes and pages as the first did) and reads back the
-   flow run, its states and its task runs.
+   training window (``--runs`` times per served process; each run drops the scores, events
+   and incidents of the one before, so every run writes and pages as the first did) and
+   reads back the flow run, its states and its task runs. ``--starts cold,warm,cold,warm``
+   compares both side by side in one run (``by_starts``).
 
 Orchestration of a served run (``orchestration_s``) is the wall time of the run that is
 not Cricket's own work, in three measured parts:
 
-- ``start_s``: the runner took the run (Pending) -> the flow is Running: Prefect spawns a
-  process for the run (multiprocessing "spawn"), which imports the flow's modules, and
-  the engine sets the run up;
+- ``start_s``: the runner took the run (Pending) -> the flow is Running: ``submit_s`` the
+  runner proposing Submitting, then ``process_start_s`` the run's process starting (cold:
+  a new interpreter importing Prefect and the flow's modules; warm: a fork of the warm
+  process) and the engine setting the run up (settings, API client, Running);
 - ``end_s``: the flow body returned -> the run is Completed; the body's own wall time
   (``body_s``) is what the flow measured of itself (``summary["timings"]["flow"]``);
 - ``in_body_s``: the body's wall time outside the task functions it waits on one after
@@ -36,8 +42,14 @@ not Cricket's own work, in three measured parts:
 ``pickup_s`` (run created -> Pending) is reported apart: the runner polls the API every
 ``PREFECT_RUNNER_POLL_FREQUENCY`` seconds (here set to 1), and a scheduled run is fetched
 before its scheduled time, so it is not part of a scheduled run's wall time.
+``load_model_s`` (the load-model task) is the run's own work, not orchestration, but a cold
+start pays importing MLflow in it. ``served_orchestration_1000_series_s``: the least
+orchestration of the warm runs (what ``cricket serve`` ships), at 1,000 series.
 
     .venv/bin/python benchmarks/served_score.py --hosts 1000 --keep /tmp/served-1000
+    .venv/bin/python benchmarks/served_score.py --hosts 1000 --starts cold,warm,cold,warm \
+        --keep /tmp/served-1000         # warm against cold starts, back to back
+    .venv/bin/python benchmarks/served_score.py --hosts 1000 --dask-workers 2 --keep ...
 
 The last line printed is a JSON object.
 """

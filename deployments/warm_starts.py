@@ -124,7 +124,18 @@ class FlowByReference:
         self.entrypoint = entrypoint
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return load_flow, (self.entrypoint,)
+        return flow_in_forked_run, (self.entrypoint,)
+
+
+def flow_in_forked_run(entrypoint: str) -> Any:
+    """The run's flow, in the forked run's process (unpickling the run's payload calls it,
+    before the run starts). A forked process inherits the fork server's state where a
+    spawned one starts afresh: Python reseeds ``random`` after a fork itself, NumPy's
+    global generator is reseeded here, so no two runs draw the same numbers from it."""
+    import numpy as np
+
+    np.random.seed()
+    return load_flow(entrypoint)
 
 
 def load_flow(entrypoint: str) -> Any:

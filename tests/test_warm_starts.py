@@ -1,7 +1,7 @@
 """Served runs forked from the warm process (cricket.deployments.warm_starts), against a
 real Prefect API: each run is a real flow run (states, task runs, logs in the API) in a
 process of its own, forked from the fork server (not spawned), with the lazily imported
-modules already there; a cancelled run ends Cancelled and its process is gone; a run
+modules already there and NumPy's global generator reseeded; a cancelled run ends Cancelled and its process is gone; a run
 whose process dies is reported Crashed; nothing one run leaves in its process is seen by
 the next; and `cricket serve --cold-starts` keeps Prefect's own way.
 
@@ -127,6 +127,7 @@ def test_warm_runs_are_flow_runs_in_processes_of_their_own_forked_from_the_warm_
     assert first["pid"] != second["pid"]
     assert first["mark_before"] == [] and second["mark_before"] == [], (
         "a run saw what an earlier run left in its process")
+    assert first["draw"] != second["draw"], "two forked runs drew the same random numbers"
 
 
 def test_a_cancelled_warm_run_ends_cancelled_and_its_process_is_gone(

@@ -29,8 +29,11 @@ def probe(tag: str = "") -> None:
     seen = list(MARK)
     MARK.append(os.getpid())
     info = where()
+    import numpy as np
+
+    draw = float(np.random.random())  # NumPy's global generator, as the fork server left it
     get_run_logger().info("probe %s ran: %s", tag, json.dumps(
-        {**info, "preloaded": preloaded, "mark_before": seen}))
+        {**info, "preloaded": preloaded, "mark_before": seen, "draw": draw}))
 
 
 @flow(name="warm-sleeper")
