@@ -37,12 +37,17 @@ except ImportError:  # pragma: no cover - orjson is a dependency; keep working w
 try:  # InfluxDB 1.x/2.x answer MessagePack when asked: half the server CPU of JSON
     import msgpack
 
+    from cricket.influx.msgpack_points import Points, decode_points
+
     def _unpack(body: bytes) -> Any:
         return msgpack.unpackb(body, use_list=False)
 
     QUERY_ACCEPT = "application/x-msgpack"
 except ImportError:  # pragma: no cover - msgpack is a dependency; keep working without it
     QUERY_ACCEPT = "application/json"
+
+    class Points:  # type: ignore[no-redef]  # never made: every answer is JSON then
+        pass
 
 
 def decode_stream(r: httpx.Response) -> list[Any]:
@@ -53,6 +58,18 @@ def decode_stream(r: httpx.Response) -> list[Any]:
         unpacker.feed(r.content)
         return list(unpacker)
     return [_loads(line) for line in r.content.splitlines() if line.strip()]
+
+
+def _joined(rows: Any, more: Any) -> Any:
+    """A series' rows continued by the next piece's: :class:`Points` when both are, else
+    a list of row tuples (as the pieces of a plain answer are joined)."""
+    if isinstance(rows, Points) and isinstance(more, Points):
+        return Points.join([rows, more])
+    out = rows.rows() if isinstance(rows, Points) else rows
+    if not isinstance(out, list):
+        out = list(out)
+    out.extend(more.rows() if isinstance(more, Points) else more)
+    return out
 
 
 def _same_series(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -221,6 +238,33 @@ class InfluxQLClient:
     ) -> list[dict[str, Any]]:
         """Run one InfluxQL statement; returns its ``series`` list (possibly empty)."""
         db = database or self.settings.influx_database
+        r = self._ask(q, params, db, method)
+        try:
+            docs = decode_stream(r)
+        except ValueError as exc:
+            raise self._not_json(r) from exc
+        return self._merge(docs, db)
+
+    def query_points(
+        self, q: str, params: dict[str, Any] | None = None, database: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """:meth:`query` for a SELECT of one field's points: the same series, except that
+        a series whose rows are all ``(time, float)`` has them as :class:`~cricket.influx.
+        msgpack_points.Points` (numpy arrays) instead of a tuple of row tuples, so a
+        batch's read never holds an object per point (MessagePack answers; a JSON answer
+        gives rows as :meth:`query` does)."""
+        db = database or self.settings.influx_database
+        r = self._ask(q, params, db, "GET")
+        try:
+            if r.headers.get("content-type", "").startswith("application/x-msgpack"):
+                docs = decode_points(r.content)
+            else:  # a server that ignores our Accept header
+                docs = decode_stream(r)
+        except ValueError as exc:
+            raise self._not_json(r) from exc
+        return self._merge(docs, db)
+
+    def _ask(self, q: str, params: dict[str, Any] | None, db: str, method: str) -> httpx.Response:
         # Chunked responses: the server streams the result in pieces of CHUNK_ROWS rows
         # and marks every piece but the last of a series ``partial``. Unlike a plain
         # response, a chunked one is not cut at the server's ``max-row-limit``, and its
@@ -243,14 +287,13 @@ class InfluxQLClient:
                 f"InfluxDB at {self.url} refused the credentials (HTTP {r.status_code}): "
                 "check CRICKET_INFLUX_TOKEN or CRICKET_INFLUX_USERNAME/PASSWORD"
             )
-        try:
-            docs = decode_stream(r)
-        except ValueError as exc:
-            raise InfluxError(
-                f"InfluxDB at {self.url} answered HTTP {r.status_code} with non-JSON: "
-                f"{r.text[:200]!r}"
-            ) from exc
-        return self._merge(docs, db)
+        return r
+
+    def _not_json(self, r: httpx.Response) -> InfluxError:
+        return InfluxError(
+            f"InfluxDB at {self.url} answered HTTP {r.status_code} with non-JSON: "
+            f"{r.text[:200]!r}"
+        )
 
     def _merge(self, docs: list[Any], db: str) -> list[dict[str, Any]]:
         """The series of one statement from the pieces of a chunked answer, each series'
@@ -268,9 +311,7 @@ class InfluxQLClient:
                 for s in res.get("series") or ():
                     last = series[-1] if series else None
                     if open_piece and last is not None and _same_series(last, s):
-                        if not isinstance(last["values"], list):
-                            last["values"] = list(last["values"])
-                        last["values"].extend(s.get("values") or ())
+                        last["values"] = _joined(last["values"], s.get("values") or ())
                     else:
                         series.append(dict(s, values=s.get("values") or ()))
                     open_piece = bool(s.get("partial"))
@@ -539,9 +580,12 @@ class InfluxQLSource(_OwnsClient):
                 return False
             if not rows:
                 continue
-            if not set(map(type, map(itemgetter(1), rows))) <= {float, int}:
-                return False
-            t = np.fromiter(map(itemgetter(0), rows), dtype=np.int64, count=len(rows))
+            if isinstance(rows, Points):  # float values, integer times
+                t = rows.times
+            else:
+                if not set(map(type, map(itemgetter(1), rows))) <= {float, int}:
+                    return False
+                t = np.fromiter(map(itemgetter(0), rows), dtype=np.int64, count=len(rows))
             b = (t - g0) // every
             if len(b) > 1 and not (np.diff(b) > 0).all():
                 return False
@@ -593,12 +637,12 @@ class InfluxQLSource(_OwnsClient):
                 if raw:
                     limit = -(-(hi - g0) // every) - (lo - g0) // every + 1
                     q, params = self.build_query(selector, lo, hi, group, raw_limit=limit)
-                    series = self.client.query(q, params)
+                    series = self.client.query_points(q, params)
                     if not self._one_per_bucket(series, g0, every, limit):
                         raw, series = False, None
                 if series is None:
                     q, params = self.build_query(selector, lo, hi, group)
-                    series = self.client.query(q, params)
+                    series = self.client.query_points(q, params)
                 for s in series:
                     self._fill(selector, s, g0, every, n, out, normalize_zero=raw)
                 lo = hi
@@ -627,27 +671,32 @@ class InfluxQLSource(_OwnsClient):
         rows = s.get("values") or []
         if not rows:
             return
-        try:
-            arr = np.array(rows, dtype=np.float64)
-        except (ValueError, TypeError) as exc:
-            sample = next((r[1] for r in rows if not isinstance(r[1], int | float | None)), None)
-            raise InfluxError(
-                f"field {selector.field!r} of {selector.measurement!r} holds non-numeric "
-                f"values (e.g. {sample!r}) for {key}: select a numeric field"
-            ) from exc
-        if arr.ndim != 2 or arr.shape[1] < 2:
-            return
-        # integer times (float64 would round them by ~100 ns): GROUP BY answers bucket
-        # starts, raw points any time inside their bucket
-        t = np.fromiter(map(itemgetter(0), rows), dtype=np.int64, count=len(rows))
+        if isinstance(rows, Points):  # decoded straight into arrays
+            t, v = rows.times, rows.values
+        else:
+            try:
+                arr = np.array(rows, dtype=np.float64)
+            except (ValueError, TypeError) as exc:
+                sample = next((r[1] for r in rows if not isinstance(r[1], int | float | None)),
+                              None)
+                raise InfluxError(
+                    f"field {selector.field!r} of {selector.measurement!r} holds non-numeric "
+                    f"values (e.g. {sample!r}) for {key}: select a numeric field"
+                ) from exc
+            if arr.ndim != 2 or arr.shape[1] < 2:
+                return
+            v = arr[:, 1]
+            # integer times (float64 would round them by ~100 ns): GROUP BY answers bucket
+            # starts, raw points any time inside their bucket
+            t = np.fromiter(map(itemgetter(0), rows), dtype=np.int64, count=len(rows))
         pos = (t - g0) // every
         ok = (pos >= 0) & (pos < n)
         vals = out.get(key)
         if vals is None:
             vals = out[key] = np.full(n, np.nan)
         if normalize_zero and selector.aggregate in ("mean", "sum"):
-            arr[:, 1] += 0.0  # influxd's mean/sum of one -0.0 is 0.0 (its sum starts at 0)
-        vals[pos[ok]] = arr[ok, 1]
+            v = v + 0.0  # influxd's mean/sum of one -0.0 is 0.0 (its sum starts at 0)
+        vals[pos[ok]] = v[ok]
         if not np.isfinite(vals[pos[ok]]).all():  # inf stored in the database
             bad = ~np.isfinite(vals)
             vals[bad] = np.nan
