@@ -113,3 +113,37 @@ def _frame():  # noqa: ANN202
                                   "value": 10 + 3 * np.sin(np.arange(300) / 6)
                                   + rng.normal(0, 0.05, 300)}))
     return pd.concat(rows, ignore_index=True)
+
+
+def test_a_batch_taken_in_lets_go_of_its_detectors_and_data(
+    bundle: ModelBundle, tmp_path: Path  # noqa: F811
+) -> None:
+    """Prefect keeps a finished task's result alive (its future sits in a reference
+    cycle) until the cyclic garbage collector runs; the retrain's memory stays flat
+    only because taking a batch in empties it."""
+    import copy
+    import gc
+    import weakref
+
+    import pandas as pd
+    from cricket.tasks.train import StreamedRun, TrainBatch
+
+    from cricket.training import TrainedSeries
+
+    det = copy.deepcopy(bundle.detectors[KEYS[0]])
+    tail = np.arange(100.0)
+    batch = TrainBatch([TrainedSeries(KEYS[0], det, {"n_train": 1.0})],
+                       {KEYS[0]: pd.Series(tail)}, np.ones(10), tails={KEYS[0]: tail})
+    kept = [batch]  # as Prefect's future keeps it
+    alive = weakref.ref(det)
+    del det, tail
+    run = StreamedRun(tmp_path, bundle.spec, bundle.selector)
+    gc.disable()  # the cyclic collector must not be what frees it
+    try:
+        run.add(0, batch)
+        del batch
+        assert alive() is None
+    finally:
+        gc.enable()
+    assert kept[0].trained == [] and kept[0].tails == {} and kept[0].fleet_sample.size == 0
+    assert run.fleet_samples()[0].size == 10 and KEYS[0] in run.tails
