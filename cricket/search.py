@@ -98,6 +98,24 @@ _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_limiter: Any = None
 _blas_controller: Any = None
+_omp_controller: Any = None
+
+
+def _controllers(refresh: bool = False) -> tuple[Any, Any]:
+    """threadpoolctl controllers of the BLAS libraries and of the OpenMP runtimes,
+    apart: a limiter restores *every* library its controller holds to what it found
+    on entry, so a limiter holding both, leaving on one thread, put BLAS back to its
+    own stale reading while another thread's limit was meant to hold (below).
+    ``refresh``: look again for libraries loaded since (scikit-learn's OpenMP and
+    SciPy's BLAS load with scikit-learn, after the first search may have run)."""
+    global _blas_controller, _omp_controller
+    if _blas_controller is None or refresh:
+        from threadpoolctl import ThreadpoolController
+
+        every = ThreadpoolController()
+        _omp_controller = every.select(user_api="openmp")
+        _blas_controller = every.select(user_api="blas")
+    return _blas_controller, _omp_controller
 
 
 @contextmanager
@@ -106,15 +124,21 @@ def one_blas_thread() -> Iterator[None]:
     chunked distance products: each chunk's product is small, and waking BLAS
     threads for it costs more than it saves (much more on a loaded machine, where a
     product waits for its slowest thread to be scheduled). The limit covers only the
-    block; concurrent callers share it and the last one out restores the original."""
-    global _blas_users, _blas_limiter, _blas_controller
+    block; concurrent callers share it and the last one out restores the original.
+
+    Across threads this is not enough: OpenBLAS' thread count is one setting for the
+    process, and threadpoolctl (>= 3.8) lets only one thread at a time change it (the
+    first to set a limit; the others' settings are silently ignored until it is done),
+    while scikit-learn's own limit around Lloyd's iterations restores what it read on
+    entry. Workers that train or score at once therefore left BLAS at 2 threads most
+    of the time, and two threads running 2-thread OpenBLAS products spin-wait on each
+    other. A flow that runs such batches on worker threads holds
+    :func:`blas_held_at_one` around them, from its own thread."""
+    global _blas_users, _blas_limiter
     with _blas_lock:
         if _blas_users == 0:
-            if _blas_controller is None:
-                from threadpoolctl import ThreadpoolController
-
-                _blas_controller = ThreadpoolController()
-            _blas_limiter = _blas_controller.limit(limits=1, user_api="blas")
+            blas, _ = _controllers()
+            _blas_limiter = blas.limit(limits=1)
         _blas_users += 1
     try:
         yield
@@ -127,6 +151,28 @@ def one_blas_thread() -> Iterator[None]:
 
 
 @contextmanager
+def blas_held_at_one() -> Iterator[None]:
+    """BLAS on one thread for the whole block, set and restored by the calling thread
+    (a flow's own thread, around the batches its worker threads run): that thread then
+    holds threadpoolctl's control of OpenBLAS, so the workers' limits inside (and
+    scikit-learn's) change nothing and BLAS stays at one thread for all of them.
+
+    Measured (2 threads training 2 d series at once, 2 cores): ~5 CPU s per series with
+    the per-call limits alone (perf: ~80 % of it in OpenBLAS' ``blas_thread_server`` /
+    ``exec_blas_async_wait``), 0.7 with the limit held; one thread alone: 0.8-0.9."""
+    try:
+        import sklearn.cluster  # noqa: F401 - its OpenMP and SciPy's BLAS join the controllers
+    except ImportError:  # pragma: no cover - scikit-learn is a dependency
+        pass
+    with _blas_lock:
+        if _blas_users == 0:
+            _controllers(refresh=True)
+        blas, _ = _controllers()
+    with blas.limit(limits=1):
+        yield
+
+
+@contextmanager
 def one_fit_thread() -> Iterator[None]:
     """Run a k-means fit on one core: OpenMP limited to one thread for the calling
     thread only (the limit is a per-thread OpenMP setting) and BLAS to one thread as
@@ -134,9 +180,12 @@ def one_fit_thread() -> Iterator[None]:
     threads only compete with the other workers: on 2 busy cores a 2-thread fit ran
     3-10x slower than a 1-thread one, as each OpenMP barrier waits for a descheduled
     thread."""
+    with _blas_lock:  # scikit-learn is loaded by now: its libraries join the limits
+        if _blas_users == 0 and (_omp_controller is None or not _omp_controller.lib_controllers):
+            _controllers(refresh=True)
     with one_blas_thread():
-        controller = _blas_controller
-        limiter = controller.limit(limits=1, user_api="openmp")
+        _, omp = _controllers()
+        limiter = omp.limit(limits=1)  # restores OpenMP only, never BLAS
         try:
             yield
         finally:

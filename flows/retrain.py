@@ -43,6 +43,7 @@ from cricket.errors import CricketValueError
 from cricket.limits import check_batch, check_series_span
 from cricket.model import ModelBundle, ModelFormatError
 from cricket.multifield import PointSelector, PointSpec
+from cricket.search import blas_held_at_one
 from cricket.training import no_series_error
 from cricket.windows import TrainingWindow, batched, floor_time
 
@@ -108,19 +109,22 @@ def nightly_retrain(
         # The new bundle is written as batches finish; the flow keeps each series'
         # metrics and evaluation, not its detector or its held-out data.
         run = StreamedRun(Path(staging), spec, selector)
-        for index, _batch, fut in pipelined(
-            lambda batch: train_batch.submit(
-                settings, selector, spec, batch, window, min_history_points, fleet_cap,
-                [lab for lab in labels if lab.series in {str(k) for k in batch}],
-                champion_part(batch),
-            ),
-            batches,
-            in_flight_limit(settings),
-        ):
-            run.add(index, fut.result())
-            # the batches before this one are gone: give their pages back, or the
-            # worker threads' malloc arenas grow with the fleet (docs/scaling.md)
-            release_freed_memory()
+        # BLAS on one thread, held from this thread while batches train side by side
+        # (each fit is one core's work; 2-thread BLAS in two workers at once spin-waits)
+        with blas_held_at_one():
+            for index, _batch, fut in pipelined(
+                lambda batch: train_batch.submit(
+                    settings, selector, spec, batch, window, min_history_points, fleet_cap,
+                    [lab for lab in labels if lab.series in {str(k) for k in batch}],
+                    champion_part(batch),
+                ),
+                batches,
+                in_flight_limit(settings),
+            ):
+                run.add(index, fut.result())  # and lets go of the batch's data
+                # the batches before this one are gone: give their pages back, or the
+                # worker threads' malloc arenas grow with the fleet (docs/scaling.md)
+                release_freed_memory()
         clock.add_from(run.batch_seconds, "extract", "fit", "evaluate_batches")
         clock.lap()
 
