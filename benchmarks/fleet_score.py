@@ -145,7 +145,8 @@ def measure_score(result: dict, *, runners: list[str], dask_workers: int, batch_
         if runner != "threads":
             for p in patches:
                 p.install()
-            run["children_cpu_s"] = round(rn.children_cpu() - ccpu0, 1)
+        # a process pool's, or the process that drew the report's pictures ahead
+        run["children_cpu_s"] = round(rn.children_cpu() - ccpu0, 1)
         prep = timer.take()
         t = dict(summary["timings"])
         t["write"] = sum(writes.take().values())

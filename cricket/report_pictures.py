@@ -82,6 +82,10 @@ def series_pictures(r: ScoredSeries) -> str:
 # ------------------------------------------------------------ drawing in a process
 
 
+#: how much lower the drawing process's priority is than the flow's (``os.nice``)
+NICE = 5
+
+
 def _for_drawing(r: ScoredSeries) -> ScoredSeries:
     """What a picture needs of ``r`` (sent to the drawing process): not the event
     records it carries or revises."""
@@ -196,6 +200,12 @@ def _serve() -> None:
         jobs.put(None)
 
     threading.Thread(target=take, daemon=True).start()
+    # below the flow's priority: on cores the flow and others keep busy, drawing ahead
+    # must not slow the batches it overlaps (it takes what they leave)
+    try:
+        os.nice(NICE)
+    except OSError:  # pragma: no cover - lowering one's own priority is always allowed
+        pass
     import cricket.plots  # noqa: F401 - imported while the first batch scores
 
     while (msg := jobs.get()) is not None:
