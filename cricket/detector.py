@@ -77,6 +77,7 @@ from cricket.detector_state import detector_from_state, detector_state
 from cricket.errors import CricketValueError
 from cricket.extent import (
     attributed_error,
+    provisional_from,
     quiet_extent,
     roughness,
     spread,
@@ -220,16 +221,30 @@ class WaveformDetector(BaseDetector):
             if not cals:
                 return None
             level = self.alert_surprise
-            out = None
-            for k, hits in enumerate(passes):
-                hot = cals[k].surprise(self._attributed(k, len(scaled), hits)) >= level
-                out = hot if out is None else out | hot
-            if out is not None and m:
+            n = len(scaled)
+            hot = [cals[k].surprise(self._attributed(k, n, hits)) >= level
+                   for k, hits in enumerate(passes)]
+            if not hot:
+                return None
+            # the sample-sharp views: the base scale, the value's range, the lost noise
+            fine = hot[0].copy()
+            if "range 1" in views:
+                fine |= np.nan_to_num(views["range 1"]) >= level
+            if quiet is not None:
+                fine |= quiet_extent(np.nan_to_num(quiet) >= level, self.segment_len)
+            out = fine.copy()
+            for k in range(1, len(hot)):
+                # a longer scale's last samples are provisional (provisional_from): where
+                # a sharp view sees an anomaly there, it is the sharp view's; an anomaly
+                # only the long scale sees keeps the long scale's (the next window, whose
+                # context holds these samples, settles it)
+                seg = int(self.libraries_[k].segment_len)
+                p = provisional_from(n, seg)
+                if p < n and fine[max(p - seg, 0) :].any():
+                    hot[k][p:] = False
+                out |= hot[k]
+            if m:
                 out |= structure_extent(np.nan_to_num(views[f"structure {m}"]) >= level, m)
-            if out is not None and "range 1" in views:
-                out |= np.nan_to_num(views["range 1"]) >= level
-            if out is not None and quiet is not None:
-                out |= quiet_extent(np.nan_to_num(quiet) >= level, self.segment_len)
             return out
 
         return views, extent
@@ -413,6 +428,7 @@ class WaveformDetector(BaseDetector):
             error=error[sl],
             score=score[sl],
             anomalous=anomalous[sl] & ~np.isnan(score[sl]),
+            lead_anomalous=(anomalous & ~np.isnan(score))[max(context - reach, 0) : context],
             surprise=surprise[sl],
             reach=reach,
             scales={name: v[sl] for name, v in views.items()},

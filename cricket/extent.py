@@ -82,6 +82,22 @@ def attributed_error(segments: np.ndarray, nearest: np.ndarray, w: np.ndarray) -
     return out
 
 
+def provisional_from(n: int, m: int) -> int:
+    """The first of ``n`` samples whose attributed error at segment length ``m`` is not
+    settled yet: the data's last ``3m/4 - 1`` samples (in an hourly window, most of the
+    hour for a period-scale segment).
+
+    A sample is cleared of a neighbouring anomaly by a central segment that starts after
+    the anomaly; the latest segment that holds sample ``i`` centrally starts at
+    ``i - m/4`` and needs the data up to ``i - m/4 + m``. Before that data is in, every
+    segment left to judge a sample just after an anomaly holds the anomaly, so a spike
+    at half past looked like a quarter of an hour of anomaly in the hour's report. Those
+    samples are left to the other views (the base scale's shorter segments, the range);
+    the next window, whose left context holds them with the data after, settles an
+    event that runs on (``ScoredSeries.carried``)."""
+    return max(n - m + m // 4 + 1, 0)
+
+
 def spread(pieces: list[tuple[int, np.ndarray]], n: int, m: int) -> np.ndarray:
     """``-log10(std + EPS)`` of the values over the trailing ``m`` samples at each point
     of ``n`` (NaN where no full window ends); ``pieces`` as ``split_at_gaps`` gives."""
@@ -147,10 +163,11 @@ def settle_events(
     lead: np.ndarray | None = None,
     fired: np.ndarray | None = None,
     keep_lead: bool = False,
+    lead_alert: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """:func:`settle_columns` as a DataFrame (``EVENT_COLUMNS``)."""
     return pd.DataFrame(settle_columns(alert, surprise, score, extent, reach, min_gap, lead,
-                                       fired, keep_lead))
+                                       fired, keep_lead, lead_alert))
 
 
 def settle_columns(
@@ -163,6 +180,7 @@ def settle_columns(
     lead: np.ndarray | None = None,
     fired: np.ndarray | None = None,
     keep_lead: bool = False,
+    lead_alert: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Events with settled extents, as arrays by column (``EVENT_COLUMNS``; indices
     into ``alert``): ``start_idx``, ``end_idx`` (inclusive), ``alert_idx`` (the first alert), ``peak`` and ``mean`` score and
@@ -176,27 +194,39 @@ def settle_columns(
 
     ``keep_lead``: instead, keep where each extent starts in the left context (a negative
     ``start_idx``, down to ``-len(lead)``), also for an extent that lies wholly there:
-    what this window's data settles about an event of the window before."""
+    what this window's data settles about an event of the window before. With
+    ``lead_alert`` (the alerts over the same points as ``lead``), runs of alerts there
+    count as well, so an event of the window before is settled here also when this
+    window has no alert: that window's end left its last samples provisional
+    (:func:`provisional_from`)."""
     alert = np.asarray(alert, dtype=bool)
     if alert.ndim != 1 or np.shape(score) != alert.shape:
         raise CricketValueError(
             f"alert and score must be 1-D of equal length (got {alert.shape} and "
             f"{np.shape(score)})"
         )
-    run_starts, run_stops = mask_runs(alert, min_gap)
+    lead = np.zeros(0, dtype=bool) if lead is None else np.asarray(lead, dtype=bool)
+    off = len(lead)
+    if keep_lead and lead_alert is not None and len(lead_alert) == off:
+        run_starts, run_stops = mask_runs(np.r_[np.asarray(lead_alert, dtype=bool), alert],
+                                          min_gap)
+        run_starts, run_stops = run_starts - off, run_stops - off
+    else:
+        run_starts, run_stops = mask_runs(alert, min_gap)
     if run_starts.size == 0:
         return event_columns_from([])
-    lead = np.zeros(0, dtype=bool) if lead is None else np.asarray(lead, dtype=bool)
     full = None if extent is None else np.r_[lead, np.asarray(extent, dtype=bool)]
-    off = len(lead)
     spans: list[list[int]] = []
     for a, b in zip(run_starts.tolist(), (run_stops - 1).tolist(), strict=True):
         if full is None:
-            spans.append([a, b, a, b])
+            if b >= 0:
+                spans.append([a, b, a, b])
             continue
         lo = max(a - reach, -off)
         hot = np.flatnonzero(full[lo + off : b + off + 1])
         if hot.size == 0:
+            if a < 0:
+                continue  # alerts in the left context with nothing hot: nothing to settle
             back = 0 if fired is None else max(int(fired[a]) - 1, 0)
             spans.append([max(a - back, 0), a, a, b])
             continue

@@ -21,6 +21,7 @@ class ScoreFrame:
     For the events (:mod:`cricket.extent`): ``surprise`` (the score's uncapped
     ``-log10 p``), ``extent`` (samples whose attributed error reaches the alert level),
     ``lead`` (the same for the ``reach`` points of context before the first one),
+    ``lead_anomalous`` (the alerts over those points),
     ``reach`` (the longest segment) and ``scales``: each view's surprise by name
     (``shape 32``, ``shape 94``, ``structure 94``, ``range 1``, ``noise 32``), for the
     report's "which scale fired".
@@ -37,6 +38,7 @@ class ScoreFrame:
     surprise: np.ndarray | None = None
     extent: np.ndarray | None = None
     lead: np.ndarray | None = None
+    lead_anomalous: np.ndarray | None = None
     reach: int = 0
     scales: dict[str, np.ndarray] = field(default_factory=dict)
     settle: Callable[[], tuple[np.ndarray | None, np.ndarray | None]] | None = field(
@@ -57,19 +59,22 @@ class ScoreFrame:
         """Events: ``start_idx``, ``end_idx`` (inclusive; the settled extent),
         ``alert_idx`` (first alert), ``peak`` and ``mean`` score, ``severity``
         (uncapped, for ranking); see :func:`cricket.extent.settle_events` (``keep_lead``:
-        extents may start, or lie wholly, in the left context: negative indices)."""
+        extents may start, or lie wholly, in the left context: negative indices; the
+        alerts there count too, so an event of the window before is settled here even
+        when this window has no alert)."""
         return pd.DataFrame(self.event_columns(min_gap, keep_lead))
 
     def event_columns(self, min_gap: int = 0, keep_lead: bool = False) -> dict[str, np.ndarray]:
         """:meth:`events` as arrays by column (what the pipeline reads, per series: a
         DataFrame costs more than the search). Without an alert there is no event, and
         the settled extent (the attributed error) is not computed."""
-        if not np.any(self.anomalous):
+        lead_alert = self.lead_anomalous if keep_lead else None
+        if not np.any(self.anomalous) and not np.any(lead_alert):
             return event_columns_from([])
         surprise = self.surprise if self.surprise is not None else np.full(len(self), np.nan)
         extent, lead = self.settled()
         return settle_columns(self.anomalous, surprise, self.score, extent, self.reach,
-                              min_gap, lead, self.fired(), keep_lead)
+                              min_gap, lead, self.fired(), keep_lead, lead_alert)
 
     def fired(self) -> np.ndarray | None:
         """Per point, the segment length of the most surprising view (None: no views)."""

@@ -296,14 +296,18 @@ def score_series(
         step = times[1] - times[0] if len(times) > 1 else pd.Timedelta(0)
     rows: list[dict] = []
     lead_rows: list[dict] = []
-    if len(ev_idx["start_idx"]) or np.any(sf.anomalous[: sf.reach]):
+    # an event of the window before is settled here (``carried``) from alerts in the
+    # window's first ``reach`` points or in the context's last ones: that window's end
+    # left its last samples provisional (cricket.extent.provisional_from)
+    settles_before = bool(np.any(sf.anomalous[: sf.reach]) or np.any(sf.lead_anomalous))
+    if len(ev_idx["start_idx"]) or settles_before:
         views = {name: np.nan_to_num(v, nan=-np.inf) for name, v in sf.scales.items()}
         rows = _event_rows(ev_idx, out_index, raw, recon, views, step)
         # an extent reaches back into the context only from a run of alerts that starts
         # within the longest segment of the window's start (settle_events looks back at
         # most ``reach`` points): otherwise there is nothing to carry, and no second
         # search
-        if np.asarray(sf.anomalous[: sf.reach], dtype=bool).any():
+        if settles_before:
             lead = sf.event_columns(spec.min_event_gap, keep_lead=True)
             before = lead["start_idx"] < 0
             lead = {c: v[before] for c, v in lead.items()}
@@ -500,12 +504,14 @@ def revise_previous(
                                    for r in joined.to_dict("records")])
             out = pd.concat([joined, out[~mine]], ignore_index=True)
             continue
+        if max(c["end"], last["start"]) == last["end"] and not c["peak"] > last["peak"]:
+            continue  # settled as stored: nothing to write
         before_revision = dict(last)
         step = last["duration_s"] - (last["end"] - last["start"]).total_seconds()
         peak_s = max(_peak_surprise(last), _peak_surprise(c))
         last["end"] = max(c["end"], last["start"])
         last["duration_s"] = (last["end"] - last["start"]).total_seconds() + step
-        last["peak"] = max(last["peak"], c["peak"])
+        last["peak"] = float(np.fmax(last["peak"], c["peak"]))
         last["severity"] = (peak_s + np.log10(max(last["duration_s"] / (step or 1.0), 1.0))
                             if np.isfinite(peak_s) else np.nan)
         revised.append(_remember_prior(last, before_revision, window_start))

@@ -404,3 +404,28 @@ def test_bursts_seen_only_early_in_the_history_are_not_called_rare() -> None:
     assert np.nanmax(both[300:392]) < np.nanmax(recent[300:392]) - 2
     # the ordinary stretches stay unsurprising either way
     assert np.nanmax(both[:290]) <= np.nanmax(recent[:290]) + 1e-9
+
+
+def test_an_event_near_the_end_of_the_data_is_settled_where_later_data_settles_it() -> None:
+    # A spike half an hour before the data ends (an hourly window's end). The period
+    # scale's segments (~200 samples) that could clear the samples after the spike need
+    # data up to ~3/4 segment later; before it is in, every segment left to judge them
+    # holds the spike, and the hour's event ran on for ~20 minutes past a 20 s spike.
+    # The event is where the same detector puts it with the data after.
+    import pandas as pd
+
+    from cricket.synth import make_fleet
+
+    fleet = make_fleet(hosts=3, days=2.0, step="10s", start=pd.Timestamp("2026-01-01", tz="UTC"),
+                       seed=11, anomalies=False)
+    x = fleet.series[fleet.keys[2]].to_numpy(dtype=float)
+    det = WaveformDetector(DetectorSpec()).fit(x[:-2000])
+    long_scale = max(int(lib.segment_len) for lib in det.libraries_)
+    assert long_scale >= 150  # the case needs a period scale much longer than the base
+    y = x[-2000:].copy()
+    y[1000:1002] += 6 * np.std(y)
+    later = det.score(y).events(16)
+    at_end = det.score(y[: 1000 + long_scale - 10]).events(16)
+    assert later[["start_idx", "end_idx"]].values.tolist() == at_end[
+        ["start_idx", "end_idx"]].values.tolist()
+    assert len(at_end) == 1 and int(at_end.end_idx.iloc[0]) <= 1002 + 8
