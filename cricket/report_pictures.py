@@ -19,6 +19,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
@@ -84,6 +85,9 @@ def series_pictures(r: ScoredSeries) -> str:
 
 #: how much lower the drawing process's priority is than the flow's (``os.nice``)
 NICE = 5
+#: how long the report waits in all for pictures the process has not drawn yet, once
+#: every batch is in (it overlaps the last writes and the alerts); then it draws them
+WAIT_S = 1.0
 
 
 def _for_drawing(r: ScoredSeries) -> ScoredSeries:
@@ -269,9 +273,11 @@ class PictureDrawer:
             self._best = anomalous([*self._best, *results])[: self.limit]
             self._pump(self.queued)
 
-    def ahead(self, final: Sequence[ScoredSeries], timeout: float = 300.0) -> _Ahead:
+    def ahead(self, final: Sequence[ScoredSeries], timeout: float = WAIT_S) -> _Ahead:
         """The pictures of ``final`` (the series the report shows) by key, as a future
-        (``.result()``): what was drawn already, and the rest drawn now."""
+        (``.result()``): what was drawn already, and the rest drawn now; ``.result()``
+        waits at most ``timeout`` seconds in all for those not drawn yet (the process runs
+        below the flow's priority: on a busy machine the report draws what is late)."""
         with self._lock:
             self._best = list(final)
             self._pump(None)  # no batch is left to score: every one is wanted now
@@ -324,11 +330,12 @@ class _Ahead:
         self._timeout = timeout
 
     def result(self) -> dict[str, str]:
-        """The pictures drawn, by series key (a failed one is left out)."""
+        """The pictures drawn, by series key (a failed or late one is left out)."""
         out: dict[str, Any] = {}
+        deadline = time.monotonic() + self._timeout
         for key, fut in self._futures:
             try:
-                out[key] = fut.result(timeout=self._timeout)
+                out[key] = fut.result(timeout=max(deadline - time.monotonic(), 0.0))
             except Exception:  # noqa: BLE001 - a failure or a timeout: the report draws it
                 continue
         return out

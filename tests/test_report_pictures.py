@@ -32,7 +32,7 @@ def test_pictures_drawn_in_a_process_while_batches_arrive_are_those_drawn_here()
         # candidates fall out of the top three on the way
         for part in (results[:4], results[4:9], results[9:]):
             drawer.offer(part)
-        pictures = drawer.ahead(final).result()
+        pictures = drawer.ahead(final, timeout=300).result()
     assert list(pictures) == [r.key for r in final]  # only the series shown, in order
     assert pictures == {r.key: series_pictures(r) for r in final}  # the same PNG bytes
     assert all(p.count("<img ") == 3 for p in pictures.values())
@@ -73,3 +73,17 @@ def test_a_drawing_process_that_dies_leaves_the_pictures_to_the_report() -> None
     strip = _strip(render_html(report))
     report.pictures = got
     assert _strip(render_html(report)) == strip
+
+
+def test_pictures_not_drawn_in_time_are_left_to_the_report() -> None:
+    """The report waits a bounded time for the process (which runs below the flow's
+    priority); what is late is drawn by the report itself, the same pictures."""
+    report = fleet_report(n_series=8)
+    hits = anomalous(report.results)
+    with PictureDrawer(len(hits)) as drawer:
+        got = drawer.ahead(hits, timeout=0.0).result()  # no time to wait at all
+    assert set(got) <= {r.key for r in hits}
+    assert all(got[r.key] == series_pictures(r) for r in hits if r.key in got)
+    drawn_here = _strip(render_html(report))
+    report.pictures = got
+    assert _strip(render_html(report)) == drawn_here
