@@ -329,13 +329,35 @@ class _Ahead:
         self._futures = futures
         self._timeout = timeout
 
-    def result(self) -> dict[str, str]:
+    def pending(self) -> list[str]:
+        """Keys of the pictures the process has not drawn yet."""
+        return [key for key, fut in self._futures if not fut.done()]
+
+    def joined(self, here: Any) -> _Joined:
+        """A future of these pictures completed by ``here``'s (a future of the pictures
+        drawn in the flow of those :meth:`pending` now: both drawn at once, the late
+        ones are not waited for)."""
+        return _Joined(self, here)
+
+    def result(self, timeout: float | None = None) -> dict[str, str]:
         """The pictures drawn, by series key (a failed or late one is left out)."""
         out: dict[str, Any] = {}
-        deadline = time.monotonic() + self._timeout
+        deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         for key, fut in self._futures:
             try:
                 out[key] = fut.result(timeout=max(deadline - time.monotonic(), 0.0))
             except Exception:  # noqa: BLE001 - a failure or a timeout: the report draws it
                 continue
         return out
+
+
+class _Joined:
+    """What :meth:`_Ahead.joined` returns."""
+
+    def __init__(self, ahead: _Ahead, here: Any) -> None:
+        self._ahead = ahead
+        self._here = here
+
+    def result(self) -> dict[str, str]:
+        here = self._here.result() if self._here is not None else {}
+        return {**self._ahead.result(timeout=0.0), **here}

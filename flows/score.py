@@ -138,7 +138,12 @@ def score_range(
         # the report's pictures depend on the scores alone: draw them while the last writes
         # and the alerts are still running
         if drawer is not None and drawer.active:
-            pictures = drawer.ahead(plotted(scored))
+            # those the process has not drawn yet are drawn here too, at once
+            shown = plotted(scored)
+            ahead = drawer.ahead(shown)
+            late = set(ahead.pending())
+            pictures = ahead.joined(
+                draw_report.submit([r for r in shown if r.key in late]) if late else None)
         else:
             pictures = draw_report.submit(plotted(scored)) if report else None
         written = sum(w.result() for w in writes)
