@@ -226,22 +226,26 @@ class WaveformDetector(BaseDetector):
                    for k, hits in enumerate(passes)]
             if not hot:
                 return None
-            # the sample-sharp views: the base scale, the value's range, the lost noise
+            # the sample-sharp views: the base scale (where settled), the value's range,
+            # the lost noise
             fine = hot[0].copy()
+            fine[provisional_from(n, int(self.libraries_[0].segment_len)) :] = False
             if "range 1" in views:
                 fine |= np.nan_to_num(views["range 1"]) >= level
             if quiet is not None:
                 fine |= quiet_extent(np.nan_to_num(quiet) >= level, self.segment_len)
-            out = fine.copy()
+            out = fine | hot[0]
             for k in range(1, len(hot)):
                 # a longer scale's last samples are provisional (provisional_from): where
-                # a sharp view sees an anomaly there, it is the sharp view's; an anomaly
-                # only the long scale sees keeps the long scale's (the next window, whose
+                # a sharp view sees an anomaly there, the long scale may join its parts
+                # but not run on past the sharp view's last hot sample; an anomaly only
+                # the long scale sees keeps the long scale's (the next window, whose
                 # context holds these samples, settles it)
                 seg = int(self.libraries_[k].segment_len)
                 p = provisional_from(n, seg)
-                if p < n and fine[max(p - seg, 0) :].any():
-                    hot[k][p:] = False
+                sharp = np.flatnonzero(fine[max(p - seg, 0) :])
+                if p < n and sharp.size:
+                    hot[k][max(p, max(p - seg, 0) + int(sharp[-1]) + 1) :] = False
                 out |= hot[k]
             if m:
                 out |= structure_extent(np.nan_to_num(views[f"structure {m}"]) >= level, m)
