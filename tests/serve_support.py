@@ -110,12 +110,17 @@ def served(cwd: Path, env: dict[str, str], log_path: Path,
             deadline = time.monotonic() + 30
             while proc.poll() is None and run_processes(proc.pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate ``proc``; kill it if it has not ended 30 s later."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def wait_for_deployments(names: list[str], proc: subprocess.Popen, log_path: Path,

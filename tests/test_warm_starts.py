@@ -26,6 +26,7 @@ from serve_support import (
     run_processes,
     serve_env,
     served,
+    stop,
     tail,
     wait_for_deployments,
 )
@@ -55,12 +56,7 @@ def warm_server(api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                              proc, log, timeout=300)
         yield proc, log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _wait_final(flow_run_id: Any, proc: subprocess.Popen, log: Path, timeout: float) -> Any:
