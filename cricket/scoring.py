@@ -504,8 +504,11 @@ def revise_previous(
                                    for r in joined.to_dict("records")])
             out = pd.concat([joined, out[~mine]], ignore_index=True)
             continue
-        if max(c["end"], last["start"]) == last["end"] and not c["peak"] > last["peak"]:
-            continue  # settled as stored: nothing to write
+        if not np.isfinite(c["peak"]) and max(c["end"], last["start"]) == last["end"]:
+            # settled as stored from alerts in the left context alone: nothing to write
+            # (one whose alerts reach into this window is returned: the window's report
+            # names the earlier event its scores above the threshold belong to)
+            continue
         before_revision = dict(last)
         step = last["duration_s"] - (last["end"] - last["start"]).total_seconds()
         peak_s = max(_peak_surprise(last), _peak_surprise(c))

@@ -153,3 +153,27 @@ def test_an_event_the_previous_window_cut_short_continues_across_the_hour():
     alone = pd.DataFrame([ev("10min", "12min", 80, 70)])
     same, none = revise_previous(events, carried, alone, hour, pd.Timedelta("170s"))
     assert none.empty and same.equals(events)
+
+
+def test_a_record_confirmed_by_this_windows_alerts_is_returned_and_one_from_context_alone_is_not():
+    from cricket.scoring import revise_previous
+
+    hour = T + pd.Timedelta("1h")
+    previous = pd.DataFrame([ev("40min", "45min", 99, 90)])
+    events = pd.DataFrame(columns=previous.columns)
+    # this window's alerts (scores above the threshold in it: a finite peak) settle the
+    # record where it is stored: returned, so the hour's report names the earlier event
+    confirmed = pd.DataFrame([ev("41min", "45min", 80, 70)])
+    _, revised = revise_previous(events, confirmed, previous, hour, pd.Timedelta("170s"))
+    assert len(revised) == 1 and revised.iloc[0]["end"] == T + pd.Timedelta("45min")
+    # alerts in the left context alone (no peak in this window) that settle it where it
+    # is: nothing to write again
+    context_only = pd.DataFrame([ev("41min", "45min", float("nan"), float("nan"))])
+    _, revised = revise_previous(events, context_only, previous, hour, pd.Timedelta("170s"))
+    assert revised.empty
+    # ... and where they settle it elsewhere (an end the window before could not see), the
+    # record is revised
+    shorter = pd.DataFrame([ev("41min", "42min", float("nan"), float("nan"))])
+    _, revised = revise_previous(events, shorter, previous, hour, pd.Timedelta("170s"))
+    assert len(revised) == 1 and revised.iloc[0]["end"] == T + pd.Timedelta("42min")
+    assert revised.iloc[0]["peak"] == 99
