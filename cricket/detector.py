@@ -243,9 +243,10 @@ class WaveformDetector(BaseDetector):
                 # context holds these samples, settles it)
                 seg = int(self.libraries_[k].segment_len)
                 p = provisional_from(n, seg)
-                sharp = np.flatnonzero(fine[max(p - seg, 0) :])
+                near = max(p - seg, 0)  # a sharp view's anomaly this close reaches the tail
+                sharp = np.flatnonzero(fine[near:])
                 if p < n and sharp.size:
-                    hot[k][max(p, max(p - seg, 0) + int(sharp[-1]) + 1) :] = False
+                    hot[k][max(p, near + int(sharp[-1]) + 1) :] = False
                 out |= hot[k]
             if m:
                 out |= structure_extent(np.nan_to_num(views[f"structure {m}"]) >= level, m)

@@ -91,10 +91,12 @@ def provisional_from(n: int, m: int) -> int:
     the anomaly; the latest segment that holds sample ``i`` centrally starts at
     ``i - m/4`` and needs the data up to ``i - m/4 + m``. Before that data is in, every
     segment left to judge a sample just after an anomaly holds the anomaly, so a spike
-    at half past looked like a quarter of an hour of anomaly in the hour's report. Those
-    samples are left to the other views (the base scale's shorter segments, the range);
-    the next window, whose left context holds them with the data after, settles an
-    event that runs on (``ScoredSeries.carried``)."""
+    at half past looked like a quarter of an hour of anomaly in the hour's report. Where
+    a sharp view (the base scale where settled, the range, the lost noise) sees an
+    anomaly there, the long scale's hot samples in this tail may join its parts but not
+    run on past its last hot sample; where none does, the long scale's are kept. The next
+    window, whose left context holds these samples with the data after, settles the
+    event (``ScoredSeries.carried``)."""
     return max(n - m + m // 4 + 1, 0)
 
 
