@@ -140,9 +140,9 @@ def score_range(
         if drawer is not None and drawer.active:
             # those the process has not drawn yet are drawn here too, at once
             shown = plotted(scored)
-            ahead = drawer.ahead(shown)
-            late = set(ahead.pending())
-            pictures = ahead.joined(
+            drawn = drawer.ahead(shown)
+            late = set(drawn.pending())
+            pictures = drawn.joined(
                 draw_report.submit([r for r in shown if r.key in late]) if late else None)
         else:
             pictures = draw_report.submit(plotted(scored)) if report else None

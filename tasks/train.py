@@ -220,7 +220,6 @@ class StreamedRun:
         self.batch_seconds.append(TrainBatch([], {}, np.empty(0), batch.seconds))
         release(batch)
 
-
     def fleet_samples(self) -> list[np.ndarray]:
         """Every batch's fleet sample, in batch order (the same fleet library every run)."""
         return [self._samples[i] for i in sorted(self._samples)]
