@@ -19,6 +19,27 @@ from cricket.model import ModelBundle, score_dataframe
 BUNDLE_ARTIFACT = "bundle"
 
 
+def signature() -> Any:
+    """The model's input and output columns, shown on the version's page in the MLflow UI.
+
+    The inputs are typed ``any``: MLflow's schema enforcement would refuse time
+    zone-aware times (every series here has them), integer values (counters) and
+    integer series names, all of which :func:`cricket.model.score_dataframe` accepts and
+    checks itself. The outputs are typed as ``score_dataframe`` returns them."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    inputs = Schema([ColSpec(AnyType(), name) for name in ("series", "time", "value")])
+    outputs = Schema([
+        ColSpec("string", "series"),
+        ColSpec(AnyType(), "time"),
+        *(ColSpec("double", c) for c in ("value", "reconstruction", "error", "score")),
+        ColSpec("boolean", "anomalous"),
+        ColSpec("string", "detector"),
+    ])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
 class CricketPyfunc(mlflow.pyfunc.PythonModel):
     """Scores each series with its own detector (or the fleet one)."""
 

@@ -355,12 +355,15 @@ class Registry:
                     staged.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(path, staged)
                     mlflow.log_artifact(str(staged), artifact_path="figures")
-                # No signature: MLflow's schema enforcement refuses time zone-aware times,
-                # which is what every series here has; score_dataframe checks the columns.
+                # The signature names the columns; its inputs are typed ``any`` (see
+                # cricket.pyfunc.signature): score_dataframe checks them itself.
+                from cricket.pyfunc import signature
+
                 with _quiet("mlflow.pyfunc", "mlflow.models.model"):
                     info = mlflow.pyfunc.log_model(
                         name="model",
                         python_model=str(MODEL_CODE),  # models from code: nothing pickled
+                        signature=signature(),
                         artifacts={"bundle": str(bundle_dir),
                                    **{k: str(v) for k, v in (parts or {}).items()}},
                         pip_requirements=_requirements(),  # given: no inference subprocess
@@ -735,7 +738,7 @@ class Registry:
 
 @contextmanager
 def _quiet(*loggers: str) -> Iterator[None]:
-    """Silence MLflow's "no signature / no input example" chatter for one call."""
+    """Silence MLflow's "no input example" chatter for one call."""
     saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
     for logger, _ in saved:
         logger.setLevel(logging.ERROR)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cricket.config import DetectorSpec, SeriesSelector, Settings
-from cricket.model import ModelBundle
+from cricket.model import SCORE_COLUMNS, ModelBundle
 from cricket.registry import Registry
 from cricket.scoring import score_series
 from cricket.training import fleet_training_values, split_holdout, train_fleet, train_series
@@ -78,3 +78,15 @@ def test_pyfunc_scores_equal_the_pipelines_for_series_and_fleet(mlflow_settings:
         assert np.nanmedian(np.abs(want.error / s.std())) < 0.5
     fleet_flags = out[out.series == FLEET_SERVED].anomalous.to_numpy()
     assert fleet_flags[400:460].any() and not fleet_flags[:380].any()
+
+    # The version page in the MLflow UI shows the columns (the model's signature)...
+    assert model.metadata.get_input_schema().input_names() == ["series", "time", "value"]
+    assert model.metadata.get_output_schema().input_names() == [*SCORE_COLUMNS, "detector"]
+    assert list(out.columns) == [*SCORE_COLUMNS, "detector"]
+    # ... and its schema enforcement refuses none of what score_dataframe accepts:
+    # integer series names and integer values (a counter), time zone-aware times.
+    counter = pd.DataFrame({"series": 7, "time": fresh[OWN].index,
+                            "value": np.round(fresh[OWN].to_numpy() * 100).astype(np.int64)})
+    served = model.predict(counter)
+    assert set(served.series) == {"7"} and set(served.detector) == {"fleet"}
+    assert len(served) == len(counter) and np.isfinite(served.score.to_numpy()).any()
