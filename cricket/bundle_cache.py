@@ -13,8 +13,8 @@ dtypes only. The bundle is built from an entry exactly as :meth:`ModelBundle.loa
 builds it from the ``.npz``, with the same checks of every detector
 (:meth:`ModelBundle.from_arrays`), so a damaged champion is refused either way. An entry
 that is missing, torn or damaged is a miss (and is removed); a cache that cannot be
-written is no cache (the load works as before). The most recently used ``KEEP`` entries
-stay.
+written is no cache (the load works as before). The most recently used ``keep`` entries
+stay (the setting ``model_cache_versions``, 3 unless set; 0 turns the cache off).
 """
 
 from __future__ import annotations
@@ -60,11 +60,17 @@ def entry_path(cache_dir: str | Path, tag: str, digest: str) -> Path:
     return Path(cache_dir) / f"{safe}-{digest[:40]}"
 
 
-def load_cached(src: str | Path, cache_dir: str | Path | None, tag: str) -> ModelBundle:
+def load_cached(
+    src: str | Path, cache_dir: str | Path | None, tag: str, keep: int = KEEP
+) -> ModelBundle:
     """The bundle saved in ``src`` (:meth:`ModelBundle.load`), its decoded arrays read
     from ``cache_dir`` when an entry of these very files is there, and put there after
-    a load that found none (``cache_dir`` None: no cache)."""
+    a load that found none; the ``keep`` most recently used entries stay (``cache_dir``
+    None or ``keep`` 0: no cache, and the entries there are removed)."""
     if cache_dir is None:
+        return ModelBundle.load(src)
+    if keep < 1:
+        prune(Path(cache_dir), keep=0)
         return ModelBundle.load(src)
     try:
         entry = entry_path(cache_dir, tag, bundle_digest(src))
@@ -72,11 +78,12 @@ def load_cached(src: str | Path, cache_dir: str | Path | None, tag: str) -> Mode
         return ModelBundle.load(src)
     arrays = read_entry(entry)
     if arrays is not None:
+        prune(Path(cache_dir), keep=keep)  # a lowered setting frees the disk at once
         return ModelBundle.from_arrays(src, arrays)
     arrays = read_npz(Path(src) / ARRAYS_NPZ, _RETRAIN)
     bundle = ModelBundle.from_arrays(src, arrays)  # a damaged bundle stops here: not cached
     write_entry(entry, arrays)
-    prune(Path(cache_dir), keep=KEEP)
+    prune(Path(cache_dir), keep=keep)
     return bundle
 
 

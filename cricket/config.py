@@ -307,6 +307,9 @@ class Settings(BaseSettings):
         "threads", description="without a Dask address: batch tasks on threads of the flow's "
         "process, or on a pool of processes started for each flow run")
     batch_size: int = Field(100, ge=1, description="series per task")
+    model_cache_versions: int = Field(
+        3, ge=0, description="models kept decoded in <state_dir>/model-cache for scoring "
+        "(each about twice its arrays.npz; 0: no cache)")
 
     # Alerts
     alert_webhook_url: SecretStr | None = Field(

@@ -530,7 +530,8 @@ class Registry:
                 return ModelBundle.open(local), resolved
             # decoded arrays kept between loads, named by version and the files' checksum
             return load_cached(local, self.settings.state_dir / MODEL_CACHE,
-                               f"{self.name}-v{resolved}"), resolved
+                               f"{self.name}-v{resolved}",
+                               keep=self.settings.model_cache_versions), resolved
         except ModelFormatError as exc:
             text = str(exc).replace(str(local), "its bundle").splitlines()[0]
             raise ModelFormatError(

@@ -126,3 +126,15 @@ def test_a_cache_that_cannot_be_written_is_no_cache(saved: Path, tmp_path: Path)
         ro.mkdir()
         ro.chmod(0o500)
         assert_same_bundle(ModelBundle.load(saved), load_cached(saved, ro, "m-v1"))
+
+
+def test_the_setting_says_how_many_entries_stay_and_0_turns_the_cache_off(
+    saved: Path, tmp_path: Path
+) -> None:
+    for v in range(3):
+        load_cached(saved, tmp_path, f"m-v{v}", keep=2)
+    assert sorted(p.name.split("-")[1] for p in tmp_path.iterdir()) == ["v1", "v2"]
+    load_cached(saved, tmp_path, "m-v2", keep=1)  # a hit under a lowered setting frees at once
+    assert [p.name.split("-")[1] for p in tmp_path.iterdir()] == ["v2"]
+    assert_same_bundle(ModelBundle.load(saved), load_cached(saved, tmp_path, "m-v3", keep=0))
+    assert list(tmp_path.iterdir()) == []

@@ -138,6 +138,12 @@ def test_first_version_becomes_champion_and_loads(
     np.testing.assert_array_equal(
         loaded.detectors[KEYS[0]].score(probe).score, good.detectors[KEYS[0]].score(probe).score
     )
+    # The load left its decoded arrays in the model cache; CRICKET_MODEL_CACHE_VERSIONS=0
+    # loads the same model and keeps none.
+    cache = mlflow_settings.state_dir / "model-cache"
+    assert len(list(cache.iterdir())) == 1
+    uncached = Registry(mlflow_settings.model_copy(update={"model_cache_versions": 0}))
+    assert uncached.load_bundle()[0].series_keys == KEYS and list(cache.iterdir()) == []
 
     # The MLflow process-wide URI and the environment are left as they were, and
     # nothing was written to the working directory (no ./mlruns, no ./mlflow.db).
