@@ -12,6 +12,9 @@ database, unknown database, server down at the source level), tests/test_model_b
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -379,6 +382,21 @@ def test_database_that_does_not_exist_fails_naming_it_and_the_fix(pipe, monkeypa
     result, text = cli("score", "--at", END.isoformat())
     assert result.exit_code == 1 and "'no_such_db' does not exist" in text
     assert "CREATE DATABASE" in text
+
+
+def test_a_setting_that_cannot_be_used_is_one_line_naming_the_variable(tmp_path):
+    """Through the installed ``cricket`` command (the entry point, not the test runner):
+    any command, not only the flows, says which variable is wrong and never its value."""
+    env = {**os.environ, "CRICKET_STATE_DIR": str(tmp_path), "CRICKET_MODEL_CACHE_VERSIONS": "-1",
+           "CRICKET_INFLUX_TIMEOUT_S": "soon", "CRICKET_INFLUX_PASSWORD": "right-horse-battery"}
+    cricket = Path(sys.executable).with_name("cricket")
+    done = subprocess.run([str(cricket), "models", "list"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    out = done.stdout + done.stderr
+    assert done.returncode == 1 and "Traceback" not in out, out
+    assert len(out.strip().splitlines()) == 1, out
+    assert "CRICKET_MODEL_CACHE_VERSIONS" in out and "CRICKET_INFLUX_TIMEOUT_S" in out
+    assert "cricket.toml" in out and "right-horse-battery" not in out and "soon" not in out
 
 
 def test_flux_source_without_a_token_is_refused_naming_the_setting(pipe, monkeypatch):

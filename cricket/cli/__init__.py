@@ -56,15 +56,19 @@ from cricket.cli import (  # noqa: E402,F401
 
 def run() -> None:
     """The ``cricket`` entry point: an error a user can fix anywhere (a malformed
-    cricket.toml, a service that does not answer) is one line on stderr, exit status 1."""
+    cricket.toml, a setting out of range, a service that does not answer) is one line on
+    stderr, exit status 1."""
+    from pydantic import ValidationError
+
     from cricket.errors import CricketError
 
     try:
         app(prog_name="cricket")
-    except CricketError as exc:
-        from cricket.cli.common import fail
+    except (CricketError, ValidationError) as exc:
+        from cricket.cli.common import fail, settings_problem
 
+        message = settings_problem(exc) if isinstance(exc, ValidationError) else str(exc)
         try:
-            fail(str(exc))
+            fail(message)
         except typer.Exit as done:
             raise SystemExit(done.exit_code) from None

@@ -116,6 +116,21 @@ def _validation_message(exc: Exception) -> str:
     return str(exc)
 
 
+def settings_problem(exc: Exception) -> str:
+    """One line for a setting that cannot be used (an environment variable or a key in
+    cricket.toml): which one, what is wrong, where to fix it. Never the value: it may be
+    a secret."""
+    if getattr(exc, "title", None) != "Settings":
+        return _validation_message(exc)
+    parts = []
+    for e in exc.errors():  # type: ignore[attr-defined]
+        loc = [str(p) for p in e.get("loc", ())]
+        msg = str(e.get("msg", "")).removeprefix("Value error, ")
+        parts.append(f"CRICKET_{loc[0].upper()} ({'.'.join(loc)}): {msg}" if loc else msg)
+    return ("; ".join(parts) + ": fix that environment variable, or the key in cricket.toml "
+            "(README, Configuration, says what each takes)")
+
+
 def quiet_prefect(verbose: bool = False) -> None:
     """Set before Prefect or MLflow is imported: the terminal shows a short summary, or
     with ``verbose`` the runs' logs. The runs' logs still go to the Prefect API (UI) at
