@@ -76,6 +76,11 @@ def make_label(
             "e.g. 'waveform.value{host=cricket001}'"
         )
     created = _ts(created if created is not None else pd.Timestamp.now(tz="UTC"))
+    if a > created:
+        raise FeedbackError(
+            f"the stretch starts in the future ({a.isoformat()}): label what has happened; "
+            "for planned maintenance use `cricket silence add`"
+        )
     text = f"{series}|{label}|{a.isoformat()}|{b.isoformat()}|{created.isoformat()}"
     return Label(hashlib.sha256(text.encode()).hexdigest()[:10], series, label, a, b, by,
                  reason, created, event)

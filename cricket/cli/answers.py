@@ -75,20 +75,47 @@ def _stretch(event: str | None, series: str | None, start: str | None, end: str 
         name, t0 = parse_event_ref(event)
         if end:
             return name, t0, pd.Timestamp(parse_time(end)), event_ref(name, t0)
-        from cricket.config import Settings
-        from cricket.influx.influxql import InfluxQLSource
-
-        with InfluxQLSource(Settings()) as src:
-            found = src.read_events(name, t0, t0 + pd.Timedelta(seconds=1))
-        if found.empty:
-            fail(
-                f"no event of {name} starts at {t0:%Y-%m-%d %H:%M:%S} UTC in the score "
-                "database: check the reference, or give --end (or --series/--start/--end)"
-            )
-        return name, t0, pd.Timestamp(found["end"].max()), event_ref(name, t0)
+        t0, t1 = _event_at(name, t0)
+        return name, t0, t1, event_ref(name, t0)
     if not (series and start and end):
         fail("name the stretch: an EVENT (SERIES@START), or --series, --start and --end")
     return series, pd.Timestamp(parse_time(start)), pd.Timestamp(parse_time(end)), ""
+
+
+def _event_at(name: str, t0):  # noqa: ANN001, ANN202
+    """(start, end) of the stored event of ``name`` that ``t0`` names: the one starting
+    then, else the only one holding ``t0`` or starting within its minute (a summary that
+    printed 04:22 for an event from 04:21:50 or 04:22:10). Otherwise fail, listing the
+    series' events within a day as references to copy."""
+    import pandas as pd
+
+    from cricket.config import Settings
+    from cricket.feedback import event_ref
+    from cricket.influx.influxql import InfluxQLSource
+
+    day = pd.Timedelta(days=1)
+    with InfluxQLSource(Settings()) as src:
+        found = src.read_events(name, t0 - day, t0 + day)
+    if not found.empty:
+        spans = found.groupby("start")["end"].max()  # one row per model version scored
+        exact = spans[spans.index == t0]
+        minute = t0.floor("min")
+        near = spans[((spans.index <= t0) & (spans >= t0))
+                     | ((spans.index >= minute) & (spans.index < minute + pd.Timedelta(minutes=1)))]
+        for hits in (exact, near):
+            if len(hits) == 1:
+                return pd.Timestamp(hits.index[0]), pd.Timestamp(hits.iloc[0])
+        nearest = sorted(spans.index, key=lambda s: abs(s - t0))[:5]
+        fail(
+            f"no single event of {name} starts at {t0:%Y-%m-%d %H:%M:%S} UTC in the score "
+            "database; its events within a day of then: "
+            + ", ".join(event_ref(name, s) for s in sorted(nearest))
+            + " (copy one, or give --end)"
+        )
+    fail(
+        f"no event of {name} within a day of {t0:%Y-%m-%d %H:%M:%S} UTC in the score "
+        "database: check the series and the time, or give --end (or --series/--start/--end)"
+    )
 
 
 def _label(kind: str, event, series, start, end, reason: str, by: str | None) -> None:  # noqa: ANN001
