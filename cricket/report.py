@@ -29,6 +29,7 @@ import pandas as pd
 
 from cricket.errors import CricketError
 from cricket.explain import as_finite, fmt_duration, looks_like, parse_views
+from cricket.feedback import event_ref
 from cricket.scoring import ScoredSeries
 
 ReportKind = Literal["score", "retrain", "backfill"]
@@ -257,6 +258,24 @@ def _events_table(events: pd.DataFrame, step_s: float | None = None) -> str:
 
 
 
+def _answer_line(r: ScoredSeries, most: int = 5) -> str:
+    """How to answer this series' events, with the references to copy (most severe
+    first): the next retrain learns from the answer."""
+    if r.events is None or r.events.empty or "start" not in r.events.columns:
+        return ""
+    refs = [event_ref(r.key, t) for t in by_severity(r.events)["start"].dropna()][:most]
+    if not refs:
+        return ""
+    more = len(r.events) - len(refs)
+    return (
+        '<p class="muted answer">Was it normal, or a real problem? Tell Cricket, and the '
+        "next retrain learns it: <code>cricket feedback normal|anomaly 'EVENT'</code> with "
+        "EVENT " + ", ".join(f"<code>{_e(ref)}</code>" for ref in refs)
+        + (f" (and {more} more: <code>cricket feedback --help</code>)" if more > 0 else "")
+        + "</p>"
+    )
+
+
 def _step_seconds(frame: pd.DataFrame | None) -> float | None:
     if frame is None or len(frame) < 2:
         return None
@@ -281,6 +300,7 @@ def _series_section(idx: int, r: ScoredSeries, pictures: str | None = None) -> s
     parts.append(pictures)
     parts.append("</div>")
     parts.append(_events_table(r.events, _step_seconds(r.frame)))
+    parts.append(_answer_line(r))
     parts.append("</section>")
     return "\n".join(parts)
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
+
 from cricket.explain import as_finite, fmt_duration, looks_like
+from cricket.feedback import event_ref
 from cricket.report import (
     ANSWER_COLUMNS,
     Report,
@@ -81,7 +84,8 @@ def markdown_summary(report: Report, max_rows: int = 50, report_path: Path | Non
 
 def event_rows(report: Report) -> list[dict[str, object]]:
     """One JSON-safe row per event (series, start, end, peak score, duration, severity,
-    the view that fired), for a Prefect table artifact; most severe first."""
+    the view that fired, what it looks like, the reference ``cricket feedback`` takes),
+    for a Prefect table artifact; most severe first."""
     rows: list[dict[str, object]] = []
     for r in report.results:
         if not r.n_events:
@@ -102,6 +106,8 @@ def event_rows(report: Report) -> list[dict[str, object]]:
                     "looks like": looks_like(ev.get("scale"), ev.get("actual"),
                                              ev.get("typical"), _step_seconds(r.frame),
                                              ev.get("views")) or None,
+                    "answer with": (event_ref(r.key, ev.get("start"))
+                                    if pd.notna(ev.get("start")) else None),
                 }
             )
     # most severe first (severity ranks; the 0-100 peak crowds at the top)

@@ -226,9 +226,26 @@ def test_event_rows_for_table_artifact() -> None:
         HOSTILE_KEY, "waveform.value{host=cricket002}", "waveform.value{host=cricket000}"
     ]
     assert set(rows[0]) == {"series", "start", "end", "peak score", "duration", "severity", "fired",
-                            "looks like"}
+                            "looks like", "answer with"}
     assert rows[0]["peak score"] == 99.0 and rows[0]["duration"] == "3m 10s"
     assert rows[0]["start"] == "2024-05-01 10:30:50 UTC"
+    # the reference `cricket feedback normal|anomaly` takes, to copy from the Prefect UI
+    assert rows[0]["answer with"] == f"{HOSTILE_KEY}@2024-05-01T10:30:50Z"
+
+
+def test_each_series_says_how_to_answer_its_events_with_references_to_copy() -> None:
+    from cricket.feedback import parse_event_ref
+
+    report = fleet_report(n_series=4, every=2, hostile=False)
+    doc = render_html(report)
+    answers = re.findall(r'<p class="muted answer">(.*?)</p>', doc)
+    hits = report.anomalous()
+    assert len(answers) == len(hits) > 0
+    for r, text in zip(hits, answers, strict=True):
+        assert "cricket feedback normal|anomaly" in text
+        (ref,) = re.findall(r"<code>([^<]*@[^<]*)</code>", text)
+        name, start = parse_event_ref(html.unescape(ref))
+        assert name == r.key and start == r.events["start"].iloc[0]
 
 
 @pytest.mark.parametrize(
