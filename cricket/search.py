@@ -267,13 +267,41 @@ def _search_chunks(
         pos = row_start[:b] + np.argmin(g, axis=1)
         ambiguous = np.flatnonzero(np.take(g_flat, pos) <= thresh)
         if ambiguous.size:
-            j[ambiguous] = exact_argmin(s0[ambiguous], t.c0)
+            j[ambiguous] = settle_near_ties(s0[ambiguous], t.c0, g[ambiguous],
+                                            thresh[ambiguous], j[ambiguous])
         idx[lo:hi] = j
         diff = diff_buf[:b]
         np.take(t.c0, j, axis=0, out=diff, mode="clip")  # "raise" would buffer
         np.subtract(s0, diff, out=diff)
         d2[lo:hi] = np.einsum("ij,ij->i", diff, diff)
     return idx, d2
+
+
+def settle_near_ties(
+    segments: np.ndarray, centroids: np.ndarray, scores: np.ndarray, thresh: np.ndarray,
+    best: np.ndarray,
+) -> np.ndarray:
+    """:func:`exact_argmin` of each of the rows of ``segments`` whose best float32 score
+    (``best``, set to inf in ``scores``) has near ties: the same answer, from the
+    centroids within ``thresh`` of the best score only (usually 2-5 of the 250).
+
+    The float32 search's error bound (``eps`` of :class:`SearchTables`, several times the
+    worst rounding) is what lets ``_search_chunks`` trust a row without a near tie; by
+    the same bound, a centroid scoring above ``thresh`` is farther than the best one,
+    so every exact minimum is among the candidates. Each candidate's distance is the
+    same sum of squared differences ``exact_argmin`` computes (numpy's contiguous
+    reduction of one row of differences, whatever the array around it), and the
+    first of equal minima in centroid order wins, as ``argmin`` picks it."""
+    near = scores <= thresh[:, None]
+    near[np.arange(len(best)), best] = True
+    rows, cands = np.nonzero(near)  # row by row, centroids in increasing order
+    diff = segments[rows] - centroids[cands]
+    d = np.einsum("ij,ij->i", diff, diff)
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    lowest = np.minimum.reduceat(d, starts)
+    at = np.flatnonzero(d == lowest[rows])  # the minima, in row then centroid order
+    first = at[np.r_[True, rows[at][1:] != rows[at][:-1]]]
+    return cands[first]
 
 
 def exact_argmin(segments: np.ndarray, centroids: np.ndarray, block: int = 16) -> np.ndarray:

@@ -271,7 +271,11 @@ class ShapeLibrary(BaseDetector):
             rng = check_random_state(self.random_state)
             segs = segs[np.sort(rng.choice(len(segs), cap, replace=False))]
         k = int(self.n_clusters)
-        distinct = _count_distinct_rows(segs)
+        # Rows differing in one column are distinct: when the middle column alone holds
+        # k distinct values there are k distinct segments, and hashing every row (to
+        # count them) would not change k.
+        mid = segs[:, n // 2]
+        distinct = k if np.unique(mid).size >= k else _count_distinct_rows(segs)
         if distinct < k:
             warnings.warn(
                 f"only {distinct} distinct training segment(s), fewer than n_clusters={k}: "

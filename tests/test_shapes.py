@@ -11,7 +11,7 @@ from hypothesis.extra.numpy import arrays
 from sklearn.exceptions import NotFittedError
 
 from cricket.persistence import FormatVersionError, load_state, save_state
-from cricket.segments import pad_for_reconstruction, windowed_segments
+from cricket.segments import pad_for_reconstruction, window, windowed_segments
 from cricket.series import BadSeriesError
 from cricket.shapes import ShapeLibrary
 from tests import naive
@@ -314,3 +314,58 @@ def test_fit_leaves_thread_limits_as_they_were():
     before = threads()
     ShapeLibrary(segment_len=16, n_clusters=10, random_state=0).fit(waveform(3000))
     assert threads() == before
+
+
+def test_near_ties_are_settled_as_the_search_over_every_centroid_settles_them(monkeypatch):
+    # The float64 re-check of near ties looks only at the centroids within float32
+    # reach of the best; it must give exactly what exact_argmin over all centroids
+    # gives (the first of equal minima included), on every row it is asked about.
+    import cricket.search as search
+
+    rng = np.random.default_rng(11)
+    c = rng.normal(size=(250, 32)) * 3 + 136.0  # large values: float32 loses digits
+    c[1] = c[0]
+    c[9] = c[4]
+    c[10] = c[4]
+    c[7] = c[5] + 3e-6 * rng.normal(size=32)
+    c[20:40] = c[40:60] + 1e-7 * rng.normal(size=(20, 32))
+    segs = rng.normal(size=(6000, 32)) * 3 + 136.0
+    segs[::4] = c[rng.integers(0, 250, 1500)] + 1e-9 * rng.normal(size=(1500, 32))
+    frac = rng.choice([0.3, 0.5, 0.7], size=(len(segs[1::6]), 1))
+    segs[1::6] = c[5] + frac * (c[7] - c[5])
+    asked = []
+    settle = search.settle_near_ties
+
+    def checked(s0, c0, scores, thresh, best):
+        out = settle(s0, c0, scores, thresh, best)
+        np.testing.assert_array_equal(out, search.exact_argmin(s0, c0))
+        asked.append(len(s0))
+        return out
+
+    monkeypatch.setattr(search, "settle_near_ties", checked)
+    lib = ShapeLibrary.from_centroids(c, segment_len=32)
+    idx, _ = lib.nearest(segs)
+    assert sum(asked) > 1500  # the duplicates and near copies were all re-checked
+    diff = segs[:, None, :] - c[None]
+    np.testing.assert_array_equal(idx, np.einsum("mkn,mkn->mk", diff, diff).argmin(axis=1))
+    asked.clear()  # windowed rows (the folded product): near ties settled the same way
+    search.nearest_rows(lib._tables(), segs, window(32))
+    assert sum(asked) > 1000
+
+
+
+def test_clusters_are_lowered_to_the_distinct_segments_whatever_one_column_holds():
+    # The distinct rows are counted only when one column cannot show k of them: rows
+    # that agree in the middle column but differ elsewhere are still counted.
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(30, 16))
+    base[:, 8] = 1.0  # the middle column alone shows one value
+    rows = np.repeat(base, 20, axis=0)
+    with pytest.warns(UserWarning, match="only 30 distinct"):
+        lib = ShapeLibrary(segment_len=16, train_slide=16, n_clusters=40,
+                           holdout_fraction=0, max_train_segments=None).fit(
+            [r for r in rows])  # pieces of one segment each
+    assert lib.n_clusters_ == 30
+    many = ShapeLibrary(segment_len=16, train_slide=16, n_clusters=25, holdout_fraction=0,
+                        max_train_segments=None).fit([r for r in rows])
+    assert many.n_clusters_ == 25
