@@ -73,6 +73,13 @@ def _count_distinct_rows(rows: np.ndarray) -> int:
     return int(np.unique(hashes).size)
 
 
+def _shows_distinct_rows(rows: np.ndarray, k: int) -> bool:
+    """Whether the middle column alone holds ``k`` distinct values: rows differing in one
+    column are distinct, so there are at least ``k`` distinct rows, and counting them
+    (hashing every row) would not lower ``n_clusters``."""
+    return len(rows) >= k and np.unique(rows[:, rows.shape[1] // 2]).size >= k
+
+
 @dataclass(frozen=True)
 class Analysis:
     """One reconstruction pass over a series (arrays of the series' length, except
@@ -271,11 +278,7 @@ class ShapeLibrary(BaseDetector):
             rng = check_random_state(self.random_state)
             segs = segs[np.sort(rng.choice(len(segs), cap, replace=False))]
         k = int(self.n_clusters)
-        # Rows differing in one column are distinct: when the middle column alone holds
-        # k distinct values there are k distinct segments, and hashing every row (to
-        # count them) would not change k.
-        mid = segs[:, n // 2]
-        distinct = k if np.unique(mid).size >= k else _count_distinct_rows(segs)
+        distinct = k if _shows_distinct_rows(segs, k) else _count_distinct_rows(segs)
         if distinct < k:
             warnings.warn(
                 f"only {distinct} distinct training segment(s), fewer than n_clusters={k}: "

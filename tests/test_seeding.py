@@ -76,3 +76,14 @@ def test_shape_library_centroids_unchanged(monkeypatch: pytest.MonkeyPatch) -> N
 def test_refuses_float32() -> None:
     with pytest.raises(TypeError, match="float64"):
         kmeans_plusplus(np.zeros((10, 4), dtype=np.float32), 2, check_random_state(0))
+
+
+@pytest.mark.parametrize("scale", [1e-120, 1e120])
+def test_values_a_product_could_underflow_or_overflow_take_the_plain_order(scale: float) -> None:
+    from cricket.seeding import exact_scaling
+
+    X = np.ascontiguousarray(waveform_segments(2_000, 32, 4))
+    assert exact_scaling(X)
+    X[5, 3] = scale  # one value out of the safe range: -2 is applied after the product
+    assert not exact_scaling(X)
+    assert np.array_equal(kmeans_plusplus(X, 20, check_random_state(1)), sklearn_seeds(X, 20, 1))
