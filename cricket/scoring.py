@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 #: and the typical (rebuilt from normal shapes) mean over the event.
 EVENT_COLUMNS = ["start", "end", "peak", "mean", "duration_s", "severity", "scale", "actual",
                  "typical", "views"]
+#: what explains an event (which view fired, actual and typical level, each view's peak),
+#: computed from the scored data and not stored: a record read back has none of them
+EXPLAIN_COLUMNS = ("scale", "actual", "typical", "views")
 #: per-view surprise columns of ``ScoredSeries.frame`` start with this
 VIEW_PREFIX = "surprise:"
 
@@ -401,8 +404,11 @@ def join_events(events: pd.DataFrame, max_gap: pd.Timedelta,
             ) / weight
             # severity = peak surprise + log10(duration): the larger peak, the joined length
             peak_s = max(_peak_surprise(last), _peak_surprise(row))
-            if _peak_surprise(row) > _peak_surprise(last):
-                for col in ("scale", "actual", "typical", "views"):
+            # the explanation of the most surprising part that has one (a stored record
+            # read back has none: the part this window scored explains it)
+            if ((_peak_surprise(row) > _peak_surprise(last) and _explained(row))
+                    or not _explained(last)):
+                for col in EXPLAIN_COLUMNS:
                     last[col] = row.get(col)
             if row["peak"] > last["peak"]:
                 for col in keep:
@@ -417,6 +423,10 @@ def join_events(events: pd.DataFrame, max_gap: pd.Timedelta,
         else:
             rows.append(row)
     return pd.DataFrame(rows).reindex(columns=[*EVENT_COLUMNS, *keep])
+
+
+def _explained(row: Mapping) -> bool:
+    return isinstance(row.get("scale"), str)
 
 
 def _peak_surprise(row: dict) -> float:
@@ -584,9 +594,19 @@ def keep_taken_over(events: pd.DataFrame, taken: pd.DataFrame,
         return events
     out = events.reset_index(drop=True)
     keep = np.ones(len(out), dtype=bool)
+    records = []
     for rec in taken.to_dict("records"):
-        keep &= ~((out["start"] <= rec["end"] + max_gap)
-                  & (out["end"] >= rec["start"] - max_gap)).to_numpy(dtype=bool)
+        covered = ((out["start"] <= rec["end"] + max_gap)
+                   & (out["end"] >= rec["start"] - max_gap)).to_numpy(dtype=bool)
+        keep &= ~covered
+        # the record read back has no explanation: its most surprising covered event's
+        explained = [e for e in out[covered].to_dict("records") if _explained(e)]
+        if explained and not _explained(rec):
+            best = max(explained, key=_peak_surprise)
+            rec.update({col: best.get(col) for col in EXPLAIN_COLUMNS})
+        records.append(rec)
+    taken = pd.DataFrame(records).reindex(columns=list(dict.fromkeys(
+        [*taken.columns, *(c for c in EXPLAIN_COLUMNS if c in out.columns)])))
     return (pd.concat([out[keep], taken], ignore_index=True)
             .sort_values("start").reset_index(drop=True))
 

@@ -105,6 +105,41 @@ def test_an_event_opening_a_window_continues_the_one_that_closed_the_previous_wi
     assert out.iloc[1]["start"] == T + pd.Timedelta("1h40min")
 
 
+WHY = {"scale": "shape 32", "actual": 0.0, "typical": 41.5, "views": "shape 32 14.0"}
+
+
+def test_an_event_continuing_a_stored_record_keeps_this_windows_explanation():
+    """A record read back has no explanation (which view fired, actual and typical):
+    the continued event takes the part this window scored's, even when the stored part
+    was the more surprising one; without it the report's "looks like" said "-"."""
+    from cricket.scoring import continue_event
+
+    previous = pd.DataFrame([{**ev("40min", "59min50s", 90, 85), "severity": 30.0}])
+    current = pd.DataFrame([{**ev("1h", "1h13min", 80, 70), "severity": 5.0, **WHY}])
+    (out,) = continue_event(current, previous, T + pd.Timedelta("1h"),
+                            pd.Timedelta("170s")).to_dict("records")
+    assert out["start"] == T + pd.Timedelta("40min") and out["peak"] == 90
+    assert {k: out[k] for k in WHY} == WHY
+
+
+def test_a_record_a_later_window_took_over_is_explained_by_the_events_it_stands_for():
+    """Re-running a window whose event a later window already settled writes the stored
+    record back unchanged, and the report explains it from this window's scoring (a
+    `backfill --redo` report had every event's explanation as "-")."""
+    from cricket.scoring import keep_taken_over
+
+    events = pd.DataFrame([{**ev("2min", "41min50s", 99, 80), "severity": 500.0, **WHY},
+                           {**ev("50min", "51min", 70, 70), "severity": 4.0, "scale": "range 1",
+                            "actual": 9.0, "typical": 1.0, "views": "range 1 4"}])
+    taken = pd.DataFrame([{**ev("2min", "41min50s", 99.5, 81), "severity": 584.7,
+                           "extended_at": T + pd.Timedelta("1h")}])
+    out = keep_taken_over(events, taken, pd.Timedelta("170s")).to_dict("records")
+    assert [r["start"] for r in out] == [T + pd.Timedelta("2min"), T + pd.Timedelta("50min")]
+    assert out[0]["peak"] == 99.5 and out[0]["severity"] == 584.7  # the record, as stored
+    assert {k: out[0][k] for k in WHY} == WHY
+    assert out[1]["scale"] == "range 1"
+
+
 def test_an_event_after_a_quiet_stretch_is_not_glued_to_an_old_one():
     from cricket.scoring import continue_event
 
