@@ -18,6 +18,7 @@ from cricket.flows.score import hourly_score
 from prefect import flow, get_run_logger
 
 from cricket.config import DetectorSpec, SeriesSelector, Settings
+from cricket.feedback import event_ref
 from cricket.influx.influxql import InfluxQLClient, InfluxQLSource, quote_ident
 from cricket.synth import Fleet, make_fleet, write_fleet
 
@@ -29,6 +30,8 @@ class Match:
     found: list[str] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)
     false_events: list[str] = field(default_factory=list)
+    #: each found anomaly's first event as ``cricket feedback`` takes it (SERIES@START)
+    refs: list[str] = field(default_factory=list)
 
 
 def match_events(
@@ -45,8 +48,10 @@ def match_events(
         hit = False
         if not events.empty:
             ev = events[events["series"] == key]
-            for i, row in ev.iterrows():
+            for i, row in ev.sort_values("start").iterrows():
                 if row["start"] < a.end + slack and row["end"] >= a.start - slack:
+                    if not hit:
+                        out.refs.append(event_ref(key, row["start"]))
                     hit = True
                     used.add(i)
         label = f"{a.kind} on {key} at {a.start:%Y-%m-%d %H:%M}"
@@ -135,6 +140,7 @@ def demo(
         "points_written": points,
         "injected": len(fleet.truth),
         "found": match.found,
+        "found_refs": match.refs,
         "missed": match.missed,
         "false_events": match.false_events,
         "events": int(len(events)),

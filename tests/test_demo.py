@@ -46,6 +46,11 @@ def test_demo_finds_every_injected_anomaly_and_can_run_twice(demo_env):
     assert len(summary["found"]) == summary["injected"]
     assert Path(summary["report"]).is_file()
     assert summary["model_version"] == "1" and summary["promoted"] is True
+    # The summary's suggestion to answer an event works as printed.
+    assert len(summary["found_refs"]) == summary["injected"]
+    answered = run(["feedback", "anomaly", summary["found_refs"][0], "--reason", "demo"],
+                   {**demo_env, "CRICKET_INFLUX_URL": f"http://127.0.0.1:{port}"})
+    assert answered.returncode == 0 and "as anomaly" in answered.stdout, answered.stderr[-2000:]
 
     # The second run resets its database and registers a new version against the champion.
     second = run(["demo", "--hosts", "5", "--days", "1.5", "--n-clusters", "64",

@@ -109,6 +109,10 @@ def print_summary(summary: dict, settings, urls: dict[str, str]) -> None:  # noq
     console.print(f"  cricket score --at {summary['scored_window'][1][:16]}", markup=False)
     start, end = summary["backfill_range"]
     console.print(f"  cricket backfill --start {start[:16]} --end {end[:16]} --redo", markup=False)
+    if summary.get("found_refs"):
+        console.print(f"  cricket feedback anomaly '{summary['found_refs'][0]}' --reason 'injected "
+                      "by the demo'   (answer an event: the next retrain learns from it)",
+                      markup=False)
     console.print()
     if urls:
         console.print(f"Prefect UI: {urls['prefect']}   MLflow UI: {urls['mlflow']}")
