@@ -85,3 +85,20 @@ def test_a_stretch_in_the_future_is_refused(settings) -> None:
     code, out = cli("feedback", "normal", "--series", str(KEY), "--start", start, "--end", end)
     assert code == 1 and "future" in out and "cricket silence add" in out
     assert labels(settings) == []
+
+
+def test_the_retrain_says_what_it_did_with_the_answers(capsys) -> None:  # noqa: ANN001
+    from cricket.cli.pipeline import _print_answers
+
+    _print_answers({"normal": 0, "anomaly": 0, "shapes_learned": 0, "check": None})
+    assert capsys.readouterr().out == ""  # nobody answered: nothing to say
+    _print_answers({"normal": 1, "anomaly": 1, "shapes_learned": 7,
+                    "check": {"fires_on_normal": [], "misses_anomaly": [], "checked": 2}})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 normal (7 shapes learnt" in out and "1 anomaly (kept out of training)" in out
+    assert "gets all 2 checked right" in out
+    _print_answers({"normal": 1, "anomaly": 1, "shapes_learned": 7,
+                    "check": {"fires_on_normal": ["bc4e7cbbb0: w{host=a}"], "misses_anomaly": [],
+                              "checked": 2}})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "gets 1 of the 2 checked wrong" in out and "bc4e7cbbb0: w{host=a}" in out

@@ -121,12 +121,30 @@ def retrain(
     )
     verdict = "[green]champion[/]" if summary["promoted"] else "[yellow]not promoted[/]"
     console.print(f"promotion: {verdict}: {escape(summary['decision'])}")
+    _print_answers(summary.get("labels") or {})
     if summary.get("points"):
         console.print(f"point model: {summary['points']['devices']} device(s) in the same "
                       f"version ({len(summary['points']['skipped'])} skipped)")
     for warning in summary.get("warnings", []):
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     _print_where(summary)
+
+
+def _print_answers(labels: dict) -> None:
+    """What the retrain did with people's answers (`cricket feedback`), when there were any."""
+    normal, anomaly = labels.get("normal", 0), labels.get("anomaly", 0)
+    if not (normal or anomaly):
+        return
+    check = labels.get("check")
+    text = (f"answers: {normal} normal ({labels.get('shapes_learned', 0)} shapes learnt from "
+            f"them), {anomaly} anomaly (kept out of training)")
+    if check:
+        failed = [*check.get("fires_on_normal", []), *check.get("misses_anomaly", [])]
+        text += ("; the new version [yellow]gets "
+                 f"{len(failed)} of the {check.get('checked', 0)} checked wrong[/]: "
+                 + escape(", ".join(str(f) for f in failed[:5])) if failed
+                 else f"; the new version gets all {check.get('checked', 0)} checked right")
+    console.print(text)
 
 
 @app.command()
