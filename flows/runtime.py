@@ -88,10 +88,11 @@ def default_workers() -> int:
     return max(2, min(8, os.cpu_count() or 2))
 
 
-def resolve_task_runner(settings: Settings | None = None, address: str | None = None) -> TaskRunner:
+def resolve_task_runner(settings: Settings | None = None, address: str | None = None,
+                        threads: int | None = None) -> TaskRunner:
     """Dask on ``address`` (default ``settings.dask_address``, i.e. ``CRICKET_DASK_ADDRESS``)
-    when set; else, on this machine, threads or (``CRICKET_TASK_RUNNER=processes``) a pool
-    of processes that the flow run starts."""
+    when set; else, on this machine, threads (``threads``, default one per core) or
+    (``CRICKET_TASK_RUNNER=processes``) a pool of processes that the flow run starts."""
     settings = settings or Settings()
     address = address or settings.dask_address
     if address:
@@ -102,7 +103,7 @@ def resolve_task_runner(settings: Settings | None = None, address: str | None = 
         from prefect.task_runners import ProcessPoolTaskRunner
 
         return ProcessPoolTaskRunner(max_workers=default_workers())
-    return ThreadPoolTaskRunner(max_workers=default_workers())
+    return ThreadPoolTaskRunner(max_workers=threads or default_workers())
 
 
 def workers_api_url() -> str | None:
@@ -133,10 +134,12 @@ class SettingsTaskRunner(TaskRunner):
     ``DaskTaskRunner`` on that scheduler or to a local ``ThreadPoolTaskRunner``.
 
     ``address`` fixes the scheduler (``flow.with_options(task_runner=
-    SettingsTaskRunner("tcp://host:8786"))``) regardless of the environment."""
+    SettingsTaskRunner("tcp://host:8786"))``) regardless of the environment. ``threads``:
+    the local thread pool's size (default one per core)."""
 
-    def __init__(self, address: str | None = None) -> None:
+    def __init__(self, address: str | None = None, threads: int | None = None) -> None:
         self.address = address
+        self.threads = threads
         self.inner: TaskRunner | None = None
         self.api_url: str | None = None  # for Dask workers, see workers_api_url
         super().__init__()
@@ -147,10 +150,10 @@ class SettingsTaskRunner(TaskRunner):
         return inner.name if inner is not None else "settings"
 
     def duplicate(self) -> SettingsTaskRunner:
-        return type(self)(self.address)
+        return type(self)(self.address, self.threads)
 
     def __enter__(self) -> SettingsTaskRunner:
-        inner = resolve_task_runner(address=self.address)
+        inner = resolve_task_runner(address=self.address, threads=self.threads)
         inner.__enter__()
         self.inner = inner
         self.api_url = workers_api_url() if not isinstance(inner, ThreadPoolTaskRunner) else None
@@ -195,12 +198,35 @@ class SettingsTaskRunner(TaskRunner):
             inner.cancel_all()
 
 
-def task_runner(settings: Settings | None = None) -> TaskRunner:
+def task_runner(settings: Settings | None = None, threads: int | None = None) -> TaskRunner:
     """For ``@flow(task_runner=task_runner())``: a runner that decides between Dask and
-    local threads when each flow run starts. Given ``settings``, the runner they name now."""
+    local threads when each flow run starts. Given ``settings``, the runner they name now.
+    ``threads``: local threads (default one per core)."""
     if settings is None:
-        return SettingsTaskRunner()
-    return resolve_task_runner(settings)
+        return SettingsTaskRunner(threads=threads)
+    return resolve_task_runner(settings, threads=threads)
+
+
+def waiting_threads() -> int:
+    """Local threads for a flow whose batch tasks mostly wait on processes of their own
+    (``cricket.tasks.score_processes``): the batches kept in flight plus one writer per
+    core, so a finished batch is written at once instead of after the next batch."""
+    return in_flight_limit_local() + default_workers()
+
+
+def in_flight_limit_local() -> int:
+    """Batch tasks a flow keeps in flight on local threads (see ``in_flight_limit``)."""
+    return default_workers() + 1
+
+
+def on_local_threads() -> bool:
+    """Whether the current flow run's tasks run on this process's threads (not on Dask
+    or in a pool of processes)."""
+    from prefect.context import FlowRunContext
+
+    runner = getattr(FlowRunContext.get(), "task_runner", None)
+    runner = getattr(runner, "inner", None) or runner
+    return isinstance(runner, ThreadPoolTaskRunner)
 
 
 def in_flight_limit(settings: Settings) -> int:
@@ -212,7 +238,7 @@ def in_flight_limit(settings: Settings) -> int:
     if settings.dask_address:
         threads = cluster_threads()
         return 2 * threads if threads else 64
-    return default_workers() + 1
+    return in_flight_limit_local()
 
 
 def cluster_threads() -> int | None:

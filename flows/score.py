@@ -15,11 +15,14 @@ from typing import Any
 
 from cricket.flows.runtime import (
     batch_size_for,
+    default_workers,
     in_flight_limit,
+    on_local_threads,
     pipelined,
     run_name,
     scheduled_time,
     task_runner,
+    waiting_threads,
 )
 from cricket.tasks.alert import alert_window
 from cricket.tasks.extract import discover_series
@@ -100,8 +103,14 @@ def score_range(
     batches = list(batched(keys, batch_size_for(settings, len(keys))))
     # The report's pictures are drawn in a process of their own while later batches
     # score (this process is bound by one core); one batch has nothing to overlap with.
-    ahead = report and len(batches) > 1 and len(keys) >= DRAW_AHEAD_SERIES
-    with PictureDrawer(MAX_PLOTTED) if ahead else contextlib.nullcontext() as drawer:
+    # Forked before a drawing process starts (a fork would hold its pipes open). Scoring
+    # processes keep both cores busy while batches score: they draw the pictures at the
+    # end, on both cores, instead of a drawing process competing with them meanwhile.
+    procs = scoring_processes(settings, selector, bundle, len(keys), len(batches))
+    ahead = (report and len(batches) > 1 and len(keys) >= DRAW_AHEAD_SERIES
+             and procs is None)
+    with procs if procs is not None else contextlib.nullcontext(), \
+            PictureDrawer(MAX_PLOTTED) if ahead else contextlib.nullcontext() as drawer:
         timings = {"extract": 0.0, "score": 0.0}
         t_batches = time.perf_counter()
         results: dict[int, ScoreBatch] = {}
@@ -112,7 +121,7 @@ def score_range(
             for index, _batch, fut in pipelined(
                 lambda batch: score_batch.submit(
                     settings, selector, sub_bundle(bundle, batch), batch, start, end, version,
-                    context,
+                    context, procs,
                 ),
                 batches,
                 in_flight_limit(settings),
@@ -123,7 +132,8 @@ def score_range(
                 for stage, sec in res.seconds.items():
                     timings[stage] = timings.get(stage, 0.0) + sec
                 if res.scored:
-                    writes.append(write_results.submit(settings, res.scored, version))
+                    writes.append(write_results.submit(settings, res.scored, version,
+                                                       ready=res.ready))
         except Exception as exc:
             # a later batch failed (InfluxDB gone, say) while earlier results were being
             # written: what was not stored is what the person must hear about first
@@ -137,7 +147,9 @@ def score_range(
             skipped.extend(results[index].skipped)
         # the report's pictures depend on the scores alone: draw them while the last writes
         # and the alerts are still running
-        if drawer is not None and drawer.active:
+        if procs is not None and report:  # in the scoring processes, at once
+            pictures = procs.draw(plotted(scored))
+        elif drawer is not None and drawer.active:
             # those the process has not drawn yet are drawn here too, at once
             shown = plotted(scored)
             drawn = drawer.ahead(shown)
@@ -195,6 +207,23 @@ def score_range(
             len(scored), start.isoformat(), end.isoformat(), version, n_events,
         )
         return summary
+
+
+def scoring_processes(settings: Settings, selector: SeriesSelector, bundle: ModelBundle,
+                      n_series: int, n_batches: int) -> Any:
+    """The run's scoring processes (``ScoringProcesses``) where they pay and can be
+    forked: local threads, at least ``PROCESS_SERIES`` series in more than one batch, a
+    bundle in memory on Linux; else None (the threads score)."""
+    from cricket.tasks import score_processes as sp
+
+    if (n_batches > 1 and n_series >= sp.PROCESS_SERIES and on_local_threads()
+            and sp.can_fork(bundle)):
+        try:
+            return sp.ScoringProcesses(settings, selector, bundle, default_workers())
+        except OSError as exc:  # no process could be forked (memory): the threads score
+            get_run_logger().warning("scoring in the flow's own process: no scoring process "
+                                     "could be started (%s)", exc)
+    return None
 
 
 def plotted(scored: list[ScoredSeries]) -> list[ScoredSeries]:
@@ -285,7 +314,8 @@ def report_link(settings: Settings, rep: Report) -> str:
     name="hourly-score",
     flow_run_name=run_name("score"),
     log_prints=True,
-    task_runner=task_runner(),
+    # batch tasks wait on the scoring processes: threads to write finished batches meanwhile
+    task_runner=task_runner(threads=waiting_threads()),
 )
 def hourly_score(
     selector: SeriesSelector = SeriesSelector(),

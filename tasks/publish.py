@@ -27,6 +27,7 @@ from prefect.artifacts import (
 
 from cricket.config import Settings
 from cricket.errors import redact
+from cricket.influx import lineprotocol as lp
 from cricket.influx.base import Sink
 from cricket.report import Report, write_report
 from cricket.report_markdown import event_rows, markdown_summary
@@ -42,13 +43,20 @@ def _sink_key(result: Any) -> SeriesKey:
     return key if key is not None else SeriesKey.parse(str(result.key))
 
 
-def write_with_sink(sink: Sink, results: Sequence[Any], model_version: str) -> dict[str, int]:
+def write_with_sink(sink: Sink, results: Sequence[Any], model_version: str,
+                    ready: lp.Formatted | None = None) -> dict[str, int]:
     """Write every result's scores and events through ``sink``; returns point counts.
-    A sink with ``write_results`` (both of Cricket's) gets them all at once and writes
-    full-size requests spanning series; another sink is called series by series."""
+    ``ready``: the same results' lines formatted ahead (``lineprotocol.formatted``, by
+    the process that scored them), posted as they are by a sink that can
+    (``write_formatted``: InfluxQL's). Else a sink with ``write_results`` (both of
+    Cricket's) gets them all at once and writes full-size requests spanning series;
+    another sink is called series by series."""
+    posts = getattr(sink, "write_formatted", None)
+    if ready is not None and posts is not None:
+        return posts(ready)
     many = getattr(sink, "write_results", None)
     if many is not None:
-        return many(_items(results), str(model_version))
+        return many(result_items(results), str(model_version))
     scores = events = 0
     for r in results:
         key = _sink_key(r)
@@ -62,7 +70,7 @@ def write_with_sink(sink: Sink, results: Sequence[Any], model_version: str) -> d
     return {"scores": scores, "events": events}
 
 
-def _items(results: Sequence[Any]) -> Iterator[tuple[SeriesKey, Any, Any]]:
+def result_items(results: Sequence[Any]) -> Iterator[tuple[SeriesKey, Any, Any]]:
     """``(key, frame, events)`` per result, and ``(key, None, revised)`` for the earlier
     event records a result revises (each overwritten)."""
     for r in results:
@@ -74,15 +82,18 @@ def _items(results: Sequence[Any]) -> Iterator[tuple[SeriesKey, Any, Any]]:
 
 
 @task(name="write-results", timeout_seconds=900, **IO_TASK)
-def write_results(settings: Settings, results: Sequence[Any], model_version: str) -> int:
+def write_results(settings: Settings, results: Sequence[Any], model_version: str,
+                  ready: lp.Formatted | None = None) -> int:
     """Write scores and events of ``results`` to InfluxDB (measurements ``cricket_score``
     and ``cricket_event``, tagged with ``model_version``). Returns the points written
-    (scores + events). Retried with backoff; a retry overwrites, never duplicates."""
+    (scores + events). ``ready``: their lines already formatted (by the process that
+    scored them; the same bytes). Retried with backoff; a retry overwrites, never
+    duplicates."""
     from cricket.influx import make_sink
 
     sink = make_sink(settings)
     try:
-        counts = write_with_sink(sink, results, model_version)
+        counts = write_with_sink(sink, results, model_version, ready=ready)
     finally:
         sink.close()
     get_run_logger().info(
@@ -98,7 +109,6 @@ def write_missing(
 ) -> int:
     """Write one ``data_missing`` event per series in ``missing`` (``cricket.missing.
     MissingData``) for the window [start, end) to ``cricket_event``. Returns points."""
-    from cricket.influx import lineprotocol as lp
     from cricket.influx import make_sink
     from cricket.missing import missing_events
 

@@ -33,6 +33,9 @@ class ScoreBatch:
     notes: list[str]
     seconds: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # series whose results cannot be written
+    #: the results' lines formatted where they were scored (a scoring process), for
+    #: ``write_results``; None: formatted when written
+    ready: lp.Formatted | None = None
 
 
 def sub_bundle(bundle: ModelBundle, keys: Iterable[object]) -> ModelBundle:
@@ -62,6 +65,7 @@ def score_batch(
     end: datetime,
     model_version: str | None = None,
     context: timedelta | None = None,
+    processes: Any = None,
 ) -> ScoreBatch:
     """Score [start, end) of each series in ``keys`` with ``context`` of history before
     ``start`` (default: what ``bundle``'s detectors need, ``context_for``). The flows pass
@@ -73,8 +77,32 @@ def score_batch(
     ``model_version``, an event that opens the window continues the event of the same
     version that closed the previous window, and the previous window's last event is
     revised (shortened or extended) where this window's data settles its end (see
-    ``revise_previous``)."""
+    ``revise_previous``). ``processes``: the run's scoring processes
+    (``cricket.tasks.score_processes.ScoringProcesses``), which hold the model and score
+    the batch there (the same code, the same results) while this thread waits."""
     log = get_run_logger()
+    if processes is not None:
+        done = processes.score(keys, start, end, model_version, context, log)
+        if done is not None:
+            return done
+    return score_keys_batch(settings, selector, bundle, keys, start, end, model_version,
+                            context, log)
+
+
+def score_keys_batch(
+    settings: Settings,
+    selector: SeriesSelector,
+    bundle: ModelBundle,
+    keys: list[SeriesKey],
+    start: datetime,
+    end: datetime,
+    model_version: str | None,
+    context: timedelta | None,
+    log: Any,
+    format_results: bool = False,
+) -> ScoreBatch:
+    """What ``score_batch`` does, without Prefect (``log``: where warnings go). With
+    ``format_results``, the results' lines are formatted here too (``ScoreBatch.ready``)."""
     spec = bundle.spec
     t0 = time.perf_counter()
     notes: list[str] = []
@@ -122,8 +150,14 @@ def score_batch(
                 scored[i] = replace(res, events=events, revised=revised)
     finally:
         source.close()
+    ready = None
+    if format_results and model_version is not None and settings.influx_source == "influxql":
+        from cricket.tasks.publish import result_items
+
+        ready = lp.formatted(result_items(scored), str(model_version), settings.model_name,
+                             settings.influx_write_batch)
     t2 = time.perf_counter()
-    return ScoreBatch(scored, notes, {"extract": t1 - t0, "score": t2 - t1}, skipped)
+    return ScoreBatch(scored, notes, {"extract": t1 - t0, "score": t2 - t1}, skipped, ready)
 
 
 def _score_keys(keys: list[SeriesKey], data: dict, bundle: ModelBundle, start: datetime,

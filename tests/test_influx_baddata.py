@@ -183,3 +183,62 @@ def test_write_retries_5xx_and_reports_the_unwritten_range(influx_settings):
     assert info.value.first_unwritten == T0 + pd.Timedelta("40s")
     assert info.value.last_unwritten == T0 + pd.Timedelta("90s")
     assert "wrote 4 of 10" in str(info.value) and "HTTP 500" in str(info.value)
+
+
+def test_results_formatted_ahead_post_the_same_requests_and_report_the_same_failure(
+        influx_settings):
+    """Results formatted where they were scored (``lineprotocol.formatted``, in a scoring
+    process) and posted by ``write_formatted`` send byte for byte the requests the sink
+    formats itself; a request refused partway reports the same points written and the
+    same unwritten range."""
+    from cricket.influx import lineprotocol as lp
+
+    seen: list[bytes] = []
+    answers: list[int] = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            seen.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(answers.pop(0) if answers else 500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    idx = pd.date_range(T0, periods=7, freq="10s")
+    frame = pd.DataFrame({"value": np.arange(7.0), "reconstruction": np.arange(7.0) / 3,
+                          "error": np.r_[np.nan, np.ones(6)], "score": np.linspace(0, 99, 7),
+                          "anomalous": [False] * 5 + [True] * 2}, index=idx)
+    events = pd.DataFrame({"start": [idx[5]], "end": [idx[6]], "peak": [99.0],
+                           "mean": [90.5], "duration_s": [20.0], "severity": [3.25]})
+    items = [(_key("a"), frame, events), (_key("b"), frame.iloc[:4], None)]
+    srv = ThreadingHTTPServer(("127.0.0.1", find_free_port()), H)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    failures = []
+    try:
+        st = influx_settings.model_copy(update={"influx_url": f"http://127.0.0.1:{srv.server_port}",
+                                                "influx_write_batch": 4, "influx_retries": 0})
+        ready = lp.formatted(items, "7", st.model_name, st.influx_write_batch)
+        with InfluxQLSink(st) as sink:
+            answers[:] = [204] * 10
+            plain = sink.write_results(items, "7")
+            sent_plain, seen[:] = list(seen), []
+            answers[:] = [204] * 10
+            ahead = sink.write_formatted(ready)
+            sent_ahead, seen[:] = list(seen), []
+            for write in (lambda: sink.write_results(items, "7"),
+                          lambda: sink.write_formatted(ready)):
+                answers[:] = [204]
+                with pytest.raises(InfluxWriteError) as info:
+                    write()
+                failures.append((info.value.written, info.value.first_unwritten,
+                                 info.value.last_unwritten, str(info.value)))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert plain == ahead == {"scores": 11, "events": 1}
+    assert len(sent_plain) == 3 and sent_ahead == sent_plain
+    assert b"severity=3.25" in sent_plain[1]
+    assert failures[0] == failures[1] and failures[0][0] == 4
+    assert "wrote 4 of 12" in failures[0][3]

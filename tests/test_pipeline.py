@@ -7,6 +7,7 @@ and backfill its anomalous hours.
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -234,30 +235,15 @@ def test_what_is_stored_for_a_series_does_not_depend_on_its_batch(trained, monke
     batch reads the model's longest context, not only what its own detectors need.
     The report's pictures are the same too: drawn in a process of their own while later
     batches score (more than one batch), or in the flow (one batch)."""
-    import re
-
-    import numpy as np
-    from cricket.flows.score import hourly_score
-
     settings, fleet, first = trained
     at = (END - pd.Timedelta(hours=2)).to_pydatetime()
     pictures: list[list[str]] = []
 
     def stored(batch_size: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
         monkeypatch.setenv("CRICKET_BATCH_SIZE", str(batch_size))
-        # the first champion: it flags the fleet's anomalous hours (a later test may
-        # promote another version)
-        out = hourly_score(selector=SELECTOR, at=at, model_version=first["model_version"])
-        pictures.append(re.findall(r"<img [^>]*>", Path(out["report"]).read_text()))
-        start, end = pd.Timestamp(out["window_start"]), pd.Timestamp(out["window_end"])
-        with InfluxQLSource(settings) as src:
-            scores = src.read_scores(SELECTOR, start, end, out["model_version"])
-            events = src.read_events(SELECTOR, start, end, out["model_version"])
-        order = ["series", "time"]
-        events = events.reset_index()
-        return (scores.reset_index().sort_values(order).reset_index(drop=True),
-                events.sort_values(order).reset_index(drop=True) if len(events) else events,
-                out["batches"])
+        scores, events, out, imgs = stored_hour(settings, at, first["model_version"])
+        pictures.append(imgs)
+        return scores, events, out["batches"]
 
     import cricket.flows.score as score_flow
 
@@ -271,18 +257,115 @@ def test_what_is_stored_for_a_series_does_not_depend_on_its_batch(trained, monke
     # (events that continue one of the hour before are stored from their start, so this
     # window may hold none of its own: earlier tests scored the hours before it)
     assert len(small) == len(whole) > 0 and len(small_events) == len(whole_events)
+    assert_same_stored((small, small_events), (whole, whole_events))
+
+
+def stored_hour(settings, at, version: str) -> tuple[pd.DataFrame, pd.DataFrame, dict, list]:
+    """Score the hour before ``at`` with ``version`` (the first champion: it flags the
+    fleet's anomalous hours; a later test may promote another version); the scores and
+    events stored for it (sorted by series and time), the run's summary and the
+    report's ``<img>`` tags."""
+    import re
+
+    from cricket.flows.score import hourly_score
+
+    out = hourly_score(selector=SELECTOR, at=at, model_version=version)
+    imgs = re.findall(r"<img [^>]*>", Path(out["report"]).read_text())
+    start, end = pd.Timestamp(out["window_start"]), pd.Timestamp(out["window_end"])
+    with InfluxQLSource(settings) as src:
+        scores = src.read_scores(SELECTOR, start, end, out["model_version"])
+        events = src.read_events(SELECTOR, start, end, out["model_version"])
+    order = ["series", "time"]
+    events = events.reset_index()
+    return (scores.reset_index().sort_values(order).reset_index(drop=True),
+            events.sort_values(order).reset_index(drop=True) if len(events) else events,
+            out, imgs)
+
+
+def assert_same_stored(a: tuple[pd.DataFrame, pd.DataFrame], b: tuple[pd.DataFrame, pd.DataFrame],
+                       columns: tuple[str, ...] = ("value", "reconstruction", "error", "score")
+                       ) -> None:
+    """The same series, times and ``columns`` (1e-9) stored, and the same events."""
+    import numpy as np
+
+    (small, small_events), (whole, whole_events) = a, b
+    assert len(small) == len(whole) > 0 and len(small_events) == len(whole_events)
     assert small["series"].tolist() == whole["series"].tolist()
     assert small["time"].tolist() == whole["time"].tolist()
-    for col in ("value", "reconstruction", "error", "score"):
+    for col in columns:
         np.testing.assert_allclose(small[col].to_numpy(float), whole[col].to_numpy(float),
                                    rtol=1e-9, atol=1e-9, err_msg=col)
+    assert sorted(small_events.columns) == sorted(whole_events.columns)
     for col in small_events.columns:
-        a, b = small_events[col], whole_events[col]
-        if pd.api.types.is_float_dtype(a):
-            np.testing.assert_allclose(a.to_numpy(float), b.to_numpy(float), rtol=1e-9,
+        x, y = small_events[col], whole_events[col]
+        if pd.api.types.is_float_dtype(x):
+            np.testing.assert_allclose(x.to_numpy(float), y.to_numpy(float), rtol=1e-9,
                                        atol=1e-9, err_msg=f"event {col}")
         else:
-            assert a.tolist() == b.tolist(), f"event {col}"
+            assert x.tolist() == y.tolist(), f"event {col}"
+
+
+def test_scoring_processes_store_what_the_threads_store(trained, monkeypatch):
+    """A run that scores its batches in processes forked after the model is loaded
+    (``cricket.tasks.score_processes``) stores the same scores (every field, 1e-9),
+    anomaly flags and events as one that scores them in the flow's threads, and its
+    report shows the same pictures; no series is scored in the flow's own process."""
+    import os
+
+    import cricket.tasks.score as score_task
+    import cricket.tasks.score_processes as sp
+
+    settings, fleet, first = trained
+    at = (END - pd.Timedelta(hours=3)).to_pydatetime()
+    monkeypatch.setenv("CRICKET_BATCH_SIZE", "2")  # 3 batches
+    monkeypatch.setattr(sp, "PROCESS_SERIES", 10**6)
+    threads = stored_hour(settings, at, first["model_version"])
+    flow_pid, real = os.getpid(), score_task.score_series
+
+    def only_elsewhere(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        assert os.getpid() != flow_pid, "a series was scored in the flow's own process"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(score_task, "score_series", only_elsewhere)
+    monkeypatch.setattr(sp, "PROCESS_SERIES", 1)
+    started = []
+    monkeypatch.setattr(sp.ScoringProcesses, "close", lambda self: (
+        started.append(self), self.pool.shutdown(wait=True))[-1])
+    procs = stored_hour(settings, at, first["model_version"])
+    assert len(started) == 1 and not started[0].broken
+    assert procs[2]["batches"] == threads[2]["batches"] == 3
+    assert procs[2]["events"] == threads[2]["events"] > 0
+    assert_same_stored(threads[:2], procs[:2], columns=(
+        "value", "reconstruction", "error", "score", "anomalous"))
+    assert len(procs[3]) >= 3 and procs[3] == threads[3]
+
+
+def _dies(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    os._exit(3)
+
+
+def test_a_scoring_process_that_dies_leaves_the_batches_to_the_flow(trained, monkeypatch):
+    """A scoring process that dies (killed, out of memory) breaks the pool: the batch
+    that met it and the later ones are scored in the flow's own process, and the run
+    stores what a run on threads stores."""
+    import cricket.tasks.score_processes as sp
+
+    settings, fleet, first = trained
+    at = (END - pd.Timedelta(hours=4)).to_pydatetime()
+    monkeypatch.setenv("CRICKET_BATCH_SIZE", "2")
+    monkeypatch.setattr(sp, "PROCESS_SERIES", 10**6)
+    threads = stored_hour(settings, at, first["model_version"])
+    monkeypatch.setattr(sp, "PROCESS_SERIES", 1)
+    monkeypatch.setattr(sp, "_score", _dies)  # looked up by name in the forked process
+    started = []
+    monkeypatch.setattr(sp.ScoringProcesses, "close", lambda self: (
+        started.append(self), self.pool.shutdown(wait=True))[-1])
+    broken = stored_hour(settings, at, first["model_version"])
+    assert len(started) == 1 and started[0].broken
+    assert broken[2]["events"] == threads[2]["events"]
+    assert_same_stored(threads[:2], broken[:2], columns=(
+        "value", "reconstruction", "error", "score", "anomalous"))
+    assert broken[3] == threads[3]
 
 
 def test_a_backfill_over_hours_already_scored_skips_them_and_doubles_nothing(trained):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from itertools import repeat
 
 import numpy as np
@@ -348,6 +349,42 @@ def result_batches(
             buf = buf[full:]
     if buf:
         yield buf
+
+
+@dataclass(frozen=True)
+class Body:
+    """One request's lines, joined and encoded ahead of the POST (for example in the
+    process that scored them): ``InfluxQLClient.write_batches`` posts it as it is."""
+
+    data: bytes
+    count: int  # lines (points) in it
+
+    def lines(self) -> list[str]:
+        return self.data.decode().split("\n") if self.data else []
+
+
+@dataclass
+class Formatted:
+    """Result lines formatted ahead (``formatted``), ready to post: the request bodies
+    and the points of each kind (``scores``, ``events``) in them."""
+
+    bodies: list[Body]
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def formatted(
+    results: Iterable[tuple[SeriesKey, pd.DataFrame | None, pd.DataFrame | None]],
+    model_version: str,
+    model_name: str | None,
+    size: int,
+) -> Formatted:
+    """``result_batches`` joined into request bodies now: the same bytes the sink would
+    post, formatted where the results are (a scoring process), not where they are
+    posted."""
+    counts: dict[str, int] = {}
+    bodies = [Body("\n".join(b).encode(), len(b))
+              for b in result_batches(results, model_version, model_name, size, counts) if b]
+    return Formatted(bodies, counts)
 
 
 def batches(lines: Sequence[str], size: int) -> Iterable[tuple[int, int]]:
