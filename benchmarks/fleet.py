@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> dict:
                          "them on later runs with the same DIR (set-up only; see above)")
     ap.add_argument("--runners", default="threads", metavar="LIST",
                     help="score once on each of these task runners, in this order "
-                         "(comma-separated: threads, dask, processes); the top-level score "
+                         "(comma-separated: threads, threads-only, dask, processes; "
+                         "threads-only: every batch scored in the flow's own threads, "
+                         "without the scoring processes); the top-level score "
                          "figures are the first run's, each run's are in score_runs")
     ap.add_argument("--dask-workers", type=int, default=2, metavar="N",
                     help="worker processes (one thread each) of the dask LocalCluster the "
@@ -127,9 +129,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     score_hosts = args.score_hosts or (100 if args.quick else 1000)
     score_runners = [r.strip() for r in args.runners.split(",") if r.strip()]
-    unknown = set(score_runners) - {"threads", "dask", "processes"}
+    unknown = set(score_runners) - {"threads", "threads-only", "dask", "processes"}
     if unknown or not score_runners:
-        ap.error(f"--runners: unknown {sorted(unknown)}; use threads, dask, processes")
+        ap.error(f"--runners: unknown {sorted(unknown)}; use threads, threads-only, dask, "
+                 "processes")
     retrain_hosts = args.retrain_hosts or (5 if args.quick else 20)
     train_days = args.train_days or (2.0 if args.quick else 7.0)
 

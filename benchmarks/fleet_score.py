@@ -73,6 +73,10 @@ def io_bound(settings, selector, start, stop, written: list, batch: int) -> dict
             "bare_write_s": round(t_write, 3), "bare_write_points": len(lines)}
 
 
+#: runners whose batch tasks run in this process's threads (the instruments see them)
+LOCAL = ("threads", "threads-only")
+
+
 def measure_score(result: dict, *, runners: list[str], dask_workers: int, batch_size: int,
                   selector: Any, version: str, s_score: Any, score_hosts: int,
                   settings_at: Callable[[str], Any], score_db: str, score_dbs: list[str],
@@ -85,6 +89,7 @@ def measure_score(result: dict, *, runners: list[str], dask_workers: int, batch_
     around the flow's functions, taken off for runs whose tasks leave this process."""
     import runners as rn
     from cricket.flows.score import hourly_score
+    from cricket.tasks import score_processes as sp
     from cricket.tasks.score import context_for
 
     from cricket.config import Settings
@@ -105,6 +110,7 @@ def measure_score(result: dict, *, runners: list[str], dask_workers: int, batch_
             bundle, list(batched(keys, batch_size)), client)
     del bundle
     runs, io_from = [], None
+    process_series = sp.PROCESS_SERIES
     for i, runner in enumerate(runners):
         db = f"{score_db}_{i}{runner}"
         score_dbs.append(db)
@@ -120,9 +126,11 @@ def measure_score(result: dict, *, runners: list[str], dask_workers: int, batch_
         os.environ.pop("CRICKET_TASK_RUNNER", None)
         if runner == "dask":
             os.environ["CRICKET_DASK_ADDRESS"] = cluster.scheduler_address
-        elif runner != "threads":
+        elif runner not in LOCAL:
             os.environ["CRICKET_TASK_RUNNER"] = runner
-        if runner != "threads":
+        # threads-only: the flow's threads score every batch (no scoring processes)
+        sp.PROCESS_SERIES = 10**9 if runner == "threads-only" else process_series
+        if runner not in LOCAL:
             for p in patches[::-1]:  # a worker would be sent the wrappers
                 p.restore()
         for p in patches:
@@ -142,16 +150,18 @@ def measure_score(result: dict, *, runners: list[str], dask_workers: int, batch_
                      "flow_cpu_s": round(rn.flow_cpu() - cpu0, 1)}
         if runner == "dask":
             run["workers_cpu_s"] = round(rn.workers_cpu(client) - wcpu0, 1)
-        if runner != "threads":
+        sp.PROCESS_SERIES = process_series
+        if runner not in LOCAL:
             for p in patches:
                 p.install()
-        # a process pool's, or the process that drew the report's pictures ahead
+        # a process pool's, the scoring processes, or the process that drew the report's
+        # pictures ahead
         run["children_cpu_s"] = round(rn.children_cpu() - ccpu0, 1)
         prep = timer.take()
         t = dict(summary["timings"])
         t["write"] = sum(writes.take().values())
         run["task_seconds"] = rn.task_seconds(state.state_details.flow_run_id)
-        if runner != "threads":  # the wrappers saw nothing: Prefect's own record
+        if runner not in LOCAL:  # the wrappers saw nothing: Prefect's own record
             t["write"] = run["task_seconds"].get("write-results", {}).get("s", 0.0)
         stages = {
             "extract": t.get("extract", 0.0),
@@ -167,7 +177,7 @@ def measure_score(result: dict, *, runners: list[str], dask_workers: int, batch_
             "events": summary["events"], "points_written": summary["points_written"],
             "load_avg": [round(x, 2) for x in os.getloadavg()],
         })
-        if runner == "threads" and io_from is None:
+        if runner in LOCAL and io_from is None:
             io_from = (summary, captured.take(), wall, db)
         run["digest"] = rn.digest(s_run, s_run.score_database)
         runs.append(run)
