@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from cricket.explain import looks_like
+from cricket.feedback import event_ref
 from cricket.windows import utc_timestamp as _ts
 
 OPENED = "cricket.anomaly.opened"
@@ -418,6 +419,10 @@ def notification(
         lines.append(f"- ... and {len(members) - 20} more")
     verb = "opened" if what == OPENED else "closed"
     text = f"Cricket incident {verb}: {incident.title}\n" + "\n".join(lines)
+    answerable = [m for m in members if m.kind == "anomaly"]
+    if answerable:  # how the on-call says "normal" or "real problem": the next retrain learns it
+        text += ("\nanswer: cricket feedback normal|anomaly "
+                 f"'{event_ref(answerable[0].series, answerable[0].start)}'")
     if report:
         text += f"\nreport: {report}"
     return {
@@ -430,7 +435,8 @@ def notification(
         "severity": round(float(incident.severity), 3),
         "score": round(float(incident.score), 3),
         "series": [m.series for m in members],
-        "members": [m.to_dict() for m in members],
+        "members": [{**m.to_dict(), **({"ref": event_ref(m.series, m.start)}
+                                          if m.kind == "anomaly" else {})} for m in members],
         "model_name": model_name,
         "model_version": str(model_version),
         "report": report,

@@ -70,6 +70,12 @@ def test_a_silence_keeps_an_incident_quiet_but_not_others():
     assert plan.closed_quietly and all(i.silenced for i in plan.closed_quietly)
     doc = notification(plan.opened[0], "cricket.anomaly.opened", "m", "3", "file:///r.html")
     assert doc["series"] == ["waveform.value{dc=b,host=h3}"] and "h3" in doc["text"]
+    # the on-call can answer it as printed (cricket feedback takes the reference)
+    from cricket.feedback import parse_event_ref
+
+    (ref,) = [m["ref"] for m in doc["members"]]
+    assert f"answer: cricket feedback normal|anomaly '{ref}'" in doc["text"]
+    assert parse_event_ref(ref) == ("waveform.value{dc=b,host=h3}", T + pd.Timedelta(minutes=5))
 
 
 def test_a_webhook_that_does_not_answer_fails_clearly_without_showing_its_url():
