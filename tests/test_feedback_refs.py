@@ -67,6 +67,9 @@ def test_a_reference_to_the_minute_labels_the_event_it_names(settings) -> None:
     code, out = cli("feedback", "anomaly", f"{KEY}@2026-11-20T07:23:00Z", "--by", "bob")
     assert code == 0, out
     assert {(x.start, x.end) for x in labels(settings)} >= {(EVENTS.start[1], EVENTS.end[1])}
+    code, out = cli("feedback", "list")
+    assert code == 0 and "by alice at" in out and "by bob at" in out
+    assert not out.rstrip().endswith(":") and ": by" not in out  # no reason given: none shown
 
 
 def test_a_reference_that_names_no_single_event_lists_the_events_to_copy(settings) -> None:

@@ -168,7 +168,8 @@ def list_labels(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     for lab in labels:
         console.print(
             f"{lab.id}  {lab.label:<7} {lab.series} {lab.start:%Y-%m-%d %H:%M} to "
-            f"{lab.end:%Y-%m-%d %H:%M}  by {lab.by} at {lab.created:%Y-%m-%d %H:%M}: {lab.reason}",
+            f"{lab.end:%Y-%m-%d %H:%M}  by {lab.by} at {lab.created:%Y-%m-%d %H:%M}"
+            + (f": {lab.reason}" if lab.reason else ""),
             markup=False,
         )
 
