@@ -105,3 +105,19 @@ def test_the_retrain_says_what_it_did_with_the_answers(capsys) -> None:  # noqa:
                               "checked": 2}})
     out = " ".join(capsys.readouterr().out.split())
     assert "gets 1 of the 2 checked wrong" in out and "bc4e7cbbb0: w{host=a}" in out
+
+
+def test_times_relative_to_now_are_read_and_a_wrong_one_says_how_to_write_it() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from cricket.cli.common import parse_time
+
+    before = datetime.now(UTC)
+    later, earlier, plus = parse_time("now+2h"), parse_time("now - 30m"), parse_time("+90s")
+    after = datetime.now(UTC)
+    assert before + timedelta(hours=2) <= later <= after + timedelta(hours=2)
+    assert before - timedelta(minutes=30) <= earlier <= after - timedelta(minutes=30)
+    assert before + timedelta(seconds=90) <= plus <= after + timedelta(seconds=90)
+    assert parse_time("2026-11-24T10:00-05:00") == datetime(2026, 11, 24, 15, tzinfo=UTC)
+    code, out = cli("silence", "add", "--start", "now", "--end", "now+soon", "--reason", "x")
+    assert code == 1 and "now+soon" in out and "as a duration" in out

@@ -39,7 +39,7 @@ EventArg = Annotated[
     str | None, typer.Argument(help="the event, SERIES@START as reports and notifications print it")
 ]
 SeriesOpt = Annotated[str | None, typer.Option(help="series key, e.g. 'waveform.value{host=h1}'")]
-TimeOpt = Annotated[str | None, typer.Option(help="UTC time, e.g. 2026-11-24T13:00")]
+TimeOpt = Annotated[str | None, typer.Option(help="UTC time, e.g. 2026-11-24T13:00, or now-30m")]
 ReasonOpt = Annotated[str, typer.Option(help="why (kept with the answer)")]
 ByOpt = Annotated[str | None, typer.Option(help="who (default: $CRICKET_USER or the login name)")]
 
@@ -176,8 +176,8 @@ def list_labels(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 
 @silence_app.command("add")
 def silence_add(
-    start: Annotated[str, typer.Option(help="UTC start, e.g. 2026-11-24T22:00 (or now)")],
-    end: Annotated[str, typer.Option(help="UTC end (exclusive)")],
+    start: Annotated[str, typer.Option(help="UTC start, e.g. 2026-11-24T22:00, or now")],
+    end: Annotated[str, typer.Option(help="UTC end (exclusive), e.g. 2026-11-25T02:00, or now+2h")],
     reason: Annotated[str, typer.Option(help="why (e.g. 'kernel upgrade')")],
     series: Annotated[
         str | None, typer.Option(help="series key or glob, e.g. 'waveform.value{host=web*}'")

@@ -44,17 +44,30 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 
 def parse_time(text: str) -> datetime:
-    """An ISO time, or 'now'; naive times are UTC."""
+    """An ISO time, 'now', or a time relative to now ('now-30m', 'now+2h', '+2h');
+    naive times are UTC."""
+    import re
+
     import pandas as pd
 
+    from cricket.config import parse_duration
     from cricket.windows import utc
 
+    now = utc(datetime.now().astimezone())
+    relative = re.fullmatch(r"\s*(?:now)?\s*([+-])\s*(\S+)\s*", text.lower())
     if text.strip().lower() == "now":
-        return utc(datetime.now().astimezone())
+        return now
+    if relative:
+        try:
+            step = parse_duration(relative.group(2))
+        except ValueError as exc:
+            fail(f"cannot read {text!r} as a time: {exc}")
+        return now + step if relative.group(1) == "+" else now - step
     try:
         return utc(pd.Timestamp(text))
     except (ValueError, TypeError):
-        fail(f"cannot read {text!r} as a time: write it like 2026-11-24T10:00 (UTC)")
+        fail(f"cannot read {text!r} as a time: write it like 2026-11-24T10:00 (UTC), now, "
+             "now-30m or now+2h")
 
 
 def duration(option: str, text: str, allow_zero: bool = False):  # noqa: ANN201
