@@ -87,7 +87,9 @@ def test_publish_writes_influx_artifacts_and_report(
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert [row["series"] for row in rows][:1] == [HOSTILE_KEY]
     assert len(rows) == 3 and set(rows[0]) == {"series", "start", "end", "peak score", "duration",
-                                               "severity", "fired", "looks like"}
+                                               "severity", "fired", "looks like",
+                                               "answer with"}
+    assert rows[0]["answer with"].startswith(f"{HOSTILE_KEY}@")
     md = arts[keys[1]].data
     assert "- events: 3" in md and "<b>" not in md and "<img" not in md
     # no file:// link (browsers refuse it); the link comes with the MLflow run
