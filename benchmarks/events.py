@@ -90,11 +90,13 @@ def detect_hourly(history: np.ndarray, values: np.ndarray, context: int,
     """:func:`detect_default`, but scored hour by hour as the pipeline does (see the
     module's ``--hourly``)."""
     from cricket.detector import WaveformDetector
+    from cricket.extent import window_context
     from cricket.model import scoring_copy
     from cricket.scoring import score_series, settle_with_stored
 
     det = WaveformDetector(spec).fit(history)
-    need = max(det.context_len + 1, spec.segment_len)  # tasks.score.context_for
+    # tasks.score.context_for
+    need = window_context(max(det.context_len + 1, spec.segment_len))
     step = pd.Timedelta(seconds=10)
     index = pd.date_range(START, periods=len(values), freq=step)
     series = pd.Series(values, index=index)

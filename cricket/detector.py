@@ -420,12 +420,16 @@ class WaveformDetector(BaseDetector):
         with np.errstate(invalid="ignore"):
             anomalous = score >= self.threshold_
         reach = self.context_len
+        # the left context's last longest segment: every sample a long view may still
+        # have left provisional at the end of the window before (the structure view's
+        # last window start included)
+        lead = slice(max(context - reach - 1, 0), context)
 
         def settle() -> tuple[np.ndarray | None, np.ndarray | None]:
             extent = extent_of()
             if extent is None:
                 return None, None
-            return extent[sl], extent[max(context - reach, 0) : context]
+            return extent[sl], extent[lead]
 
         return ScoreFrame(
             value=x[sl],
@@ -433,7 +437,7 @@ class WaveformDetector(BaseDetector):
             error=error[sl],
             score=score[sl],
             anomalous=anomalous[sl] & ~np.isnan(score[sl]),
-            lead_anomalous=(anomalous & ~np.isnan(score))[max(context - reach, 0) : context],
+            lead_anomalous=(anomalous & ~np.isnan(score))[lead],
             surprise=surprise[sl],
             reach=reach,
             scales={name: v[sl] for name, v in views.items()},

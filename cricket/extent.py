@@ -95,9 +95,22 @@ def provisional_from(n: int, m: int) -> int:
     a sharp view (the base scale where settled, the range, the lost noise) sees an
     anomaly there, the long scale's hot samples in this tail may join its parts but not
     run on past its last hot sample; where none does, the long scale's are kept. The next
-    window, whose left context holds these samples with the data after, settles the
-    event (``ScoredSeries.carried``)."""
+    window, whose left context holds these samples with the data after
+    (:func:`window_context`), settles the event (``ScoredSeries.carried``)."""
     return max(n - m + m // 4 + 1, 0)
+
+
+def window_context(longest: int) -> int:
+    """Points of left context to score a window with, for a detector whose longest
+    segment is ``longest``: two of them. The context's last segment is where the window
+    before left its samples provisional (:func:`provisional_from`, a structure run still
+    flagged at its end); the segment before it gives every view there what one pass over
+    the data would have: the long scale's and the structure view's trailing windows, and
+    each sample's central segments for its attributed error. With one segment of context
+    those were NaN or partial there, and an event the window before cut at its end
+    (missing pulses, warps only the period scale sees) could not be settled as one pass
+    settles it."""
+    return 2 * int(longest)
 
 
 def spread(pieces: list[tuple[int, np.ndarray]], n: int, m: int) -> np.ndarray:
@@ -145,12 +158,18 @@ def quiet_extent(flag: np.ndarray, m: int) -> np.ndarray:
 def structure_extent(flag: np.ndarray, m: int) -> np.ndarray:
     """Samples a run of flagged trailing windows of ``m`` points at: from the run's first
     window end to its last window start (when the run is shorter than a window, the
-    other way round: the samples every flagged window shares)."""
-    out = np.zeros(len(flag), dtype=bool)
+    other way round: the samples every flagged window shares). A run still flagged at
+    the data's end has no last window yet: from its first window end to the end
+    (provisional, like a long scale's tail: the next window settles it)."""
+    n = len(flag)
+    out = np.zeros(n, dtype=bool)
     padded = np.r_[False, np.asarray(flag, dtype=bool), False]
     edges = np.flatnonzero(padded[1:] != padded[:-1])
     for a, stop in zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True):
-        lo, hi = sorted((a, stop - 1 - m + 1))
+        if stop == n:
+            lo, hi = a, n - 1
+        else:
+            lo, hi = sorted((a, stop - 1 - m + 1))
         out[max(lo, 0) : hi + 1] = True
     return out
 
@@ -190,16 +209,19 @@ def settle_columns(
     surprise reaches the alert level (None: the runs of alerts are the events, as the
     causal score has them); ``lead`` is the same mask for the points just before
     ``alert[0]`` (left context): an event whose extent lies wholly there belongs to the
-    window before and is dropped. ``fired``: per point, the segment length of the view
-    that fired there (an event whose extent holds no hot sample gets that segment,
-    ending at its first alert; without ``fired``, the first alert alone).
+    window before and is dropped. ``lead_alert`` (the alerts over the same points as
+    ``lead``): a run of alerts that starts there is one run with the window's alerts it
+    reaches (as one pass has it), so it is not a new event at the window's first point;
+    one with nothing hot in this window belongs to the window before. ``fired``: per
+    point, the segment length of the view that fired there (an event whose extent holds
+    no hot sample gets that segment, ending at its first alert; without ``fired``, the
+    first alert alone).
 
     ``keep_lead``: instead, keep where each extent starts in the left context (a negative
     ``start_idx``, down to ``-len(lead)``), also for an extent that lies wholly there:
     what this window's data settles about an event of the window before. With
-    ``lead_alert`` (the alerts over the same points as ``lead``), runs of alerts there
-    count as well, so an event of the window before is settled here also when this
-    window has no alert: that window's end left its last samples provisional
+    ``lead_alert``, an event of the window before is settled here also when this window
+    has no alert: that window's end left its last samples provisional
     (:func:`provisional_from`)."""
     alert = np.asarray(alert, dtype=bool)
     if alert.ndim != 1 or np.shape(score) != alert.shape:
@@ -209,7 +231,7 @@ def settle_columns(
         )
     lead = np.zeros(0, dtype=bool) if lead is None else np.asarray(lead, dtype=bool)
     off = len(lead)
-    if keep_lead and lead_alert is not None and len(lead_alert) == off:
+    if lead_alert is not None and len(lead_alert) == off:
         run_starts, run_stops = mask_runs(np.r_[np.asarray(lead_alert, dtype=bool), alert],
                                           min_gap)
         run_starts, run_stops = run_starts - off, run_stops - off
@@ -222,7 +244,7 @@ def settle_columns(
     for a, b in zip(run_starts.tolist(), (run_stops - 1).tolist(), strict=True):
         if full is None:
             if b >= 0:
-                spans.append([a, b, a, b])
+                spans.append([max(a, 0), b, max(a, 0), b])
             continue
         lo = max(a - reach, -off)
         hot = np.flatnonzero(full[lo + off : b + off + 1])
@@ -238,7 +260,7 @@ def settle_columns(
             continue
         if s1 < 0:
             continue  # the tail of an event of the window before
-        spans.append([max(s0, 0), s1, a, b])
+        spans.append([max(s0, 0), s1, max(a, 0), b])
     spans.sort()
     merged: list[list[int]] = []
     for s0, s1, a, b in spans:

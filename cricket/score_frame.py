@@ -20,7 +20,8 @@ class ScoreFrame:
 
     For the events (:mod:`cricket.extent`): ``surprise`` (the score's uncapped
     ``-log10 p``), ``extent`` (samples whose attributed error reaches the alert level),
-    ``lead`` (the same for the ``reach`` points of context before the first one),
+    ``lead`` (the same for the ``reach + 1`` points of context before the first one:
+    the longest segment),
     ``lead_anomalous`` (the alerts over those points),
     ``reach`` (the longest segment) and ``scales``: each view's surprise by name
     (``shape 32``, ``shape 94``, ``structure 94``, ``range 1``, ``noise 32``), for the
@@ -59,17 +60,17 @@ class ScoreFrame:
         """Events: ``start_idx``, ``end_idx`` (inclusive; the settled extent),
         ``alert_idx`` (first alert), ``peak`` and ``mean`` score, ``severity``
         (uncapped, for ranking); see :func:`cricket.extent.settle_events` (``keep_lead``:
-        extents may start, or lie wholly, in the left context: negative indices; the
-        alerts there count too, so an event of the window before is settled here even
-        when this window has no alert)."""
+        extents may start, or lie wholly, in the left context: negative indices; an
+        event of the window before is settled here even when this window has no
+        alert). The alerts in the left context always join the runs they reach."""
         return pd.DataFrame(self.event_columns(min_gap, keep_lead))
 
     def event_columns(self, min_gap: int = 0, keep_lead: bool = False) -> dict[str, np.ndarray]:
         """:meth:`events` as arrays by column (what the pipeline reads, per series: a
         DataFrame costs more than the search). Without an alert there is no event, and
         the settled extent (the attributed error) is not computed."""
-        lead_alert = self.lead_anomalous if keep_lead else None
-        if not np.any(self.anomalous) and not np.any(lead_alert):
+        lead_alert = self.lead_anomalous
+        if not np.any(self.anomalous) and not (keep_lead and np.any(lead_alert)):
             return event_columns_from([])
         surprise = self.surprise if self.surprise is not None else np.full(len(self), np.nan)
         extent, lead = self.settled()

@@ -15,6 +15,7 @@ from cricket.tasks.extract import read_window
 from prefect import get_run_logger, task
 
 from cricket.config import DetectorSpec, SeriesSelector, Settings
+from cricket.extent import window_context
 from cricket.influx import lineprotocol as lp
 from cricket.influx import make_source
 from cricket.influx.base import Source
@@ -232,8 +233,10 @@ def stored_events(
 
 
 def context_for(bundle: ModelBundle, selector: SeriesSelector) -> timedelta:
-    """Left context the bundle's detectors need: their longest segment (a detector with
-    a dominant-period scale needs more than ``spec.segment_len``)."""
+    """Left context the bundle's detectors need: two of their longest segments (a
+    detector with a dominant-period scale needs more than ``spec.segment_len``), so the
+    window settles the previous window's provisional end as one pass would
+    (``cricket.extent.window_context``)."""
     dets = [*bundle.detectors.values(), *([bundle.fleet] if bundle.fleet is not None else [])]
     steps = max((d.context_len + 1 for d in dets), default=bundle.spec.segment_len)
-    return max(steps, bundle.spec.segment_len) * selector.every
+    return window_context(max(steps, bundle.spec.segment_len)) * selector.every
