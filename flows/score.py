@@ -54,6 +54,9 @@ from cricket.windows import batched, score_window, utc
 #: after its batches (starting the process, ~2 CPU s of imports, would cost more)
 DRAW_AHEAD_SERIES = 200
 
+#: pictures the scoring processes draw at a time while batches are still to be handed out
+DRAWN_BETWEEN_BATCHES = 1
+
 
 def raise_lost_writes(writes: list[Any], cause: BaseException) -> None:
     """Wait for the submitted ``writes``; if one failed, raise its error (it says which
@@ -115,6 +118,8 @@ def score_range(
         t_batches = time.perf_counter()
         results: dict[int, ScoreBatch] = {}
         writes = []
+        limit = in_flight_limit(settings)
+        shown: list[ScoredSeries] = []  # the most severe series so far
         # Each batch task gets only its own detectors; a finished batch is written at once,
         # while later batches are still being read and scored.
         try:
@@ -124,11 +129,18 @@ def score_range(
                     context, procs,
                 ),
                 batches,
-                in_flight_limit(settings),
+                limit,
             ):
                 res = results[index] = fut.result()
                 if drawer is not None:
                     drawer.offer(res.scored)
+                if procs is not None and report:
+                    # the processes draw what the report would show so far: one picture
+                    # at a time between batches, all of them once every batch is handed
+                    # out (a process then draws whenever it has no batch left)
+                    shown = plotted([*shown, *res.scored])
+                    procs.draw_ahead(shown, None if len(results) + limit >= len(batches)
+                                     else DRAWN_BETWEEN_BATCHES)
                 for stage, sec in res.seconds.items():
                     timings[stage] = timings.get(stage, 0.0) + sec
                 if res.scored:

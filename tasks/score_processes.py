@@ -10,8 +10,11 @@ a worker thread, with its retries and logs) hands its batch to a process and wai
 the process reads the batch, scores it with the same code as a thread would
 (``score_keys_batch``), settles its events with the stored ones, formats its result
 lines (the same bytes) and sends everything back; ``write-results`` then only posts
-the formatted requests. Once every batch is in, the processes also draw the report's
-pictures (``draw``), both cores at once, while the flow sends the alerts.
+the formatted requests. The report's pictures are drawn by the same processes: while
+batches score, one at a time, those of the most severe series so far (a series that
+falls out of them before its turn is never drawn); once every batch is handed out, all
+of them; whatever is left once every batch is in (``draw``), both cores at once, while
+the flow sends the alerts.
 
 The processes never touch Prefect, MLflow or logging handlers: their warnings travel
 back with the batch and are logged by the task. A process that dies (killed, out of
@@ -31,6 +34,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timedelta
@@ -72,6 +76,10 @@ class ScoringProcesses:
         global _WORK
         self.workers = workers
         self.broken = False
+        self._drawing: dict[str, tuple[ScoredSeries, Future]] = {}  # pictures queued
+        self._shown: list[ScoredSeries] = []
+        self._queued: int | None = 0
+        self._lock = threading.RLock()
         _WORK = (settings, selector, bundle, os.getpid())
         # Objects alive now are left out of the garbage collector's passes (in the
         # processes too): a pass writes to every object it visits, which would copy
@@ -107,18 +115,53 @@ class ScoringProcesses:
             log.warning("%s", message)
         return done
 
-    def draw(self, results: list[ScoredSeries]) -> Pictures:
-        """The report's pictures of ``results`` (``series_pictures``), drawn in the
-        processes once every batch is scored, one series a job (the flow's process
-        goes on with the last writes and the alerts meanwhile)."""
-        if self.broken:
-            return Pictures([])
-        try:
-            return Pictures([(r.key, self.pool.submit(series_pictures, _for_drawing(r)))
-                             for r in results])
-        except BrokenProcessPool:
-            self.broken = True
-            return Pictures([])
+    def draw_ahead(self, shown: list[ScoredSeries], queued: int | None = None) -> None:
+        """Draw the pictures of ``shown`` (the series the report would show so far, most
+        severe first) in the processes, at most ``queued`` of them waiting or being
+        drawn at a time (None: all of them now): each joins the queue behind the batches
+        already handed out. A queued picture of a series no longer among them is taken
+        back where it has not started."""
+        with self._lock:
+            self._shown, self._queued = list(shown), queued
+            keep = {id(r) for r in shown}
+            for key, (r, fut) in list(self._drawing.items()):
+                if id(r) not in keep and fut.cancel():
+                    del self._drawing[key]
+            self._pump()
+
+    def _pump(self) -> None:
+        busy = sum(1 for _, fut in self._drawing.values() if not fut.done())
+        for r in self._shown:
+            if self.broken or (self._queued is not None and busy >= self._queued):
+                return
+            entry = self._drawing.get(r.key)
+            if entry is not None and entry[0] is r:
+                continue
+            try:
+                fut = self.pool.submit(series_pictures, _for_drawing(r))
+            except (BrokenProcessPool, RuntimeError):  # broken, or shut down
+                self.broken = True
+                return
+            self._drawing[r.key] = (r, fut)
+            busy += 1
+            fut.add_done_callback(self._drawn)
+
+    def _drawn(self, fut: Future) -> None:
+        with self._lock:
+            if not self.broken:
+                self._pump()
+
+    def draw(self, shown: list[ScoredSeries]) -> Pictures:
+        """The report's pictures of ``shown`` (``series_pictures``) once every batch is
+        scored: those drawn ahead, the rest drawn now in the processes, one series a
+        job (the flow's process goes on with the last writes and the alerts)."""
+        self.draw_ahead(shown)
+        with self._lock:
+            if self.broken:
+                return Pictures([])
+            return Pictures([(r.key, entry[1]) for r in shown
+                             if (entry := self._drawing.get(r.key)) is not None
+                             and entry[0] is r])
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

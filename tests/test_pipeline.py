@@ -317,7 +317,8 @@ def test_scoring_processes_store_what_the_threads_store(trained, monkeypatch):
 
     settings, fleet, first = trained
     at = (END - pd.Timedelta(hours=3)).to_pydatetime()
-    monkeypatch.setenv("CRICKET_BATCH_SIZE", "2")  # 3 batches
+    # 5 batches, 3 in flight: pictures drawn one at a time between batches, then the rest
+    monkeypatch.setenv("CRICKET_BATCH_SIZE", "1")
     monkeypatch.setattr(sp, "PROCESS_SERIES", 10**6)
     threads = stored_hour(settings, at, first["model_version"])
     flow_pid, real = os.getpid(), score_task.score_series
@@ -333,7 +334,7 @@ def test_scoring_processes_store_what_the_threads_store(trained, monkeypatch):
         started.append(self), self.pool.shutdown(wait=True))[-1])
     procs = stored_hour(settings, at, first["model_version"])
     assert len(started) == 1 and not started[0].broken
-    assert procs[2]["batches"] == threads[2]["batches"] == 3
+    assert procs[2]["batches"] == threads[2]["batches"] == 5
     assert procs[2]["events"] == threads[2]["events"] > 0
     assert_same_stored(threads[:2], procs[:2], columns=(
         "value", "reconstruction", "error", "score", "anomalous"))
