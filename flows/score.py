@@ -135,12 +135,14 @@ def score_range(
                 if drawer is not None:
                     drawer.offer(res.scored)
                 if procs is not None and report:
-                    # the processes draw what the report would show so far: one picture
-                    # at a time between batches, all of them once every batch is handed
-                    # out (a process then draws whenever it has no batch left)
+                    # the processes draw what the report would show so far: from half
+                    # the batches on one picture at a time between batches (earlier, most
+                    # would fall out of the 20 and be drawn for nothing), all of them once
+                    # every batch is handed out (a process draws when it has no batch left)
                     shown = plotted([*shown, *res.scored])
                     procs.draw_ahead(shown, None if len(results) + limit >= len(batches)
-                                     else DRAWN_BETWEEN_BATCHES)
+                                     else DRAWN_BETWEEN_BATCHES
+                                     if 2 * len(results) >= len(batches) else 0)
                 for stage, sec in res.seconds.items():
                     timings[stage] = timings.get(stage, 0.0) + sec
                 if res.scored:

@@ -312,13 +312,13 @@ def test_scoring_processes_store_what_the_threads_store(trained, monkeypatch):
     report shows the same pictures; no series is scored in the flow's own process."""
     import os
 
+    import cricket.flows.score as score_flow
     import cricket.tasks.score as score_task
     import cricket.tasks.score_processes as sp
 
     settings, fleet, first = trained
     at = (END - pd.Timedelta(hours=3)).to_pydatetime()
-    # 5 batches, 3 in flight: pictures drawn one at a time between batches, then the rest
-    monkeypatch.setenv("CRICKET_BATCH_SIZE", "1")
+    monkeypatch.setenv("CRICKET_BATCH_SIZE", "1")  # 5 batches
     monkeypatch.setattr(sp, "PROCESS_SERIES", 10**6)
     threads = stored_hour(settings, at, first["model_version"])
     flow_pid, real = os.getpid(), score_task.score_series
@@ -329,6 +329,8 @@ def test_scoring_processes_store_what_the_threads_store(trained, monkeypatch):
 
     monkeypatch.setattr(score_task, "score_series", only_elsewhere)
     monkeypatch.setattr(sp, "PROCESS_SERIES", 1)
+    # one batch in flight: pictures drawn one at a time between the later batches too
+    monkeypatch.setattr(score_flow, "in_flight_limit", lambda settings: 1)
     started = []
     monkeypatch.setattr(sp.ScoringProcesses, "close", lambda self: (
         started.append(self), self.pool.shutdown(wait=True))[-1])
