@@ -301,13 +301,9 @@ def publish_window(
     )
     rep.incidents = alerts["incidents"]
     rep.answers = alerts["answers"]
-    if pictures is not None:
-        try:
-            rep.pictures = pictures.result()
-        except Exception as exc:  # noqa: BLE001 - the report draws them itself then
-            get_run_logger().warning("drawing the report's pictures ahead failed (%s): the "
-                                     "report draws them", exc)
-    path = publish_report(settings, quote(rep))
+    # the pictures drawn ahead are waited for inside publish-report: the report's time
+    path = publish_report(settings, quote(rep),
+                          pictures=quote(pictures) if pictures is not None else None)
     run = log_report_to_mlflow(
         settings, quote(rep), path,
         {"scored": len(scored), "events": sum(len(s.events) for s in scored)},

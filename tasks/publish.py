@@ -186,9 +186,19 @@ def draw_report(results: Sequence[Any]) -> dict[str, str]:
 
 @task(name="publish-report", timeout_seconds=600, retries=1, retry_delay_seconds=2,
       cache_policy=IO_TASK["cache_policy"], persist_result=False)
-def publish_report(settings: Settings, report: Report, out_dir: Path | None = None) -> Path:
+def publish_report(settings: Settings, report: Report, out_dir: Path | None = None,
+                   pictures: Any = None) -> Path:
     """Write the HTML report to ``out_dir`` (default ``settings.reports_path``) and
-    attach the events table, markdown summary and link artifacts. Returns the path."""
+    attach the events table, markdown summary and link artifacts. Returns the path.
+    ``pictures``: a future of pictures drawn ahead (``draw_report``'s, the scoring
+    processes' or the drawing process's), waited for here and put in
+    ``report.pictures``; if it failed, the report draws them."""
+    if pictures is not None:
+        try:
+            report.pictures = pictures.result()
+        except Exception as exc:  # noqa: BLE001 - the report draws them itself then
+            get_run_logger().warning("drawing the report's pictures ahead failed (%s): the "
+                                     "report draws them", exc)
     path = write_report(report, out_dir or settings.reports_path)
     create_report_artifacts(report, path)
     get_run_logger().info(
