@@ -153,10 +153,9 @@ def test_newlines_are_refused_everywhere(influx_settings):
         sink.write_series(_key("a\nwaveform,host=b value=666"), _s([1.0]))
 
 
-def test_write_retries_5xx_and_reports_the_unwritten_range(influx_settings):
-    """A local stand-in answers 503 once, then 204, then 500 forever."""
-    seen: list[bytes] = []
-    answers = [503, 204]
+def _stand_in(seen: list[bytes], answers: list[int]) -> ThreadingHTTPServer:
+    """A local stand-in for InfluxDB's /write, started: it keeps each request's body in
+    ``seen`` and answers the next status in ``answers`` (500 once they run out)."""
 
     class H(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
@@ -170,6 +169,15 @@ def test_write_retries_5xx_and_reports_the_unwritten_range(influx_settings):
 
     srv = ThreadingHTTPServer(("127.0.0.1", find_free_port()), H)
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    return srv
+
+
+def test_write_retries_5xx_and_reports_the_unwritten_range(influx_settings):
+    """A local stand-in answers 503 once, then 204, then 500 forever."""
+    seen: list[bytes] = []
+    answers = [503, 204]
+
+    srv = _stand_in(seen, answers)
     try:
         st = influx_settings.model_copy(update={"influx_url": f"http://127.0.0.1:{srv.server_port}",
                                                 "influx_write_batch": 4, "influx_retries": 1})
@@ -196,16 +204,6 @@ def test_results_formatted_ahead_post_the_same_requests_and_report_the_same_fail
     seen: list[bytes] = []
     answers: list[int] = []
 
-    class H(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            seen.append(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(answers.pop(0) if answers else 500)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *a: object) -> None:
-            pass
-
     idx = pd.date_range(T0, periods=7, freq="10s")
     frame = pd.DataFrame({"value": np.arange(7.0), "reconstruction": np.arange(7.0) / 3,
                           "error": np.r_[np.nan, np.ones(6)], "score": np.linspace(0, 99, 7),
@@ -213,8 +211,7 @@ def test_results_formatted_ahead_post_the_same_requests_and_report_the_same_fail
     events = pd.DataFrame({"start": [idx[5]], "end": [idx[6]], "peak": [99.0],
                            "mean": [90.5], "duration_s": [20.0], "severity": [3.25]})
     items = [(_key("a"), frame, events), (_key("b"), frame.iloc[:4], None)]
-    srv = ThreadingHTTPServer(("127.0.0.1", find_free_port()), H)
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    srv = _stand_in(seen, answers)
     failures = []
     try:
         st = influx_settings.model_copy(update={"influx_url": f"http://127.0.0.1:{srv.server_port}",
