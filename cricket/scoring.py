@@ -627,11 +627,28 @@ def settle_with_stored(
     return keep_taken_over(events, taken, max_gap), revised
 
 
+def _revised_by(events: pd.DataFrame, revisions: Mapping) -> pd.DataFrame:
+    """``events`` (a copy) with each event whose start a revised record has (``revisions``,
+    by start) taking that record's extent, peak and severity; its explanation stays."""
+    ev = events.copy()
+    if not revisions or ev.empty:
+        return ev
+    for i, start in zip(ev.index, ev["start"], strict=True):
+        rec = revisions.get(pd.Timestamp(start).value)
+        if rec is not None:
+            for col in ("end", "duration_s", "peak", "severity"):
+                if col in ev.columns:
+                    ev.at[i, col] = rec.get(col)
+    return ev
+
+
 def merge_by_series(
     parts: Iterable[ScoredSeries], max_gap: pd.Timedelta | None = None
 ) -> list[ScoredSeries]:
     """Join the chunks of each series (in time order) into one result per series; events
-    closer than ``max_gap`` across a chunk boundary become one."""
+    closer than ``max_gap`` across a chunk boundary become one. A chunk's ``revised``
+    records (a later chunk settled where an earlier chunk's event ends, and rewrote its
+    record) revise that event here too, so the result says what is stored."""
     by_key: dict[str, list[ScoredSeries]] = {}
     for p in parts:
         by_key.setdefault(p.key, []).append(p)
@@ -642,8 +659,10 @@ def merge_by_series(
         # events across a chunk boundary become one, the pair of the higher peak stays
         pairs: list[tuple] = []
         parts = []
+        revisions = {pd.Timestamp(rec["start"]).value: rec for p in group
+                     if p.revised is not None for rec in p.revised.to_dict("records")}
         for p in group:
-            ev = p.events.copy()
+            ev = _revised_by(p.events, revisions)
             shapes = list(p.nearest_shapes)
             ev["_pair"] = [len(pairs) + i if i < len(shapes) else -1 for i in range(len(ev))]
             pairs.extend(shapes)

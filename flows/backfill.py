@@ -105,9 +105,9 @@ def backfill(
     if len(todo) < len(parts):
         notes.insert(0, f"{len(parts) - len(todo)} chunks were scored before and are not in this report")
     published = publish_window(
-        settings, "backfill", start, end, version, merge_by_series(
+        settings, "backfill", start, end, version, [merged for merged in merge_by_series(
             anomalous_parts, selector.every * (bundle.spec.min_event_gap + 1)
-        ), notes, page=alert, missing=missing,
+        ) if merged.n_events], notes, page=alert, missing=missing,
         series_scored=len({k for s in summaries for k in s.get("scored_series", [])}),
     )
     return {

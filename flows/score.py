@@ -209,7 +209,10 @@ def score_range(
             "timings": {k: round(v, 3) for k, v in timings.items()},
         }
         if collect is not None:
-            collect.extend(s for s in scored if len(s.events))
+            # with the series whose records of earlier chunks this window revised: the
+            # longer report shows what is stored (see merge_by_series)
+            collect.extend(s for s in scored
+                           if len(s.events) or (s.revised is not None and len(s.revised)))
         if report:
             t_report = time.perf_counter()
             summary.update(publish_window(settings, kind, start, end, version, scored, notes,

@@ -87,6 +87,31 @@ def test_joined_chunks_keep_each_events_own_picture():
     assert merged.peak_event_index() == 1 and float(merged.nearest_shapes[1][0][0]) == 3.0
 
 
+def test_a_backfill_report_shows_the_end_a_later_chunk_settled_and_stored():
+    """A chunk's event ending near the chunk's end is provisional; the next chunk settles
+    it and rewrites its record (``revised``). The backfill's report merges the chunks: it
+    must show the stored end, not the first chunk's provisional one (the demo's
+    frequency change was reported 5 min short of its stored record)."""
+    from cricket.scoring import ScoredSeries, merge_by_series
+
+    def chunk(lo: str, hi: str, events: list[dict], revised=None) -> ScoredSeries:  # noqa: ANN001
+        idx = pd.date_range(T + pd.Timedelta(lo), T + pd.Timedelta(hi), freq="10s",
+                            inclusive="left")
+        frame = pd.DataFrame({"value": 0.0, "score": 0.0}, index=idx)
+        return ScoredSeries("s", frame, pd.DataFrame(events), 50.0, "own", revised=revised)
+
+    cut = {**ev("22min40s", "45min30s", 90, 70), "severity": 20.0, **WHY}
+    stored = pd.DataFrame([{**ev("22min40s", "50min30s", 91, 70), "severity": 21.0,
+                            "extended_at": T + pd.Timedelta("1h")}])
+    first = chunk("0s", "1h", [cut])
+    second = chunk("1h", "2h", [], revised=stored)
+    (merged,) = merge_by_series([second, first], pd.Timedelta("170s"))
+    (row,) = merged.events.to_dict("records")
+    assert (row["start"], row["end"]) == (T + pd.Timedelta("22min40s"), T + pd.Timedelta("50min30s"))
+    assert row["peak"] == 91 and row["severity"] == 21.0 and row["duration_s"] == 1680.0
+    assert {k: row[k] for k in WHY} == WHY  # the explanation the first chunk gave
+
+
 def test_events_further_apart_than_the_gap_stay_apart():
     events = pd.DataFrame([ev("0s", "10min", 90, 80), ev("20min", "30min", 90, 80)])
     assert len(join_events(events, pd.Timedelta("170s"))) == 2
